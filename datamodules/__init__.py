@@ -1,0 +1,1 @@
+"""Per-dataset Datasets and thin DataModules for the public datasets (see README, datasets table)."""

@@ -1,0 +1,7 @@
+"""Base classes every method and datamodule builds on."""
+
+from fusion_bench.base.datamodule import PairedDataModule, resolve_root
+from fusion_bench.base.method import FusionMethod, MultimodalClassifier, SegFusionMethod, load_method_config
+
+__all__ = ["FusionMethod", "MultimodalClassifier", "PairedDataModule", "SegFusionMethod", "load_method_config",
+           "resolve_root"]

@@ -1,0 +1,99 @@
+"""PairedDataModule: a thin LightningDataModule over any FusionDataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from fusion_bench.data.base import FusionDataset
+from fusion_bench.data.transforms import Compose, PairedRandomCrop, PairedRandomFlip, collate_samples
+
+
+def resolve_root(name: str, root: str | Path | None) -> Path:
+    """`--root`, else $FUSION_BENCH_DATA/<name>, else data/<name> (relative to the working directory)."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("FUSION_BENCH_DATA")
+    if env:
+        return Path(env).expanduser() / name
+    return Path("data") / name
+
+
+class PairedDataModule(L.LightningDataModule):
+    """Train split with identical random crops/flips on every key; val/test split unchanged.
+
+    A dataset with no `val` split validates on nothing (methods that need validation carve it themselves).
+    Test loaders use batch size 1 because real test images differ in size.
+    """
+
+    dataset_class: ClassVar[type[FusionDataset]]
+
+    def __init__(self, root: str | Path | None = None, batch_size: int = 4, num_workers: int = 0,
+                 crop_size: int | tuple[int, int] | None = None, flip: bool = True, seed: int = 0,
+                 **dataset_kwargs: Any):
+        super().__init__()
+        self.root = self.resolve_root(root)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.crop_size = crop_size
+        self.flip = flip
+        self.seed = seed
+        self.dataset_kwargs = dataset_kwargs
+
+    @classmethod
+    def resolve_root(cls, root: str | Path | None) -> Path:
+        return resolve_root(cls.dataset_class.name, root)
+
+    # description used by methods and the runner
+    @property
+    def name(self) -> str:
+        return self.dataset_class.name
+
+    @property
+    def modalities(self) -> tuple[str, str]:
+        return self.dataset_class.modalities
+
+    @property
+    def task(self):
+        return self.dataset_class.task
+
+    def dataset(self, split: str, train_transforms: bool = False) -> FusionDataset:
+        transforms = None
+        if train_transforms:
+            parts = []
+            if self.crop_size:
+                parts.append(PairedRandomCrop(self.crop_size))
+            if self.flip:
+                parts.append(PairedRandomFlip())
+            transforms = Compose(*parts) if parts else None
+        return self.dataset_class(self.root, split, transforms=transforms, **self.dataset_kwargs)
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = self.dataset_class.splits
+        if stage in (None, "fit"):
+            self.train_set = self.dataset("train", train_transforms=True)
+            self.val_set = self.dataset("val") if "val" in splits else None
+        if stage in (None, "test", "predict"):
+            self.test_set = self.dataset("test")
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=collate_samples, generator=generator, drop_last=False,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, 1, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, 1, shuffle=False)

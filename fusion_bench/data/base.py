@@ -1,0 +1,314 @@
+"""Dataset contract: `(root, split, transforms)`, integrity checked first, every problem named with its path.
+
+Subclasses describe their layout with class attributes and implement `_scan` (a structural pass that
+pairs files without decoding them). Loading, validation, `check` (the `data check` report), the split
+hash and `plot` are shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import Dataset
+
+from fusion_bench.data.io import ImageReadError, is_image_file, read_image, read_mask
+from fusion_bench.types import BOXES, IGNORE_INDEX, LABELS, MASK, NAME, Task
+
+Sample = dict[str, Any]
+
+
+class DatasetError(RuntimeError):
+    """Base class for dataset problems; the message always names the root or the offending file."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """The root is missing, empty, or lacks a required folder."""
+
+    def __init__(self, dataset: str, root: Path, expected_tree: str, missing: Iterable[str] = ()):
+        missing = list(missing)
+        lines = [f"{dataset}: dataset not found at {root}"]
+        if missing:
+            lines.append("missing: " + ", ".join(missing))
+        lines += ["expected tree:", expected_tree.rstrip(), "Download the dataset yourself (see README, datasets "
+                  "table) and pass --root, or set FUSION_BENCH_DATA so that $FUSION_BENCH_DATA/<name> holds it."]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One integrity problem, tied to the file (or folder) it concerns."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class DatasetIntegrityError(DatasetError):
+    """The tree exists but some files are unpaired, unreadable, mismatched or out of range."""
+
+    def __init__(self, dataset: str, root: Path, problems: list[Problem]):
+        self.problems = problems
+        shown = "\n".join(f"  - {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(
+            f"{dataset} at {root}: {len(problems)} problem(s); nothing was skipped, fix them or the split "
+            f"list:\n{shown}{more}\nRun `fusion-bench data check {dataset} --root {root}` for the full report."
+        )
+
+
+@dataclass
+class SampleRef:
+    """Where one sample lives on disk: a name and a file per key (modality, mask, gt, annotation)."""
+
+    name: str
+    files: dict[str, Path]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckReport:
+    """What `fusion-bench data check` prints: counts, sizes, channels, label range, problems, variant."""
+
+    dataset: str
+    root: Path
+    variant: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, Counter] = field(default_factory=dict)
+    channels: dict[str, Counter] = field(default_factory=dict)
+    label_values: set[int] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+    split_hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        lines = [f"dataset {self.dataset} at {self.root}"]
+        if self.variant:
+            lines.append(f"layout variant: {self.variant}")
+        for split, n in self.counts.items():
+            lines.append(f"  {split}: {n} samples (split hash {self.split_hashes.get(split, '-')})")
+        for key, sizes in self.sizes.items():
+            seen = ", ".join(f"{h}x{w} ({c})" for (h, w), c in sizes.most_common(5))
+            chans = ", ".join(f"{ch}ch ({c})" for ch, c in self.channels[key].most_common())
+            lines.append(f"  {key}: sizes {seen}; channels {chans}")
+        if self.label_values:
+            lines.append(f"  label values: {min(self.label_values)}..{max(self.label_values)}"
+                         f" ({len(self.label_values)} distinct)")
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines += [f"  - {p}" for p in self.problems]
+        else:
+            lines.append("clean: no problems found")
+        return "\n".join(lines)
+
+
+class FusionDataset(Dataset):
+    """Base dataset. Samples are dicts of named tensors (see fusion_bench.types).
+
+    Class attributes a subclass sets:
+      name, task, modalities (the ordered pair (a, b) a fusion method receives), splits,
+      load_modes (key -> "L" | "RGB" | "RGBA" | "mask" | None) used by the default loader,
+      class_names (segmentation, index order), box_class_names (detection), has_reference, expected_tree.
+    """
+
+    name: ClassVar[str] = "dataset"
+    task: ClassVar[Task] = Task.IVIF
+    modalities: ClassVar[tuple[str, str]] = ("ir", "vis")
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    load_modes: ClassVar[dict[str, str | None]] = {}
+    class_names: ClassVar[tuple[str, ...] | None] = None
+    box_class_names: ClassVar[tuple[str, ...] | None] = None
+    ignore_index: ClassVar[int] = IGNORE_INDEX
+    has_reference: ClassVar[bool] = False
+    expected_tree: ClassVar[str] = ""
+
+    def __init__(self, root: str | Path, split: str = "train", transforms: Callable[[Sample], Sample] | None = None,
+                 *, strict: bool = True):
+        self.root = Path(root)
+        if split not in self.splits:
+            raise ValueError(f"{self.name}: unknown split {split!r}; valid splits: {', '.join(self.splits)}")
+        self.split = split
+        self.transforms = transforms
+        self._check_root()
+        self.samples, self.problems = self._scan()
+        if strict and self.problems:
+            raise DatasetIntegrityError(self.name, self.root, self.problems)
+
+    # -- to implement ------------------------------------------------------------------------------
+    def _scan(self) -> tuple[list[SampleRef], list[Problem]]:
+        """Index the split without decoding images; return samples and structural problems."""
+        raise NotImplementedError
+
+    # -- shared behaviour --------------------------------------------------------------------------
+    @property
+    def variant(self) -> str | None:
+        """Which layout variant was found (for datasets that accept several)."""
+        return None
+
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(self.name, self.root, self.expected_tree, ["the root folder itself"])
+        if not any(self.root.iterdir()):
+            raise DatasetNotFoundError(self.name, self.root, self.expected_tree, ["everything: the folder is empty"])
+
+    def require_dirs(self, *relative: str) -> None:
+        """Raise DatasetNotFoundError listing every required sub-folder that is absent."""
+        missing = [r for r in relative if not (self.root / r).is_dir()]
+        if missing:
+            raise DatasetNotFoundError(self.name, self.root, self.expected_tree, [str(self.root / m) for m in missing])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        ref = self.samples[index]
+        sample = self._load(ref)
+        problems = self._validate(sample, ref)
+        if problems:
+            raise DatasetIntegrityError(self.name, self.root, problems)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def _load(self, ref: SampleRef) -> Sample:
+        """Default loader: read each file with its load mode; errors name the file."""
+        sample: Sample = {NAME: ref.name}
+        for key, path in ref.files.items():
+            mode = self.load_modes.get(key, "RGB")
+            try:
+                sample[key] = read_mask(path) if mode == "mask" else read_image(path, mode)
+            except ImageReadError as err:
+                raise DatasetIntegrityError(self.name, self.root, [Problem(str(path), str(err))]) from err
+        return sample
+
+    def _validate(self, sample: Sample, ref: SampleRef) -> list[Problem]:
+        """Same spatial size across image keys; mask values within the classes; box labels in range."""
+        problems: list[Problem] = []
+        sizes = {k: tuple(v.shape[-2:]) for k, v in sample.items()
+                 if isinstance(v, torch.Tensor) and v.ndim in (2, 3) and k not in (BOXES, LABELS)}
+        if len(set(sizes.values())) > 1:
+            where = ", ".join(f"{k} {h}x{w} ({ref.files.get(k, ref.name)})" for k, (h, w) in sizes.items())
+            problems.append(Problem(str(ref.files.get(self.modalities[0], ref.name)), f"size mismatch: {where}"))
+        if MASK in sample and self.class_names is not None:
+            values = torch.unique(sample[MASK])
+            bad = [int(v) for v in values if not (0 <= v < len(self.class_names) or v == self.ignore_index)]
+            if bad:
+                problems.append(Problem(str(ref.files.get(MASK, ref.name)),
+                                        f"label values {bad} outside 0..{len(self.class_names) - 1} "
+                                        f"(and ignore {self.ignore_index})"))
+        if LABELS in sample and self.box_class_names is not None:
+            labels = sample[LABELS]
+            bad = sorted({int(v) for v in labels if not 0 <= v < len(self.box_class_names)})
+            if bad:
+                problems.append(Problem(str(ref.extra.get("annotation", ref.name)),
+                                        f"box class ids {bad} outside 0..{len(self.box_class_names) - 1}"))
+        return problems
+
+    def split_hash(self) -> str:
+        """Short sha256 over the sorted sample names of this split (goes into every result row)."""
+        digest = hashlib.sha256("\n".join(sorted(s.name for s in self.samples)).encode()).hexdigest()
+        return digest[:16]
+
+    @classmethod
+    def check(cls, root: str | Path) -> CheckReport:
+        """Decode every sample of every split and report all problems instead of raising."""
+        report = CheckReport(dataset=cls.name, root=Path(root))
+        for split in cls.splits:
+            try:
+                ds = cls(root, split, strict=False)
+            except DatasetNotFoundError as err:
+                report.problems.append(Problem(str(root), str(err).splitlines()[0] + f" (split {split})"))
+                continue
+            except DatasetError as err:
+                report.problems.append(Problem(str(root), f"split {split}: {err}"))
+                continue
+            report.variant = report.variant or ds.variant
+            report.counts[split] = len(ds)
+            report.split_hashes[split] = ds.split_hash()
+            report.problems.extend(ds.problems)
+            for ref in ds.samples:
+                try:
+                    sample = ds._load(ref)
+                except DatasetIntegrityError as err:
+                    report.problems.extend(err.problems)
+                    continue
+                except DatasetError as err:
+                    report.problems.append(Problem(ref.name, str(err)))
+                    continue
+                report.problems.extend(ds._validate(sample, ref))
+                for key, value in sample.items():
+                    if not isinstance(value, torch.Tensor):
+                        continue
+                    if key == MASK:
+                        report.label_values.update(int(v) for v in torch.unique(value))
+                    elif value.ndim == 3 and key not in (BOXES, LABELS):
+                        report.sizes.setdefault(key, Counter())[tuple(value.shape[-2:])] += 1
+                        report.channels.setdefault(key, Counter())[int(value.shape[0])] += 1
+        return report
+
+    def plot(self, sample: Sample, prediction: torch.Tensor | None = None, title: str | None = None):
+        """Draw the modalities (and mask, boxes, prediction when present) side by side; returns a Figure."""
+        from fusion_bench.data.plot import plot_sample
+
+        return plot_sample(sample, self.modalities, self.class_names, self.box_class_names, prediction, title)
+
+
+def pair_by_stem(dirs: dict[str, Path], names: list[str] | None = None) -> tuple[list[SampleRef], list[Problem]]:
+    """Pair image files across folders by file stem.
+
+    Every file without a partner in every other folder is a Problem, as is a stem present twice with
+    different extensions. With `names` (a split list) only those stems are used, and a listed stem
+    missing from a folder is a Problem.
+    """
+    problems: list[Problem] = []
+    found: dict[str, dict[str, Path]] = {}
+    for key, folder in dirs.items():
+        stems: dict[str, Path] = {}
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if not is_image_file(path):
+                continue
+            if path.stem in stems:
+                problems.append(Problem(str(path), f"duplicate stem {path.stem!r} (also {stems[path.stem].name})"))
+                continue
+            stems[path.stem] = path
+        found[key] = stems
+    keys = list(dirs)
+    if names is None:
+        all_stems = sorted(set().union(*[set(s) for s in found.values()]))
+        for stem in all_stems:
+            have = [k for k in keys if stem in found[k]]
+            if len(have) != len(keys):
+                lacking = [str(dirs[k]) for k in keys if k not in have]
+                problems.append(Problem(str(found[have[0]][stem]), f"no partner in {', '.join(lacking)}"))
+        stems_used = [s for s in all_stems if all(s in found[k] for k in keys)]
+    else:
+        stems_used = []
+        for stem in names:
+            lacking = [str(dirs[k]) for k in keys if stem not in found[k]]
+            if lacking:
+                problems.append(Problem(stem, f"listed in the split file but missing from {', '.join(lacking)}"))
+            else:
+                stems_used.append(stem)
+    return [SampleRef(s, {k: found[k][s] for k in keys}) for s in stems_used], problems
+
+
+def read_split_file(path: Path) -> list[str]:
+    """One sample stem per line (blank lines and `#` comments ignored; extensions stripped)."""
+    if not path.is_file():
+        raise DatasetError(f"split file {path} not found")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(Path(line).stem if Path(line).suffix.lower() in (".png", ".jpg", ".bmp") else line)
+    return names

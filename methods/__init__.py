@@ -1,0 +1,1 @@
+"""One package per fusion / multimodal method; see fusion_bench.registry.METHODS."""
