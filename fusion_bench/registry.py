@@ -27,6 +27,24 @@ DATASETS: dict[str, str] = {
     "synthetic-mfif": "fusion_bench.data.synthetic:SyntheticMFIFDataModule",
     "synthetic-meif": "fusion_bench.data.synthetic:SyntheticMEIFDataModule",
     "synthetic-av": "fusion_bench.data.synthetic:SyntheticAVDataModule",
+    # public datasets (users download them; see README, datasets table)
+    "llvip": "datamodules.llvip:LLVIPDataModule",
+    "tno": "datamodules.tno:TNODataModule",
+    "roadscene": "datamodules.roadscene:RoadSceneDataModule",
+    "msrs": "datamodules.msrs:MSRSDataModule",
+    "m3fd": "datamodules.m3fd:M3FDDataModule",
+    "fmb": "datamodules.fmb:FMBDataModule",
+    "mfnet": "datamodules.mfnet:MFNetDataModule",
+    "pst900": "datamodules.pst900:PST900DataModule",
+    "lytro": "datamodules.lytro:LytroDataModule",
+    "mfi_whu": "datamodules.mfi_whu:MFIWHUDataModule",
+    "mefb": "datamodules.mefb:MEFBDataModule",
+    "sice": "datamodules.sice:SICEDataModule",
+    "harvard_ct_mri": "datamodules.harvard:HarvardCTMRIDataModule",
+    "harvard_pet_mri": "datamodules.harvard:HarvardPETMRIDataModule",
+    "harvard_spect_mri": "datamodules.harvard:HarvardSPECTMRIDataModule",
+    "cremad": "datamodules.cremad:CREMADDataModule",
+    "ave": "datamodules.ave:AVEDataModule",
 }
 
 EVALUATORS: dict[str, str] = {}
