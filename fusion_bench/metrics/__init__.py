@@ -1,0 +1,13 @@
+"""Image-fusion quality metrics in named dialects that reproduce the reference kits (docs/metrics.md).
+
+>>> from fusion_bench.metrics import get_dialect
+>>> scores = get_dialect("mmif").compute(a, b, fused)   # {metric: (B,) float64}
+"""
+
+from fusion_bench.metrics._common import MetricsInputError
+from fusion_bench.metrics.classes import METRIC_CLASSES, DialectMetrics, FusionMetric
+from fusion_bench.metrics.dialects import DIALECTS, Dialect, MetricSpec, get_dialect
+from fusion_bench.metrics.folders import pair_folders, score_folders
+
+__all__ = ["DIALECTS", "METRIC_CLASSES", "Dialect", "DialectMetrics", "FusionMetric", "MetricSpec",
+           "MetricsInputError", "get_dialect", "pair_folders", "score_folders"]

@@ -1,0 +1,31 @@
+"""The ``mmif`` dialect: MMIF-CDDFuse/EMMA ``utils/Evaluator.py`` conventions.
+
+Every input goes to gray with OpenCV's float rule (``gray_cv2``: float32 0.299R+0.587G+0.114B, round half to
+even) and is used on the 0..255 scale. Source order: A = a (IR), B = b (VIS).
+"""
+
+from __future__ import annotations
+
+import math
+
+from fusion_bench.metrics.dialects import MMIF, Inputs
+from fusion_bench.metrics.functional import basic, correlation, information
+
+
+def _en(x: Inputs):
+    return basic.entropy(x.gf, 2.0)
+
+
+MMIF.add("EN", _en, True, "entropy of F's 256-bin histogram, bits")
+MMIF.add("SD", lambda x: basic.standard_deviation(x.gf), True, "population std of F, 0..255")
+MMIF.add("SF", lambda x: basic.spatial_frequency(x.gf, "diffs"), True, "sqrt(RF^2+CF^2), means over differences")
+MMIF.add("MI", lambda x: information.mutual_information(x.ga, x.gb, x.gf, math.e), True,
+         "MI(A,F)+MI(B,F) by exact label counting, nats")
+MMIF.add("SCD", lambda x: correlation.scd(x.ga, x.gb, x.gf), True, "corr(F-B,A)+corr(F-A,B)")
+MMIF.add("AG", lambda x: basic.average_gradient(x.gf, "mn"), True, "mean of sqrt((gx^2+gy^2)/2), MATLAB gradient")
+MMIF.add("CC", lambda x: correlation.correlation_coefficient(x.ga, x.gb, x.gf), True, "(r(A,F)+r(B,F))/2")
+MMIF.add("MSE", lambda x: correlation.fusion_mse(x.ga, x.gb, x.gf), False, "(MSE(A,F)+MSE(B,F))/2 on 0..255")
+MMIF.add("PSNR", lambda x: correlation.psnr_peak_max(x.ga, x.gb, x.gf), True, "10 log10(max(F)^2 / MSE)")
+
+MMIF.default = tuple(n for n in ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM", "AG", "CC", "MSE", "PSNR")
+                     if n in MMIF.specs)

@@ -1,0 +1,161 @@
+"""Named metric dialects: each reproduces the conventions of one reference evaluation kit.
+
+* ``mmif``: MMIF-CDDFuse/EMMA ``utils/Evaluator.py`` (OpenCV float gray, 0..255 float, nats, SSIM sum).
+* ``vifb``: the VIFB MATLAB benchmark (per-RGB-channel protocol, its own RMSE/PSNR).
+* ``tang``: Tang's MATLAB kit (Evaluation-for-Image-Fusion; MATLAB rgb2gray, bits, MEF-SSIM as "MS_SSIM").
+
+See docs/metrics.md for the per-metric table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fusion_bench.metrics._common import MetricsInputError, check_inputs, gray_cv2, gray_matlab, to_levels
+
+
+class Inputs:
+    """Levels (float64, 0..255, Bx{1,3}xHxW) of one batch plus a cache for derived arrays."""
+
+    def __init__(self, a: Tensor, b: Tensor, fused: Tensor, gt: Tensor | None,
+                 gray: Callable[[Tensor], Tensor]) -> None:
+        self.a, self.b, self.f = to_levels(a), to_levels(b), to_levels(fused)
+        self.gt = None if gt is None else to_levels(gt)
+        self._gray = gray
+        self.cache: dict[str, Any] = {}
+
+    def get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    @property
+    def ga(self) -> Tensor:
+        """Gray source a (Bx1xHxW float64 levels, dialect rule)."""
+        return self.get("ga", lambda: self._gray(self.a))
+
+    @property
+    def gb(self) -> Tensor:
+        return self.get("gb", lambda: self._gray(self.b))
+
+    @property
+    def gf(self) -> Tensor:
+        return self.get("gf", lambda: self._gray(self.f))
+
+    @property
+    def ggt(self) -> Tensor:
+        if self.gt is None:
+            raise MetricsInputError("this metric needs a reference image (gt)")
+        return self.get("ggt", lambda: self._gray(self.gt))
+
+
+MetricFn = Callable[[Inputs], Tensor]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of a dialect."""
+
+    name: str
+    fn: MetricFn
+    higher_is_better: bool
+    description: str = ""
+    needs_gt: bool = False
+
+
+@dataclass
+class Dialect:
+    """A named set of metrics with the conventions of one reference kit."""
+
+    name: str
+    description: str
+    gray: Callable[[Tensor], Tensor]
+    specs: dict[str, MetricSpec] = field(default_factory=dict)
+    default: tuple[str, ...] = ()
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The dialect's own metrics in report order (reference-based ones excluded)."""
+        return self.default
+
+    @property
+    def all_metric_names(self) -> tuple[str, ...]:
+        """Every metric this dialect can compute (extras and reference-based ones included)."""
+        return tuple(self.specs)
+
+    @property
+    def higher_is_better(self) -> dict[str, bool]:
+        return {n: s.higher_is_better for n, s in self.specs.items()}
+
+    @property
+    def reference_metric_names(self) -> tuple[str, ...]:
+        return tuple(n for n, s in self.specs.items() if s.needs_gt)
+
+    def add(self, name: str, fn: MetricFn, higher_is_better: bool, description: str = "",
+            needs_gt: bool = False, default: bool = True) -> None:
+        self.specs[name] = MetricSpec(name, fn, higher_is_better, description, needs_gt)
+        if default and not needs_gt:
+            self.default = (*self.default, name)
+
+    def resolve(self, metrics: Sequence[str] | str | None, with_gt: bool) -> list[str]:
+        """Validate and order the requested metric names."""
+        if metrics is None:
+            names = list(self.default)
+            if with_gt:
+                names += [n for n in self.reference_metric_names if n not in names]
+            return names
+        if isinstance(metrics, str):
+            metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+        unknown = [m for m in metrics if m not in self.specs]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown} for dialect {self.name!r}; valid: {', '.join(self.specs)}")
+        if not with_gt:
+            need = [m for m in metrics if self.specs[m].needs_gt]
+            if need:
+                raise ValueError(f"metric(s) {need} need a reference image: pass gt=")
+        return list(dict.fromkeys(metrics))
+
+    @torch.no_grad()
+    def compute(self, a: Tensor, b: Tensor, fused: Tensor, metrics: Sequence[str] | None = None,
+                gt: Tensor | None = None) -> dict[str, Tensor]:
+        """Score a batch. a, b, fused (and gt): Bx{1,3}xHxW floats in [0, 1], same B and HxW.
+
+        Returns {metric: float64 tensor of shape (B,)} on the inputs' device.
+        """
+        names = self.resolve(metrics, gt is not None)
+        check_inputs(a, b, fused, gt)
+        inp = Inputs(a, b, fused, gt, self.gray)
+        return {n: self.specs[n].fn(inp).to(torch.float64).reshape(-1) for n in names}
+
+    def __repr__(self) -> str:
+        return f"Dialect({self.name!r}, metrics={self.metric_names})"
+
+
+DIALECTS: dict[str, Dialect] = {}
+
+
+def get_dialect(name: str) -> Dialect:
+    """Look up a dialect by name (ValueError listing the valid ones otherwise)."""
+    if isinstance(name, Dialect):
+        return name
+    try:
+        return DIALECTS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric dialect {name!r}; valid: {', '.join(DIALECTS)}") from None
+
+
+def _register(d: Dialect) -> Dialect:
+    DIALECTS[d.name] = d
+    return d
+
+
+MMIF = _register(Dialect("mmif", "MMIF-CDDFuse/EMMA utils/Evaluator.py", gray_cv2))
+VIFB = _register(Dialect("vifb", "VIFB MATLAB benchmark (xingchenzhang/VIFB)", gray_matlab))
+TANG = _register(Dialect("tang", "Tang's MATLAB kit (Linfeng-Tang/Evaluation-for-Image-Fusion)", gray_matlab))
+
+from fusion_bench.metrics import _mmif, _tang, _vifb  # noqa: E402,F401  (fill the dialects)

@@ -1,0 +1,147 @@
+"""Score folders of fused images against their sources (the engine of ``fusion-bench metrics``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fusion_bench.metrics._common import MetricsInputError
+from fusion_bench.metrics.dialects import get_dialect
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise MetricsInputError(f"{role} folder {folder} does not exist or is not a directory")
+    out: dict[str, Path] = {}
+    dupes: list[str] = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            if p.stem in out:
+                dupes.append(f"{out[p.stem].name} / {p.name}")
+            out[p.stem] = p
+    if dupes:
+        raise MetricsInputError(f"{role} folder {folder} has several images with the same stem: {', '.join(dupes)}")
+    if not out:
+        raise MetricsInputError(f"{role} folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return out
+
+
+def pair_folders(a_dir: str | Path, b_dir: str | Path, fused_dir: str | Path) -> list[tuple[str, Path, Path, Path]]:
+    """Match files by stem: fused ``x.png`` pairs with ``a_dir/x.*`` and ``b_dir/x.*``.
+
+    Raises MetricsInputError naming the files when any image has no partner in one of the three folders.
+    """
+    a = _images_by_stem(Path(a_dir), "source a")
+    b = _images_by_stem(Path(b_dir), "source b")
+    f = _images_by_stem(Path(fused_dir), "fused")
+    problems = []
+    for role, d, others in (("fused", f, (a, b)), ("source a", a, (b, f)), ("source b", b, (a, f))):
+        lonely = [p.name for s, p in d.items() if any(s not in o for o in others)]
+        if lonely:
+            shown = ", ".join(lonely[:10]) + (f" ... ({len(lonely)} in all)" if len(lonely) > 10 else "")
+            problems.append(f"{role} images without a partner in every folder: {shown}")
+    if problems:
+        raise MetricsInputError("unpaired inputs (pairing is by file stem):\n  " + "\n  ".join(problems))
+    return [(s, a[s], b[s], f[s]) for s in sorted(f)]
+
+
+def _header(path: Path) -> tuple[int, int, int]:
+    """(H, W, channels) without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            mode = img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise MetricsInputError(f"cannot read image {path}: {err}") from err
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise MetricsInputError(f"{path}: mode {mode} is not an 8-bit image; the metrics are defined on 8-bit files")
+    return h, w, 1 if mode in ("L", "1", "LA") else 3
+
+
+def read_metric_image(path: Path) -> torch.Tensor:
+    """Decode an 8-bit image to a float CxHxW tensor in [0, 1] (C = 1 for gray files, 3 otherwise)."""
+    channels = _header(path)[2]
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = img.convert("L" if channels == 1 else "RGB")
+            arr = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise MetricsInputError(f"cannot read image {path}: {err}") from err
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy()).to(torch.float64) / 255.0
+
+
+def _write_csv_atomic(df: pd.DataFrame, out_csv: Path) -> None:
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_csv.name}.", suffix=".tmp", dir=out_csv.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False, float_format="%.10g")
+        os.replace(tmp, out_csv)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def score_folders(a_dir: str | Path, b_dir: str | Path, fused_dir: str | Path, dialect: str = "mmif",
+                  metrics: Sequence[str] | str | None = None, out_csv: str | Path | None = None,
+                  progress: bool = True, gt_dir: str | Path | None = None, batch_size: int = 8,
+                  device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Score every fused image against its two sources; one row per image (``name`` then one column per metric).
+
+    Images of the same size and channel layout are scored in batches; colour and gray files may be mixed.
+    With ``out_csv`` the table is written atomically (temp file + rename; an existing file is replaced).
+    """
+    d = get_dialect(dialect)
+    names = d.resolve(metrics, gt_dir is not None)
+    triples = pair_folders(a_dir, b_dir, fused_dir)
+    gts = _images_by_stem(Path(gt_dir), "reference (gt)") if gt_dir is not None else None
+    if gts is not None:
+        missing = [s for s, *_ in triples if s not in gts]
+        if missing:
+            raise MetricsInputError(f"no reference (gt) image for: {', '.join(missing[:10])}")
+    groups: dict[tuple, list[tuple[str, list[Path]]]] = defaultdict(list)
+    for stem, pa, pb, pf in triples:
+        paths = [pa, pb, pf] + ([gts[stem]] if gts is not None else [])
+        heads = [_header(p) for p in paths]
+        if len({h[:2] for h in heads}) != 1:
+            sizes = ", ".join(f"{p.name}: {h[0]}x{h[1]}" for p, h in zip(paths, heads))
+            raise MetricsInputError(f"size mismatch for {stem!r} (HxW): {sizes}")
+        groups[tuple(heads)].append((stem, paths))
+    rows: dict[str, dict[str, float]] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(triples), desc=f"metrics[{d.name}]", unit="img")
+    try:
+        for items in groups.values():
+            for i in range(0, len(items), batch_size):
+                chunk = items[i : i + batch_size]
+                stacks = [torch.stack([read_metric_image(paths[k]) for _, paths in chunk]).to(device)
+                          for k in range(len(chunk[0][1]))]
+                gt = stacks[3] if gts is not None else None
+                res = d.compute(stacks[0], stacks[1], stacks[2], names, gt=gt)
+                for j, (stem, _) in enumerate(chunk):
+                    rows[stem] = {m: float(res[m][j]) for m in names}
+                if bar is not None:
+                    bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    df = pd.DataFrame([{"name": s, **rows[s]} for s, *_ in triples], columns=["name", *names])
+    if out_csv is not None:
+        _write_csv_atomic(df, Path(out_csv))
+    return df

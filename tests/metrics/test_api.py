@@ -1,0 +1,107 @@
+"""The public metrics API: dialect lookup, compute() contract, metric classes, folder scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fusion_bench.metrics import (
+    DIALECTS,
+    METRIC_CLASSES,
+    DialectMetrics,
+    MetricsInputError,
+    get_dialect,
+    score_folders,
+)
+
+
+def _rand(bsz: int, c: int, h: int = 24, w: int = 31, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (bsz, c, h, w), generator=g).to(torch.float32) / 255
+
+
+def test_dialects_exist_and_lookup() -> None:
+    assert {"mmif", "vifb", "tang"} <= set(DIALECTS)
+    assert get_dialect("mmif").name == "mmif"
+    with pytest.raises(ValueError, match="mmif"):
+        get_dialect("nope")
+
+
+@pytest.mark.parametrize("name", ["mmif", "vifb", "tang"])
+def test_compute_contract(name: str) -> None:
+    d = get_dialect(name)
+    a, b, f = _rand(3, 1, seed=1), _rand(3, 3, seed=2), _rand(3, 3, seed=3)
+    out = d.compute(a, b, f)
+    assert list(out) == list(d.metric_names)
+    assert set(d.higher_is_better) >= set(d.metric_names)
+    for v in out.values():
+        assert v.shape == (3,) and v.dtype == torch.float64
+    with pytest.raises(ValueError, match="valid"):
+        d.compute(a, b, f, metrics=["NOPE"])
+    with pytest.raises(MetricsInputError):
+        d.compute(a, b, f[..., :-1])
+
+
+@pytest.mark.parametrize("name", ["mmif", "vifb", "tang"])
+def test_batch_equals_one_by_one(name: str) -> None:
+    d = get_dialect(name)
+    a, b, f = _rand(3, 1, 40, 44, seed=4), _rand(3, 3, 40, 44, seed=5), _rand(3, 1, 40, 44, seed=6)
+    full = d.compute(a, b, f)
+    for i in range(3):
+        one = d.compute(a[i : i + 1], b[i : i + 1], f[i : i + 1])
+        for k, v in one.items():
+            torch.testing.assert_close(v[0], full[k][i], rtol=1e-12, atol=1e-12, equal_nan=True, msg=k)
+
+
+def test_metric_class_accumulates_mean() -> None:
+    a, b, f = _rand(4, 1, seed=7), _rand(4, 1, seed=8), _rand(4, 1, seed=9)
+    m = METRIC_CLASSES["EN"](dialect="mmif")
+    assert m.higher_is_better is True and m.full_state_update is False
+    m.update(a[:2], b[:2], f[:2])
+    m.update(a[2:], b[2:], f[2:])
+    ref = get_dialect("mmif").compute(a, b, f, ["EN"])["EN"].mean()
+    torch.testing.assert_close(m.compute(), ref)
+    dm = DialectMetrics("mmif", metrics=["EN", "SD"])
+    dm.update(a, b, f)
+    assert set(dm.compute()) == {"EN", "SD"}
+
+
+def _write(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def test_score_folders(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for stem, (h, w) in {"x1": (20, 30), "x2": (20, 30), "y": (17, 23)}.items():
+        _write(tmp_path / "a" / f"{stem}.png", rng.integers(0, 256, (h, w), dtype=np.uint8))
+        _write(tmp_path / "b" / f"{stem}.jpg", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        _write(tmp_path / "f" / f"{stem}.png", rng.integers(0, 256, (h, w), dtype=np.uint8))
+    out = tmp_path / "out" / "m.csv"
+    df = score_folders(tmp_path / "a", tmp_path / "b", tmp_path / "f", "mmif", ["EN", "SD"], out, progress=False)
+    assert list(df.columns) == ["name", "EN", "SD"] and list(df["name"]) == ["x1", "x2", "y"]
+    back = pd.read_csv(out)
+    np.testing.assert_allclose(back[["EN", "SD"]].to_numpy(), df[["EN", "SD"]].to_numpy(), rtol=1e-9)
+    # overwrite is allowed (atomic replace)
+    score_folders(tmp_path / "a", tmp_path / "b", tmp_path / "f", "mmif", ["EN"], out, progress=False)
+    assert list(pd.read_csv(out).columns) == ["name", "EN"]
+    (tmp_path / "f" / "y.png").unlink()
+    with pytest.raises(MetricsInputError, match="y"):
+        score_folders(tmp_path / "a", tmp_path / "b", tmp_path / "f", "mmif", ["EN"], None, progress=False)
+
+
+def test_score_folders_errors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    _write(tmp_path / "a" / "p.png", rng.integers(0, 256, (10, 12), dtype=np.uint8))
+    _write(tmp_path / "b" / "p.png", rng.integers(0, 256, (10, 13), dtype=np.uint8))
+    _write(tmp_path / "f" / "p.png", rng.integers(0, 256, (10, 12), dtype=np.uint8))
+    with pytest.raises(MetricsInputError, match="size mismatch"):
+        score_folders(tmp_path / "a", tmp_path / "b", tmp_path / "f", "mmif", None, None, progress=False)
+    (tmp_path / "b" / "p.png").write_bytes(b"not an image")
+    with pytest.raises(MetricsInputError, match="p.png"):
+        score_folders(tmp_path / "a", tmp_path / "b", tmp_path / "f", "mmif", None, None, progress=False)
