@@ -53,3 +53,22 @@ def write_voc_xml(path: Path, filename: str, width: int, height: int, objects: l
     path.write_text(f"<annotation><filename>{filename}</filename><size><width>{width}</width><height>{height}"
                     f"</height><depth>3</depth></size>{objs}</annotation>\n")
     return path
+
+
+def multifocus_pair(rng: np.random.Generator, height: int, width: int, channels: int = 3,
+                    radius: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(near-focus, far-focus, all-in-focus) uint8 images: the left/right half of a scene blurred in turn."""
+    from PIL import ImageFilter
+
+    sharp = scene(rng, height, width, channels)
+    blurred = np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(radius)))
+    near, far = sharp.copy(), sharp.copy()
+    near[:, width // 2:] = blurred[:, width // 2:]
+    far[:, : width // 2] = blurred[:, : width // 2]
+    return near, far, sharp
+
+
+def exposure_stack(rng: np.random.Generator, height: int, width: int, gains: list[float]) -> list[np.ndarray]:
+    """Colour uint8 exposures of one scene, one per gain (gain < 1 under-exposed, > 1 over-exposed)."""
+    radiance = scene(rng, height, width, 3).astype(np.float64) / 255.0
+    return [np.clip(np.round(255 * (radiance * g) ** (1 / 1.2)), 0, 255).astype(np.uint8) for g in gains]
