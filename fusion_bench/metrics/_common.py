@@ -57,6 +57,15 @@ def gray_matlab(levels: Tensor) -> Tensor:
     return torch.floor(y + 0.5).clamp(0, 255)
 
 
+def gray_matlab_double(levels: Tensor) -> Tensor:
+    """MATLAB rgb2gray on a double array: the weighted sum without rounding. Bx1xHxW float64."""
+    if levels.shape[1] == 1:
+        return levels.to(torch.float64)
+    x = levels.to(torch.float64)
+    wr, wg, wb = MATLAB_GRAY
+    return x[:, 0:1] * wr + x[:, 1:2] * wg + x[:, 2:3] * wb
+
+
 def flat(x: Tensor) -> Tensor:
     """BxCxHxW -> Bx(CHW)."""
     return x.reshape(x.shape[0], -1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from fusion_bench.metrics.dialects import MMIF, Inputs
-from fusion_bench.metrics.functional import basic, correlation, information
+from fusion_bench.metrics.functional import basic, correlation, information, qabf, ssim, vif
 
 
 def _en(x: Inputs):
@@ -26,6 +26,11 @@ MMIF.add("AG", lambda x: basic.average_gradient(x.gf, "mn"), True, "mean of sqrt
 MMIF.add("CC", lambda x: correlation.correlation_coefficient(x.ga, x.gb, x.gf), True, "(r(A,F)+r(B,F))/2")
 MMIF.add("MSE", lambda x: correlation.fusion_mse(x.ga, x.gb, x.gf), False, "(MSE(A,F)+MSE(B,F))/2 on 0..255")
 MMIF.add("PSNR", lambda x: correlation.psnr_peak_max(x.ga, x.gb, x.gf), True, "10 log10(max(F)^2 / MSE)")
+MMIF.add("VIF", lambda x: vif.vif_fusion(x.ga, x.gb, x.gf, nan_to_one=True), True,
+         "LIVE vifp_mscale(A,F)+vifp_mscale(B,F), a NaN term -> 1 (CDD 'VIFF')")
+MMIF.add("Qabf", lambda x: qabf.qabf(x.ga, x.gb, x.gf), True, "Xydeas-Petrovic edge preservation (direct conv)")
+MMIF.add("SSIM", lambda x: ssim.ssim_skimage(x.gf, x.ga, 2.0) + ssim.ssim_skimage(x.gf, x.gb, 2.0), True,
+         "SSIM(F,A)+SSIM(F,B): skimage 0.19 defaults, 7x7 uniform, data_range 2 (float dtype range)")
 
 MMIF.default = tuple(n for n in ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM", "AG", "CC", "MSE", "PSNR")
                      if n in MMIF.specs)

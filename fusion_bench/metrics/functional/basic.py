@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
+
+from fusion_bench.metrics.functional.filters import sep_filter
 
 
 def histogram256(x: Tensor) -> Tensor:
@@ -100,7 +101,7 @@ def average_gradient(x: Tensor, normalize: str = "mn") -> Tensor:
 
 def filter3x3(x: Tensor, kernel: tuple[tuple[float, ...], ...], padding: str = "zeros",
               correlate: bool = True) -> Tensor:
-    """Exact 3x3 filtering by shifted additions (no conv algorithm choice, so integer inputs stay exact).
+    """3x3 filtering with a separable integer kernel (Sobel): exact for integer inputs on any device.
 
     padding: "zeros", "replicate" or "reflect" (mirror without edge repeat). correlate=False flips the kernel
     (true convolution, as MATLAB conv2 / scipy convolve2d). Output has the input's size ('same').
@@ -108,22 +109,12 @@ def filter3x3(x: Tensor, kernel: tuple[tuple[float, ...], ...], padding: str = "
     k = torch.tensor(kernel, dtype=torch.float64)
     if not correlate:
         k = torch.flip(k, dims=(0, 1))
-    shp = x.shape
-    x4 = x.reshape(-1, 1, shp[-2], shp[-1])
-    if padding == "zeros":
-        xp = F.pad(x4, (1, 1, 1, 1))
-    elif padding in ("replicate", "reflect"):
-        xp = F.pad(x4, (1, 1, 1, 1), mode=padding)
-    else:
-        raise ValueError(f"unknown padding {padding!r}")
-    h, w = shp[-2], shp[-1]
-    out = torch.zeros_like(x4)
-    for i in range(3):
-        for j in range(3):
-            c = float(k[i, j])
-            if c != 0.0:
-                out = out + c * xp[..., i : i + h, j : j + w]
-    return out.reshape(shp)
+    # rank-1 factorisation k = u v^T (exact for the Sobel kernels used here)
+    i, j = divmod(int(torch.argmax(k.abs())), 3)
+    u, v = k[:, j] / k[i, j], k[i, :]
+    if not torch.equal(torch.outer(u, v), k):
+        raise ValueError("filter3x3 needs a separable kernel")
+    return sep_filter(x, u, v, padding)
 
 
 SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))  # fspecial('sobel')

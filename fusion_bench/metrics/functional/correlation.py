@@ -61,7 +61,7 @@ def rmse_vifb(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
 
 
 def psnr_vifb(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
-    """VIFB PSNR: 20 log10(255 / sqrt(VIFB "RMSE" before its square root... )) -- see :func:`psnr_vifb_from`."""
+    """VIFB PSNR: 20 log10(255 / sqrt(R)) with R its non-standard "RMSE" (:func:`rmse_vifb`)."""
     return 20 * torch.log10(255.0 / torch.sqrt(rmse_vifb(a, b, f)))
 
 
