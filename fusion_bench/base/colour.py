@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 # ITU-R BT.601 full-range YCbCr (the convention of the fusion literature's OpenCV/MATLAB code).
 _RGB2YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
@@ -13,15 +14,14 @@ _YCBCR2RGB = torch.linalg.inv(_RGB2YCBCR)
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     """Bx3xHxW RGB in [0, 1] -> YCbCr with Cb, Cr centred at 0.5."""
-    m = _RGB2YCBCR.to(rgb)
-    out = torch.einsum("ij,bjhw->bihw", m, rgb)
-    return torch.cat([out[:, :1], out[:, 1:] + 0.5], dim=1)
+    offset = torch.tensor([0.0, 0.5, 0.5]).to(rgb)
+    return F.conv2d(rgb, _RGB2YCBCR.to(rgb)[:, :, None, None], offset)
 
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
     m = _YCBCR2RGB.to(ycbcr)
-    centred = torch.cat([ycbcr[:, :1], ycbcr[:, 1:] - 0.5], dim=1)
-    return torch.einsum("ij,bjhw->bihw", m, centred).clamp(0, 1)
+    bias = -(m @ torch.tensor([0.0, 0.5, 0.5]).to(ycbcr))
+    return F.conv2d(ycbcr, m[:, :, None, None], bias).clamp(0, 1)
 
 
 def split_luminance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -48,8 +48,7 @@ class FusionMethod(L.LightningModule):
     trainable: ClassVar[bool] = True
     tasks: ClassVar[frozenset[Task]] = FUSION_TASKS
 
-    def __init__(self, modalities: tuple[str, str] = ("ir", "vis"), lr: float = 1e-3, weight_decay: float = 0.0,
-                 **_: Any):
+    def __init__(self, modalities: tuple[str, str] = ("ir", "vis"), lr: float = 1e-3, weight_decay: float = 0.0):
         super().__init__()
         self.modalities = tuple(modalities)
         self.lr = lr
@@ -91,7 +90,7 @@ class MultimodalClassifier(L.LightningModule):
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.CLASSIFICATION})
 
     def __init__(self, modalities: tuple[str, ...] = ("audio", "frames"), num_classes: int = 2, lr: float = 1e-3,
-                 weight_decay: float = 0.0, **_: Any):
+                 weight_decay: float = 0.0):
         super().__init__()
         self.modalities = tuple(modalities)
         self.num_classes = num_classes

@@ -1,0 +1,1 @@
+"""Benchmark runner, result rows, leaderboards, profiling and regression."""

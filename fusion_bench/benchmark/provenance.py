@@ -1,0 +1,60 @@
+"""Environment capture for result rows: git state, package versions, device."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("torch", "lightning", "torchmetrics", "numpy", "scikit-image", "mmfusion-bench")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@lru_cache(maxsize=1)
+def git_state() -> tuple[str, bool]:
+    """(commit sha or "unknown", whether tracked files differ from it)."""
+    sha = _git("rev-parse", "HEAD") or "unknown"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return sha, bool(status)
+
+
+def package_versions() -> str:
+    """`name=version` pairs separated by `;` for the packages that shape the numbers."""
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    versions.append(f"python={platform.python_version()}")
+    return ";".join(versions)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}x{torch.get_num_threads()}threads"
+
+
+def provenance(device: torch.device) -> dict[str, object]:
+    sha, dirty = git_state()
+    return {
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "packages": package_versions(),
+        "device": device_name(device),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

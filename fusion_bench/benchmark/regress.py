@@ -1,0 +1,82 @@
+"""Regression of numbers: re-run a suite (benchmarks/suites/<name>.yaml) and compare with committed values."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fusion_bench.benchmark.protocol import SUITE_DIR, load_suite
+from fusion_bench.benchmark.results import DOWNSTREAM_COLUMNS, NON_METRIC_COLUMNS
+from fusion_bench.benchmark.runner import BenchSpec, run_bench
+
+KEY = ["dataset", "method", "preset", "seed"]
+
+
+def run_suite(suite: dict[str, Any], out: Path, progress: bool = False) -> pd.DataFrame:
+    """Run every (dataset, method, seed) of a suite; one row per run, checked columns only."""
+    records = []
+    for entry in suite["runs"]:
+        for method in entry["methods"]:
+            spec = BenchSpec(method=method, dataset=entry["dataset"], preset=suite.get("preset", "smoke"),
+                             seeds=suite.get("seeds", [0]), out=out / "runs", leaderboard_dir=out / "leaderboards",
+                             device="cpu", progress=progress)
+            for row in run_bench(spec):
+                records.append({k: v for k, v in row.items() if k in KEY or checked_column(k)})
+    return pd.DataFrame(records)
+
+
+def checked_column(column: str) -> bool:
+    """Quality numbers are regressed; costs (time, memory) and provenance are not."""
+    return column not in NON_METRIC_COLUMNS or column in DOWNSTREAM_COLUMNS
+
+
+def tolerance_for(tolerance: dict[str, Any], method: str) -> tuple[float, float]:
+    """(rtol, atol) for a method: its own entry in the suite's `tolerance`, else `default`."""
+    entry = {**tolerance.get("default", {}), **tolerance.get(method, {})}
+    return float(entry.get("rtol", 1e-6)), float(entry.get("atol", 1e-9))
+
+
+def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: dict[str, Any]) -> list[str]:
+    """Every drift beyond |a - e| <= atol + rtol * |e|, every missing run or metric, as readable lines."""
+    drifts = []
+    exp = expected.set_index(KEY)
+    act = actual.set_index(KEY)
+    for key, exp_row in exp.iterrows():
+        label = "/".join(str(k) for k in key)
+        if key not in act.index:
+            drifts.append(f"{label}: run missing from the re-run")
+            continue
+        act_row = act.loc[key]
+        rtol, atol = tolerance_for(tolerance, str(key[KEY.index("method")]))
+        for metric, e in exp_row.items():
+            if pd.isna(e) and metric not in act_row:
+                continue
+            a = act_row.get(metric, math.nan)
+            if pd.isna(e) and pd.isna(a):
+                continue
+            if pd.isna(e) != pd.isna(a) or abs(float(a) - float(e)) > atol + rtol * abs(float(e)):
+                drifts.append(f"{label}: {metric} expected {float(e)!r}, got {float(a)!r}")
+    for key in act.index.difference(exp.index):
+        drifts.append(f"{'/'.join(str(k) for k in key)}: new run without an expected value (run --update)")
+    return drifts
+
+
+def regress(name: str, update: bool = False, out: Path | None = None, progress: bool = False) -> list[str]:
+    """Re-run suite `name`; returns the drift lines (empty = no drift). `update` rewrites the expected file."""
+    suite, path = load_suite(name)
+    expected_path = SUITE_DIR / suite.get("expected", f"{name}.expected.csv")
+    tolerance = suite.get("tolerance", {})
+    with tempfile.TemporaryDirectory(prefix=f"fusion_bench_regress_{name}_") as tmp:
+        actual = run_suite(suite, Path(out) if out else Path(tmp), progress=progress)
+    actual = actual.sort_values(KEY).reset_index(drop=True)
+    if update:
+        actual.to_csv(expected_path, index=False, float_format="%.10g")
+        return []
+    if not expected_path.is_file():
+        return [f"{expected_path} does not exist; create it with `fusion-bench regress --suite {name} --update`"]
+    expected = pd.read_csv(expected_path)
+    return compare(expected, actual, tolerance)

@@ -1,0 +1,374 @@
+"""The benchmark runner: fit (when trainable) -> fuse the test split to lossless PNGs -> score -> append rows.
+
+Everything that can be wrong with the request (unknown names, preset, incompatible task, missing data) is
+checked in `prepare` before any work starts. Each seed's outputs are built in `<run_dir>.partial` and moved
+into place only when complete; an earlier run directory is kept under a `.replaced-<time>` name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import fusion_bench
+from fusion_bench.base.datamodule import PairedDataModule
+from fusion_bench.base.method import MultimodalClassifier, SegFusionMethod, load_method_config
+from fusion_bench.benchmark.leaderboard import aggregate, markdown_table, regenerate
+from fusion_bench.benchmark.profiling import count_gflops, count_params_m, fusion_inputs, peak_memory_mb
+from fusion_bench.benchmark.protocol import check_preset, config_hash, load_protocol
+from fusion_bench.benchmark.provenance import provenance
+from fusion_bench.benchmark.results import append_rows, read_rows
+from fusion_bench.data.io import read_image, write_png
+from fusion_bench.data.transforms import collate_samples
+from fusion_bench.registry import get_datamodule, get_method
+from fusion_bench.types import GT, NAME, TARGET, Task
+
+GFLOPS_SIZE = (256, 256)
+
+
+class BenchError(RuntimeError):
+    """A benchmark request that cannot run; the message says why and what is valid."""
+
+
+@dataclass
+class BenchSpec:
+    """One `fusion-bench bench` request for a single method and dataset."""
+
+    method: str
+    dataset: str
+    root: str | Path | None = None
+    preset: str = "smoke"
+    seeds: Sequence[int] = (0,)
+    out: Path = Path("runs")
+    leaderboard_dir: Path | None = Path("leaderboards")
+    device: str = "auto"
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass
+class PreparedRun:
+    spec: BenchSpec
+    method_cls: type
+    datamodule_cls: type[PairedDataModule]
+    task: Task
+    config: dict[str, Any]
+    protocol: dict[str, Any]
+    root: Path
+    config_hash: str
+    device: torch.device
+    metric_names: list[str] | None = field(default=None)
+
+    @property
+    def dialect(self) -> str | None:
+        return self.protocol.get("metric_dialect")
+
+    def run_dir(self, seed: int) -> Path:
+        s = self.spec
+        return Path(s.out) / s.method / s.dataset / s.preset / self.config_hash / f"seed{seed}"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def prepare(spec: BenchSpec) -> PreparedRun:
+    """Validate the request and resolve everything a run needs (no training, no fusing)."""
+    try:
+        check_preset(spec.preset)
+        method_cls = get_method(spec.method)
+        datamodule_cls = get_datamodule(spec.dataset)
+    except (KeyError, ValueError) as err:
+        raise BenchError(str(err)) from err
+    task = datamodule_cls.dataset_class.task
+    if task not in method_cls.tasks:
+        valid = ", ".join(sorted(t.value for t in method_cls.tasks))
+        raise BenchError(f"method {spec.method!r} handles {valid}; dataset {spec.dataset!r} is {task.value}")
+    try:
+        config = load_method_config(method_cls, spec.method, spec.preset)
+    except KeyError as err:
+        raise BenchError(str(err)) from err
+    protocol = load_protocol(spec.dataset, task)
+    root = datamodule_cls.resolve_root(spec.root)
+    # Instantiating the test split runs the integrity check now, before any training.
+    datamodule_cls.dataset_class(root, "test")
+    payload = {
+        "method": spec.method,
+        "dataset": spec.dataset,
+        "preset": spec.preset,
+        "config": config,
+        "protocol": {k: protocol.get(k) for k in ("metric_dialect", "metrics")},
+        "protocol_preset": (protocol.get("presets") or {}).get(spec.preset) or {},
+        "version": fusion_bench.__version__,
+    }
+    return PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
+                       resolve_device(spec.device), protocol.get("metrics"))
+
+
+def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.LightningModule:
+    kwargs: dict[str, Any] = {"modalities": datamodule.modalities, **prep.config["model"], **prep.config["optim"]}
+    if issubclass(prep.method_cls, (SegFusionMethod, MultimodalClassifier)):
+        class_names = datamodule.dataset_class.class_names
+        if class_names is None:
+            raise BenchError(f"method {prep.spec.method!r} needs class labels; dataset {prep.spec.dataset!r} has none")
+        kwargs["num_classes"] = len(class_names)
+    try:
+        return prep.method_cls(**kwargs)
+    except TypeError as err:
+        raise BenchError(f"method {prep.spec.method!r}: config does not match its constructor: {err}") from err
+
+
+def build_datamodule(prep: PreparedRun, seed: int) -> PairedDataModule:
+    train = prep.config["train"]
+    return prep.datamodule_cls(root=prep.root, batch_size=train.get("batch_size", 4),
+                               crop_size=train.get("crop_size"), seed=seed, num_workers=prep.spec.num_workers)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+
+
+def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path) -> float:
+    """Train with Lightning (CSV logs under run_dir/logs); returns seconds spent."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    _quiet_lightning()
+    train = prep.config["train"]
+    has_val = "val" in datamodule.dataset_class.splits
+    trainer = L.Trainer(
+        accelerator="cuda" if prep.device.type == "cuda" else "cpu",
+        devices=1,
+        max_steps=train.get("max_steps", -1),
+        max_epochs=train.get("max_epochs", -1 if "max_steps" in train else None),
+        deterministic=True if prep.device.type == "cpu" else "warn",
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=prep.spec.progress,
+        num_sanity_val_steps=0,
+        limit_val_batches=train.get("limit_val_batches", 1.0) if has_val else 0,
+        val_check_interval=train.get("val_check_interval"),
+        check_val_every_n_epoch=train.get("check_val_every_n_epoch", 1),
+        log_every_n_steps=train.get("log_every_n_steps", 10),
+        precision=train.get("precision", "32-true"),
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    save_weights(model, prep, run_dir / "model.pt")
+    return seconds
+
+
+def save_weights(model: L.LightningModule, prep: PreparedRun, path: Path) -> None:
+    torch.save({"method": prep.spec.method, "preset": prep.spec.preset, "config": prep.config,
+                "state_dict": model.state_dict()}, path)
+
+
+def load_weights(model: L.LightningModule, path: Path, method: str) -> None:
+    """Load weights saved by `fit` (or `fusion-bench train`); the method name must match."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if checkpoint.get("method") != method:
+        raise BenchError(f"{path} holds weights of method {checkpoint.get('method')!r}, not {method!r}")
+    model.load_state_dict(checkpoint["state_dict"])
+
+
+def fuse_split(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, fused_dir: Path,
+               split: str = "test") -> tuple[float, int, str]:
+    """Fuse every image of a split to `fused_dir/<name>.png`; returns (ms per image, count, split hash)."""
+    dataset = datamodule.dataset(split)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=prep.spec.num_workers,
+                        collate_fn=collate_samples)
+    model = model.to(prep.device).eval()
+    a_key, b_key = datamodule.modalities
+    times = []
+    fused_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=f"fuse {prep.spec.method} on {prep.spec.dataset}/{split}",
+                          disable=not prep.spec.progress, leave=False):
+            x1, x2 = batch[a_key].to(prep.device), batch[b_key].to(prep.device)
+            if prep.device.type == "cuda":
+                torch.cuda.synchronize(prep.device)
+            start = time.perf_counter()
+            fused = model.fuse(x1, x2)
+            if prep.device.type == "cuda":
+                torch.cuda.synchronize(prep.device)
+            times.append((time.perf_counter() - start) * 1000)
+            if fused.shape[-2:] != x1.shape[-2:]:
+                raise BenchError(f"{prep.spec.method} returned {tuple(fused.shape)} for inputs of size "
+                                 f"{tuple(x1.shape[-2:])}: fused images must keep the source size")
+            write_png(fused_dir / f"{batch[NAME][0]}.png", fused[0].cpu())
+    return float(np.mean(times)) if times else math.nan, len(dataset), dataset.split_hash()
+
+
+def score_fused(prep: PreparedRun, datamodule: PairedDataModule, fused_dir: Path,
+                batch_size: int = 8) -> pd.DataFrame:
+    """Score the fused PNGs on disk against the test sources with the protocol's dialect; one row per image."""
+    from fusion_bench.metrics import get_dialect
+
+    dialect = get_dialect(prep.dialect)
+    dataset = datamodule.dataset("test")
+    a_key, b_key = datamodule.modalities
+    groups: dict[tuple, list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]]
+    groups = defaultdict(list)
+    records: list[dict[str, Any]] = []
+
+    def flush(key: tuple) -> None:
+        items = groups.pop(key)
+        gt = torch.stack([i[4] for i in items]) if items[0][4] is not None else None
+        scores = dialect.compute(torch.stack([i[1] for i in items]), torch.stack([i[2] for i in items]),
+                                 torch.stack([i[3] for i in items]), metrics=prep.metric_names, gt=gt)
+        for j, item in enumerate(items):
+            records.append({"name": item[0], **{m: float(v[j]) for m, v in scores.items()}})
+
+    for index in tqdm(range(len(dataset)), desc=f"score ({prep.dialect})", disable=not prep.spec.progress,
+                      leave=False):
+        sample = dataset[index]
+        fused_path = fused_dir / f"{sample[NAME]}.png"
+        fused = read_image(fused_path, mode=None)
+        a, b, gt = sample[a_key], sample[b_key], sample.get(GT)
+        key = (tuple(a.shape), tuple(b.shape), tuple(fused.shape), None if gt is None else tuple(gt.shape))
+        groups[key].append((sample[NAME], a, b, fused, gt))
+        if len(groups[key]) >= batch_size:
+            flush(key)
+    for key in list(groups):
+        flush(key)
+    order = {s.name: i for i, s in enumerate(dataset.samples)}
+    return pd.DataFrame(records).sort_values("name", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def evaluate_classifier(prep: PreparedRun, model: L.LightningModule,
+                        datamodule: PairedDataModule) -> tuple[dict[str, float], int, str]:
+    """Accuracy and macro-F1 of the fused logits, accuracy of each unimodal head, on the test split."""
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    dataset = datamodule.dataset("test")
+    loader = DataLoader(dataset, batch_size=64, shuffle=False, num_workers=prep.spec.num_workers,
+                        collate_fn=collate_samples)
+    model = model.to(prep.device).eval()
+    outputs: dict[str, list[torch.Tensor]] = defaultdict(list)
+    targets = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="evaluate", disable=not prep.spec.progress, leave=False):
+            batch = {k: v.to(prep.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            for head, logits in model(batch).items():
+                outputs[head].append(logits.argmax(1).cpu())
+            targets.append(batch[TARGET].cpu())
+    target = torch.cat(targets)
+    k = model.num_classes
+    preds = {head: torch.cat(v) for head, v in outputs.items()}
+    result = {
+        "cls_acc": float(multiclass_accuracy(preds["fused"], target, num_classes=k, average="micro")),
+        "cls_macro_f1": float(multiclass_f1_score(preds["fused"], target, num_classes=k, average="macro")),
+    }
+    for head, pred in preds.items():
+        if head != "fused":
+            result[f"acc_{head}"] = float(multiclass_accuracy(pred, target, num_classes=k, average="micro"))
+    return result, len(dataset), dataset.split_hash()
+
+
+def _gflops(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule) -> float:
+    sample = datamodule.dataset("test")[0]
+    model = model.to(prep.device).eval()
+    if prep.task is Task.CLASSIFICATION:
+        batch = collate_samples([sample])
+        batch = {k: v.to(prep.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return count_gflops(lambda: model(batch))
+    a_key, b_key = datamodule.modalities
+    x1, x2 = fusion_inputs((sample[a_key].shape[0], sample[b_key].shape[0]), *GFLOPS_SIZE, prep.device)
+    return count_gflops(lambda: model.fuse(x1, x2))
+
+
+def _finalize_dir(partial: Path, final: Path) -> None:
+    if final.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        final.rename(final.with_name(f"{final.name}.replaced-{stamp}"))
+    partial.rename(final)
+
+
+def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
+    """One seed: returns the result row (not yet written)."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    if prep.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(prep.device)
+    run_dir = prep.run_dir(seed)
+    partial = run_dir.with_name(run_dir.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    datamodule = build_datamodule(prep, seed)
+    model = build_method(prep, datamodule)
+    train_s = fit(prep, model, datamodule, partial) if model.trainable else 0.0
+    row: dict[str, Any] = {
+        "method": prep.spec.method,
+        "dataset": prep.spec.dataset,
+        "task": prep.task.value,
+        "preset": prep.spec.preset,
+        "seed": seed,
+        "config_hash": prep.config_hash,
+        "metric_dialect": prep.dialect or "",
+    }
+    if prep.task is Task.CLASSIFICATION:
+        scores, n_images, split_hash = evaluate_classifier(prep, model, datamodule)
+        row.update(scores)
+        fuse_ms = math.nan
+    else:
+        fuse_ms, n_images, split_hash = fuse_split(prep, model, datamodule, partial / "fused")
+        per_image = score_fused(prep, datamodule, partial / "fused")
+        per_image.to_csv(partial / "metrics_per_image.csv", index=False)
+        row.update({m: float(per_image[m].mean()) for m in per_image.columns if m != "name"})
+    row.update({
+        "params_m": count_params_m(model),
+        "gflops": _gflops(prep, model, datamodule),
+        "fuse_ms_per_image": fuse_ms,
+        "train_s": train_s,
+        "peak_mem_mb": peak_memory_mb(prep.device),
+        "n_images": n_images,
+        "split_hash": split_hash,
+        **provenance(prep.device),
+    })
+    pd.DataFrame([row]).to_csv(partial / "row.csv", index=False)
+    _finalize_dir(partial, run_dir)
+    return row
+
+
+def run_bench(spec: BenchSpec) -> list[dict[str, Any]]:
+    """Run every seed, appending each row to <leaderboard_dir>/raw/<dataset>.csv as soon as it exists."""
+    prep = prepare(spec)
+    rows = []
+    for seed in spec.seeds:
+        row = run_seed(prep, seed)
+        rows.append(row)
+        if spec.leaderboard_dir is not None:
+            append_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv", [row])
+    if spec.leaderboard_dir is not None:
+        regenerate(Path(spec.leaderboard_dir))
+    return rows
+
+
+def leaderboard_text(leaderboard_dir: Path, dataset: str, preset: str | None = None) -> str:
+    aggregated, value_cols = aggregate(read_rows(Path(leaderboard_dir) / "raw" / f"{dataset}.csv"))
+    return markdown_table(dataset, aggregated, value_cols, preset)

@@ -1,0 +1,302 @@
+"""`fusion-bench` command line (also `python -m fusion_bench`, and `main(argv)` in-process).
+
+Subcommands: bench, train, fuse, metrics, profile, leaderboard, regress, data {check, fake, prepare}.
+Errors in the request (unknown names, missing data, bad input files) print one clear message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fusion_bench.benchmark.protocol import PRESETS
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv_list(text)]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--seeds expects comma-separated integers, got {text!r}") from err
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> None:
+    what = " (comma-separated for several)" if many else ""
+    p.add_argument("--method", required=True, help=f"method name{what}; see `fusion-bench list`")
+    p.add_argument("--dataset", required=True, help=f"dataset name{what}")
+    p.add_argument("--root", default=None, help="dataset root (default: $FUSION_BENCH_DATA/<name>, else data/<name>; "
+                                                 "synthetic datasets: the user cache)")
+    p.add_argument("--preset", default="smoke", choices=PRESETS, help="smoke (CPU, tiny) or paper (paper settings)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusion-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("bench", help="train, fuse, score and append leaderboard rows")
+    _add_run_arguments(p, many=True)
+    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="run outputs (fused PNGs, logs, weights)")
+    p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
+
+    p = sub.add_parser("train", help="fit a method and save its weights")
+    _add_run_arguments(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="file to write the weights to (.pt)")
+
+    p = sub.add_parser("fuse", help="fuse a dataset split into a folder of PNGs")
+    _add_run_arguments(p)
+    p.add_argument("--weights", type=Path, default=None, help="weights from `fusion-bench train` (trainable methods)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+
+    p = sub.add_parser("metrics", help="score a folder of fused images against two source folders")
+    p.add_argument("--a", type=Path, required=True, help="first source folder (e.g. infrared)")
+    p.add_argument("--b", type=Path, required=True, help="second source folder (e.g. visible)")
+    p.add_argument("--fused", type=Path, required=True, help="fused images; x.png pairs with sources x.*")
+    p.add_argument("--dialect", default="mmif", help="metric dialect: mmif, vifb, tang")
+    p.add_argument("--metrics", type=_csv_list, default=None, help="comma-separated subset, e.g. EN,SD,SF")
+    p.add_argument("--out", type=Path, required=True, help="CSV file: one row per image")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("profile", help="parameters, GFLOPs and latency of one method (JSON)")
+    p.add_argument("--method", required=True)
+    p.add_argument("--dataset", default=None, help="dataset whose modalities shape the inputs (default by task)")
+    p.add_argument("--root", default=None)
+    p.add_argument("--preset", default="smoke", choices=PRESETS)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+
+    p = sub.add_parser("leaderboard", help="regenerate leaderboards/<dataset>.csv and README.md from raw rows")
+    p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
+
+    p = sub.add_parser("regress", help="re-run a suite and fail on drift from the committed numbers")
+    p.add_argument("--suite", default="smoke")
+    p.add_argument("--update", action="store_true", help="rewrite the expected numbers instead of comparing")
+    p.add_argument("--out", type=Path, default=None, help="keep the re-run outputs here (default: temp dir)")
+    p.add_argument("--progress", action="store_true")
+
+    p = sub.add_parser("list", help="list registered methods, datasets and evaluators")
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("check", help="report counts, sizes, labels and every problem; exit 0 only when clean")
+    q.add_argument("name")
+    q.add_argument("--root", default=None)
+    q = data_sub.add_parser("fake", help="write a tiny fake copy of a dataset's real tree")
+    q.add_argument("name")
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--seed", type=int, default=0)
+    q = data_sub.add_parser("prepare", help="preprocess a dataset into its cache (audio-visual datasets)")
+    q.add_argument("name")
+    q.add_argument("--root", default=None)
+    return parser
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from fusion_bench.benchmark.runner import BenchSpec, leaderboard_text, run_bench
+
+    methods, datasets = _csv_list(args.method), _csv_list(args.dataset)
+    specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset, seeds=args.seeds, out=args.out,
+                       leaderboard_dir=args.leaderboard_dir, device=args.device, num_workers=args.num_workers,
+                       progress=not args.no_progress)
+             for d in datasets for m in methods]
+    from fusion_bench.benchmark.runner import prepare
+
+    for spec in specs:  # validate the whole grid before running any of it
+        prepare(spec)
+    for spec in specs:
+        rows = run_bench(spec)
+        print(f"{spec.method} on {spec.dataset} ({spec.preset}): {len(rows)} row(s) -> "
+              f"{args.leaderboard_dir / 'raw' / (spec.dataset + '.csv')}; outputs under "
+              f"{args.out / spec.method / spec.dataset / spec.preset / rows[0]['config_hash']}")
+    for dataset in datasets:
+        print(f"\n## {dataset} ({args.preset})\n")
+        print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import lightning as L
+
+    from fusion_bench.benchmark.runner import BenchSpec, build_datamodule, build_method, fit, prepare
+
+    prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
+                             device=args.device, num_workers=args.num_workers, progress=not args.no_progress))
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(prep, args.seed)
+    model = build_method(prep, datamodule)
+    if not model.trainable:
+        print(f"{args.method} is training-free: nothing to train", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    log_dir = args.out.with_suffix("")
+    seconds = fit(prep, model, datamodule, log_dir)
+    (log_dir / "model.pt").replace(args.out)
+    print(f"trained {args.method} on {args.dataset} in {seconds:.1f} s -> {args.out}")
+    return 0
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    from fusion_bench.benchmark.runner import BenchSpec, build_datamodule, build_method, fuse_split, load_weights
+    from fusion_bench.benchmark.runner import prepare
+
+    prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
+                             device=args.device, num_workers=args.num_workers, progress=not args.no_progress))
+    datamodule = build_datamodule(prep, 0)
+    model = build_method(prep, datamodule)
+    if args.weights is not None:
+        load_weights(model, args.weights, args.method)
+    elif model.trainable:
+        print(f"{args.method} is trainable: pass --weights from `fusion-bench train`", file=sys.stderr)
+        return 2
+    ms, n, _ = fuse_split(prep, model, datamodule, args.out, split=args.split)
+    print(f"fused {n} images ({ms:.1f} ms each) -> {args.out}")
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from fusion_bench.metrics import score_folders
+
+    frame = score_folders(args.a, args.b, args.fused, dialect=args.dialect, metrics=args.metrics,
+                          out_csv=args.out, progress=not args.no_progress)
+    print(f"scored {len(frame)} images with dialect {args.dialect} -> {args.out}")
+    means = frame.drop(columns=["name"]).mean(numeric_only=True)
+    print("\n".join(f"  {k}: {v:.6g}" for k, v in means.items()))
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from fusion_bench.benchmark.profiling import profile_classifier, profile_fusion
+    from fusion_bench.benchmark.runner import BenchSpec, build_datamodule, build_method, prepare
+    from fusion_bench.data.transforms import collate_samples
+    from fusion_bench.registry import get_method
+    from fusion_bench.types import Task
+
+    method_cls = get_method(args.method)
+    dataset = args.dataset or ("synthetic-av" if Task.CLASSIFICATION in method_cls.tasks else "synthetic-ivif")
+    prep = prepare(BenchSpec(method=args.method, dataset=dataset, root=args.root, preset=args.preset,
+                             device=args.device, progress=False))
+    datamodule = build_datamodule(prep, 0)
+    model = build_method(prep, datamodule)
+    sample = datamodule.dataset("test")[0]
+    if prep.task is Task.CLASSIFICATION:
+        result = profile_classifier(model, collate_samples([sample]), prep.device)
+    else:
+        a, b = datamodule.modalities
+        result = profile_fusion(model, (sample[a].shape[0], sample[b].shape[0]), args.height, args.width,
+                                prep.device)
+    result = {"method": args.method, "dataset": dataset, "preset": args.preset, "device": str(prep.device), **result}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from fusion_bench.benchmark.leaderboard import regenerate
+
+    tables = regenerate(args.leaderboard_dir)
+    print(f"regenerated {len(tables)} dataset table(s) and {args.leaderboard_dir / 'README.md'}")
+    return 0
+
+
+def _cmd_regress(args: argparse.Namespace) -> int:
+    from fusion_bench.benchmark.regress import regress
+
+    drifts = regress(args.suite, update=args.update, out=args.out, progress=args.progress)
+    if args.update:
+        print(f"expected numbers of suite {args.suite} rewritten")
+        return 0
+    if drifts:
+        print(f"suite {args.suite}: {len(drifts)} drift(s):", file=sys.stderr)
+        print("\n".join(f"  {d}" for d in drifts), file=sys.stderr)
+        return 1
+    print(f"suite {args.suite}: no drift")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from fusion_bench.registry import DATASETS, EVALUATORS, METHODS
+
+    for title, registry in (("methods", METHODS), ("datasets", DATASETS), ("evaluators", EVALUATORS)):
+        print(f"{title}: {', '.join(registry) or '-'}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from fusion_bench.registry import get_datamodule
+
+    datamodule_cls = get_datamodule(args.name)
+    dataset_cls = datamodule_cls.dataset_class
+    if args.data_command == "check":
+        root = datamodule_cls.resolve_root(args.root)
+        report = dataset_cls.check(root)
+        print(report.format())
+        return 0 if report.ok else 1
+    if args.data_command == "fake":
+        if not hasattr(dataset_cls, "make_fake"):
+            print(f"dataset {args.name} has no fake generator", file=sys.stderr)
+            return 2
+        root = dataset_cls.make_fake(args.out, seed=args.seed)
+        print(f"wrote a fake {args.name} tree to {root}")
+        return 0
+    if not hasattr(dataset_cls, "prepare"):
+        print(f"dataset {args.name} needs no preparation", file=sys.stderr)
+        return 2
+    root = dataset_cls.prepare(datamodule_cls.resolve_root(args.root))
+    print(f"prepared {args.name} -> {root}")
+    return 0
+
+
+COMMANDS = {"bench": _cmd_bench, "train": _cmd_train, "fuse": _cmd_fuse, "metrics": _cmd_metrics,
+            "profile": _cmd_profile, "leaderboard": _cmd_leaderboard, "regress": _cmd_regress, "list": _cmd_list,
+            "data": _cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for request/input errors, 1 for drift or an unclean check)."""
+    from fusion_bench.benchmark.results import ResultsFileError
+    from fusion_bench.benchmark.runner import BenchError
+    from fusion_bench.data.base import DatasetError
+    from fusion_bench.data.io import ImageReadError
+    from fusion_bench.registry import UnknownNameError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and usage errors
+        return int(exc.code or 0)
+    expected_errors: tuple[type[BaseException], ...] = (BenchError, DatasetError, ImageReadError, UnknownNameError,
+                                                        ResultsFileError, FileNotFoundError)
+    try:
+        from fusion_bench.metrics import MetricsInputError
+
+        expected_errors += (MetricsInputError,)
+    except ImportError:
+        pass
+    try:
+        return COMMANDS[args.command](args)
+    except expected_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed seeds are in the raw CSV; the current seed left no row", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Shared fixtures: an isolated cache for the synthetic datasets, a toy dataset, the CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fusion_bench.cli import main
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic-data cache for the whole test session (never the user's home cache)."""
+    return tmp_path_factory.mktemp("fusion_bench_cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(synthetic_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUSION_BENCH_CACHE", str(synthetic_cache))
+    monkeypatch.delenv("FUSION_BENCH_DATA", raising=False)
+
+
+@pytest.fixture
+def toy_registered(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Register the toy dataset as `toy` for the duration of a test."""
+    from fusion_bench import registry
+
+    monkeypatch.setitem(registry.DATASETS, "toy", "toy_dataset:ToyDataModule")
+    return "toy"
+
+
+@pytest.fixture
+def cli():
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+
+    def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -1,0 +1,70 @@
+"""The benchmark runner end to end on the embedded synthetic data: rows, outputs, determinism, interruption."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fusion_bench.benchmark import runner
+from fusion_bench.benchmark.results import EFFICIENCY_COLUMNS, ID_COLUMNS, PROVENANCE_COLUMNS, read_rows
+from fusion_bench.data.io import read_image
+
+
+def _bench(cli, capsys, tmp_path, *extra):
+    return cli(capsys, "bench", "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb", "--no-progress",
+               *extra)
+
+
+def test_row_contract_and_outputs(cli, capsys, tmp_path):
+    code, out, err = _bench(cli, capsys, tmp_path, "--method", "max", "--dataset", "synthetic-ivif")
+    assert code == 0, err
+    (row,) = read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")
+    for column in (*ID_COLUMNS, *EFFICIENCY_COLUMNS, *PROVENANCE_COLUMNS, "EN", "SD", "SF", "AG"):
+        assert column in row, column
+    assert row["metric_dialect"] == "mmif" and row["preset"] == "smoke" and row["task"] == "ivif"
+    run_dir = tmp_path / "runs" / "max" / "synthetic-ivif" / "smoke" / row["config_hash"] / "seed0"
+    fused = sorted((run_dir / "fused").glob("*.png"))
+    assert len(fused) == int(row["n_images"]) == 16
+    assert read_image(fused[0], mode=None).shape[0] == 3, "colour restored from the visible image"
+    per_image = pd.read_csv(run_dir / "metrics_per_image.csv")
+    assert float(row["EN"]) == pytest.approx(per_image["EN"].mean())
+    assert "max" in out and "EN" in out, "the leaderboard table is printed at the end"
+
+
+def test_same_command_twice_gives_identical_metrics(cli, capsys, tmp_path):
+    args = ("--method", "fusion_cnn", "--dataset", "synthetic-ivif")
+    assert _bench(cli, capsys, tmp_path, *args)[0] == 0
+    assert _bench(cli, capsys, tmp_path, *args)[0] == 0
+    first, second = read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")
+    metrics = [c for c in first if c in ("EN", "SD", "SF", "AG", "MI", "Qabf", "SSIM", "VIF")]
+    assert metrics
+    assert {m: first[m] for m in metrics} == {m: second[m] for m in metrics}
+    seed_dirs = list((tmp_path / "runs" / "fusion_cnn" / "synthetic-ivif" / "smoke").glob("*/seed0*"))
+    assert len(seed_dirs) == 2, "the earlier run directory is kept, not overwritten"
+
+
+def test_interrupted_run_leaves_no_row(cli, capsys, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "score_fused", interrupted)
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--dataset", "synthetic-ivif")
+    assert code == 130
+    assert "no row" in err
+    assert read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv") == []
+
+
+def test_reference_metrics_when_dataset_has_ground_truth(cli, capsys, tmp_path):
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", "laplacian", "--dataset", "synthetic-mfif")
+    assert code == 0, err
+    (row,) = read_rows(tmp_path / "lb" / "raw" / "synthetic-mfif.csv")
+    assert any(c.endswith("_ref") or "ref" in c.lower() for c in row), sorted(row)
+
+
+def test_classification_row(cli, capsys, tmp_path):
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", "late_fusion", "--dataset", "synthetic-av")
+    assert code == 0, err
+    (row,) = read_rows(tmp_path / "lb" / "raw" / "synthetic-av.csv")
+    for column in ("cls_acc", "cls_macro_f1", "acc_audio", "acc_frames"):
+        assert 0.0 <= float(row[column]) <= 1.0
+    assert float(row["cls_acc"]) > 1 / 6, "the smoke classifier must beat chance on 6 classes"
