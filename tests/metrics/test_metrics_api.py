@@ -50,7 +50,7 @@ def test_compute_contract(name: str) -> None:
 @pytest.mark.parametrize("name", ["mmif", "vifb", "tang"])
 def test_batch_equals_one_by_one(name: str) -> None:
     d = get_dialect(name)
-    a, b, f = _rand(3, 1, 40, 44, seed=4), _rand(3, 3, 40, 44, seed=5), _rand(3, 1, 40, 44, seed=6)
+    a, b, f = _rand(3, 1, 48, 52, seed=4), _rand(3, 3, 48, 52, seed=5), _rand(3, 1, 48, 52, seed=6)
     full = d.compute(a, b, f)
     for i in range(3):
         one = d.compute(a[i : i + 1], b[i : i + 1], f[i : i + 1])

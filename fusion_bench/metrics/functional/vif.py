@@ -9,6 +9,7 @@ from fusion_bench.metrics.functional.filters import filter_valid, gaussian_1d
 
 SIGMA_NSQ = 2.0
 EPS = 1e-10
+VIF_MIN_SIZE = 41  # smallest side for which all 4 scales have a valid window
 
 
 def _terms(mu1: Tensor, mu2: Tensor, s11: Tensor, s22: Tensor, s12: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,6 +66,8 @@ def vifp_mscale_multi(refs: list[Tensor], dist: Tensor) -> list[tuple[Tensor, Te
 def vif_fusion(a: Tensor, b: Tensor, f: Tensor, nan_to_one: bool = True) -> Tensor:
     """VIF(A->F) + VIF(B->F) with vifp_mscale (reference = source). CDD maps a NaN term (flat source) to 1."""
     out = torch.zeros(f.shape[0], dtype=torch.float64, device=f.device)
+    if min(f.shape[-2:]) < VIF_MIN_SIZE:  # the 4th scale would be empty (the kits raise); report NaN
+        return out + float("nan")
     for num, den in vifp_mscale_multi([a, b], f):
         v = num / den
         if nan_to_one:
