@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from PIL import Image
 
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.data.base import (
@@ -79,13 +80,14 @@ def image_stems(folder: Path, problems: list[Problem]) -> dict[str, Path]:
     return stems
 
 
-def pair_files(dirs: dict[str, Path], names: list[str] | None = None,
-               list_file: Path | None = None) -> tuple[list[SampleRef], list[Problem]]:
+def pair_files(dirs: dict[str, Path], names: list[str] | None = None, list_file: Path | None = None,
+               unlisted: set[str] | None = None) -> tuple[list[SampleRef], list[Problem]]:
     """Pair image files across folders by stem.
 
     Every file lacking a partner in another folder is a Problem (also when a split list selects the
     samples). With `names`, only listed stems are used, in list order; a listed stem that is not a complete
-    pair, or listed twice, is a Problem naming the list file.
+    pair, or listed twice, is a Problem naming the list file; complete pairs the list leaves out are added
+    to `unlisted` (so `check` can say which pairs belong to no split).
     """
     problems: list[Problem] = []
     found = {key: image_stems(folder, problems) for key, folder in dirs.items()}
@@ -114,9 +116,8 @@ def pair_files(dirs: dict[str, Path], names: list[str] | None = None,
             else:
                 lacking = ", ".join(str(dirs[k]) for k in keys if stem not in found[k])
                 problems.append(Problem(where, f"lists sample {stem!r}, which is missing from {lacking}"))
-        unlisted = len(complete_set - seen)
-        if unlisted:
-            log.debug("%d paired files are not in %s", unlisted, where)
+        if unlisted is not None:
+            unlisted.update(complete_set - seen)
     return [SampleRef(s, {k: found[k][s] for k in keys}) for s in use], problems
 
 
@@ -174,6 +175,15 @@ def read_any_depth(path: Path) -> torch.Tensor:
     if arr.dtype in (np.int32, np.uint32, np.int64):  # PIL mode "I" for 16-bit PNGs
         arr = arr.astype(np.uint16)
     return to_tensor(arr)
+
+
+def stored_mode(path: Path) -> str:
+    """The PIL mode a file is stored in (header only), e.g. L, RGB, RGBA, P, I;16; "unreadable" on failure."""
+    try:
+        with Image.open(path) as img:
+            return img.mode
+    except (OSError, SyntaxError, ValueError):
+        return "unreadable"
 
 
 def read_rgbt(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,6 +248,7 @@ class IVIFDataset(FusionDataset):
         self.split_dir = Path(split_dir) if split_dir is not None else None
         self.layout = ""
         self.split_source: str | None = None
+        self.unlisted: set[str] = set()  # complete pairs that this split's list leaves out
 
     @classmethod
     def available_splits(cls, root: str | Path, **options: Any) -> tuple[str, ...]:
@@ -347,7 +358,7 @@ class IVIFDataset(FusionDataset):
         if require:
             self.require_dirs(*[str(d.relative_to(self.root)) for d in dirs.values()])
         names, path = self.split_list(default_list)
-        return pair_files(dirs, names, path)
+        return pair_files(dirs, names, path, self.unlisted)
 
     def annotate(self, refs: list[SampleRef], folder: Path, suffix: str, fmt: str) -> list[Problem]:
         """Attach `<folder>/<stem><suffix>` to every sample as its box annotation; missing ones are Problems."""
@@ -372,7 +383,7 @@ class IVIFDataset(FusionDataset):
         default = next((self.root / n for n in (f"{self.split}.txt", f"{self.split.capitalize()}.txt")
                         if (self.root / n).is_file()), self.root / f"{self.split}.txt")
         names, path = self.split_list(default)
-        return pair_files(dirs, names, path)
+        return pair_files(dirs, names, path, self.unlisted)
 
     # -- loading -----------------------------------------------------------------------------------
     def _load(self, ref: SampleRef) -> Sample:
@@ -413,6 +424,8 @@ class IVIFDataset(FusionDataset):
     def check(cls, root: str | Path, **options: Any) -> CheckReport:
         """Decode every sample of every split the detected layout offers; report all problems, deduplicated."""
         report = CheckReport(dataset=cls.name, root=Path(root))
+        stored: dict[str, Counter] = {}
+        unlisted: list[set[str]] = []
         try:
             splits = cls.available_splits(root, **dict(options))
         except DatasetError as err:
@@ -425,10 +438,15 @@ class IVIFDataset(FusionDataset):
                 report.problems.append(Problem(str(root), f"split {split}: " + " ".join(str(err).splitlines()[:2])))
                 continue
             report.variant = report.variant or ds.variant
+            if ds.split_source is not None:
+                unlisted.append(ds.unlisted)
             report.counts[split] = len(ds)
             report.split_hashes[split] = ds.split_hash()
             report.problems.extend(ds.problems)
             for ref in ds.samples:
+                for key, path in ref.files.items():
+                    if key != MASK:
+                        stored.setdefault(key, Counter())[stored_mode(path)] += 1
                 try:
                     sample = ds._load(ref)
                 except DatasetIntegrityError as err:
@@ -449,6 +467,13 @@ class IVIFDataset(FusionDataset):
                 if LABELS in sample:
                     report.label_values.update(int(v) for v in sample[LABELS])
         report.problems = list(dict.fromkeys(report.problems))
+        orphans = sorted(set.intersection(*unlisted)) if unlisted else []
+        if orphans:  # not an error (re-layouts often drop a split), but never silent
+            report.variant = (f"{report.variant}; {len(orphans)} paired sample(s) in no split list "
+                              f"(e.g. {', '.join(orphans[:3])})")
+        if stored:  # the files' own modes (FLAGged channel counts: 1-ch vs replicated 3-ch IR, RGBA, 16-bit)
+            modes = "; ".join(f"{k} " + ", ".join(f"{m} x{n}" for m, n in c.most_common()) for k, c in stored.items())
+            report.variant = f"{report.variant}; stored image modes: {modes}"
         return report
 
     @classmethod

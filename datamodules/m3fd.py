@@ -5,6 +5,8 @@
   Motorcycle, Truck; names matched case-insensitively). No official split: committed split BY SCENE in
   `datamodules/splits/m3fd/{train,val,test}.txt` (blocks of 100 consecutive indices, see the file headers).
   IR is stored as 24-bit grey (3 equal channels) and read as L. FLAG: sizes are 1024x768 "mostly".
+- `tardal`: TarDAL's training copy `m3fd/{ir,vi,labels,meta}` (YOLO txt labels in the same class order);
+  its own lists: train <- meta/train.txt, val <- meta/val.txt, test <- meta/pred.txt (meta/val.txt if absent).
 - `fusion` (`subset="fusion"`): `M3FD_Fusion/{Ir,Vis}`, 300 independent-scene pairs without labels:
   evaluation only, every split yields all pairs.
 The root is the folder holding `M3FD_Detection/` (and/or `M3FD_Fusion/`), or one of those folders itself.
@@ -30,8 +32,10 @@ class M3FDDataset(IVIFDataset):
     layouts = {
         "detection": "M3FD_Detection/{Ir,Vis,Annotation}, committed by-scene split",
         "fusion": "M3FD_Fusion/{Ir,Vis}, 300 pairs without a split",
+        "tardal": "TarDAL m3fd/{ir,vi,labels,meta} with YOLO labels and its meta lists",
     }
-    layout_markers = {"detection": ("M3FD_Detection",), "fusion": ("M3FD_Fusion",)}
+    layout_markers = {"detection": ("M3FD_Detection",), "fusion": ("M3FD_Fusion",),
+                      "tardal": ("ir", "vi", "labels", "meta")}
     eval_only_layouts = frozenset({"fusion"})
     expected_tree = """\
 M3FD/
@@ -56,9 +60,20 @@ M3FD/
         return self.root if needed <= own else None
 
     def detect_layout(self) -> str | None:
-        return self.default_layout() if self._base() is not None else None
+        if self._base() is not None:
+            return self.default_layout()
+        if self.opts["subset"] == "detection" and all(self._marker_present(m) for m in self.layout_markers["tardal"]):
+            return "tardal"
+        return None
 
     def _scan_layout(self, layout: str) -> tuple[list[SampleRef], list[Problem]]:
+        if layout == "tardal":
+            meta = self.root / "meta"
+            name = {"train": "train.txt", "val": "val.txt"}.get(self.split)
+            name = name or ("pred.txt" if (meta / "pred.txt").is_file() else "val.txt")
+            refs, problems = self.pair({"ir": self.root / "ir", "vis": self.root / "vi"}, meta / name)
+            self.require_dirs("labels")
+            return refs, problems + self.annotate(refs, self.root / "labels", ".txt", "yolo")
         base = self._base() or self.root / ("M3FD_Detection" if layout == "detection" else "M3FD_Fusion")
         dirs = {"ir": base / "Ir", "vis": base / "Vis"}
         self.require_dirs(*[str(d.relative_to(self.root)) for d in dirs.values()])

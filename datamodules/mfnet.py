@@ -43,7 +43,7 @@ dataset/                   (RTFNet's preprocessed MFNet)
             return self.scan_mrfs()
         self.require_dirs("images", "labels")
         names, path = self.split_list(self.root / f"{self.split}.txt")
-        return pair_files({"rgbt": self.root / "images", MASK: self.root / "labels"}, names, path)
+        return pair_files({"rgbt": self.root / "images", MASK: self.root / "labels"}, names, path, self.unlisted)
 
 
 class MFNetDataModule(IVIFDataModule):

@@ -138,6 +138,22 @@ def test_corrupt_image(name: str, fake_copy) -> None:
     assert any(p.path == str(path) for p in dataset_class(name).check(root).problems)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_size_mismatch_between_the_pair(name: str, fake_copy) -> None:
+    root = fake_copy(name)
+    path = root / CASES[name].vis
+    with Image.open(path) as img:
+        img.load()
+        small = img.resize((img.width - 4, img.height - 2), Image.NEAREST)
+    small.save(path)
+    ds = dataset_class(name)(root, "train")
+    index = next(i for i, ref in enumerate(ds.samples) if path in ref.files.values())
+    with pytest.raises(DatasetIntegrityError, match="size mismatch") as err:
+        ds[index]
+    assert str(path) in str(err.value)
+    assert any("size mismatch" in p.message for p in dataset_class(name).check(root).problems)
+
+
 def _break_label(path: Path, name: str) -> None:
     if path.suffix == ".png":
         mask = np.asarray(Image.open(path)).copy()
@@ -281,6 +297,25 @@ def test_m3fd_fusion_subset_and_detection_folder_root(fakes: dict[str, Path]) ->
     assert sample[LABELS].max() < 6  # lower- and capitalised class names both match
 
 
+def test_m3fd_tardal_layout(tmp_path: Path, fakes: dict[str, Path]) -> None:
+    root = tmp_path / "m3fd"
+    det = fakes["m3fd"] / "M3FD_Detection"
+    shutil.copytree(det / "Ir", root / "ir")
+    shutil.copytree(det / "Vis", root / "vi")
+    stems = sorted(p.stem for p in (root / "ir").iterdir())
+    (root / "labels").mkdir()
+    for stem in stems:
+        (root / "labels" / f"{stem}.txt").write_text("3 0.5 0.5 0.25 0.5\n")
+    (root / "meta").mkdir()
+    (root / "meta" / "train.txt").write_text("".join(f"{s}.png\n" for s in stems[:4]))
+    (root / "meta" / "val.txt").write_text("".join(f"{s}.png\n" for s in stems[4:]))
+    train, test = (dataset_class("m3fd")(root, s) for s in ("train", "test"))
+    assert train.layout == "tardal" and len(train) == 4 and len(test) == len(stems) - 4
+    sample = train[0]
+    assert sample[LABELS].tolist() == [3] and sample[BOXES].tolist() == [[24.0, 12.0, 40.0, 36.0]]
+    assert dataset_class("m3fd").check(root).ok
+
+
 def test_m3fd_committed_split_is_by_scene() -> None:
     lists = {s: read_split_file(SPLITS_DIR / "m3fd" / f"{s}.txt") for s in ("train", "val", "test")}
     assert {s: len(v) for s, v in lists.items()} == {"train": 3000, "val": 400, "test": 800}
@@ -355,6 +390,9 @@ def test_mfnet_mrfs_layout_has_train_and_test_only(tmp_path: Path, fakes: dict[s
     assert cls.available_splits(root) == ("train", "test")
     report = cls.check(root)
     assert report.ok and set(report.counts) == {"train", "test"}, report.format()
+    assert "no split list" not in report.variant
+    (root / "test.txt").write_text("")  # e.g. a copy whose test list was lost: say so, but it is no error
+    assert "1 paired sample(s) in no split list (e.g. 01000D)" in cls.check(root).variant
     with pytest.raises(DatasetError, match="no 'val' split"):
         cls(root, "val")
     dm = get_datamodule("mfnet")(root=root, batch_size=2)
