@@ -149,8 +149,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from fusion_bench.benchmark.runner import BenchSpec, build_datamodule, build_method, fuse_split, load_weights
-    from fusion_bench.benchmark.runner import prepare
+    from fusion_bench.benchmark.runner import (
+        BenchSpec,
+        build_datamodule,
+        build_method,
+        fuse_split,
+        load_weights,
+        prepare,
+    )
 
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
                              device=args.device, num_workers=args.num_workers, progress=not args.no_progress))

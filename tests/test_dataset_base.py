@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from toy_dataset import ToyDataModule, ToyDataset, make_toy
 
 from fusion_bench.data.base import DatasetIntegrityError, DatasetNotFoundError
 from fusion_bench.data.transforms import Compose, PairedRandomCrop, PairedRandomFlip, collate_samples
-from toy_dataset import ToyDataModule, ToyDataset, make_toy
 
 
 def test_loads_and_hashes(tmp_path):

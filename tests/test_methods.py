@@ -9,8 +9,15 @@ from fusion_bench.base.colour import fuse_on_luminance, rgb_to_ycbcr, ycbcr_to_r
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.registry import METHODS, get_method
 from fusion_bench.types import Task
-from methods.baselines.model import LaplacianPyramidFusion, MaxFusion, MeanFusion, SourceA, SourceB
-from methods.baselines.model import laplacian_pyramid, reconstruct
+from methods.baselines.model import (
+    LaplacianPyramidFusion,
+    MaxFusion,
+    MeanFusion,
+    SourceA,
+    SourceB,
+    laplacian_pyramid,
+    reconstruct,
+)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
