@@ -36,6 +36,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--logger", default="csv", choices=("csv", "tensorboard", "wandb"),
+                   help="Lightning logger for training (wandb runs offline unless WANDB_MODE is set)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +112,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     methods, datasets = _csv_list(args.method), _csv_list(args.dataset)
     specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset, seeds=args.seeds, out=args.out,
                        leaderboard_dir=args.leaderboard_dir, device=args.device, num_workers=args.num_workers,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, logger=args.logger)
              for d in datasets for m in methods]
     from fusion_bench.benchmark.runner import prepare
 
@@ -133,7 +135,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fusion_bench.benchmark.runner import BenchSpec, build_datamodule, build_method, fit, prepare
 
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
-                             device=args.device, num_workers=args.num_workers, progress=not args.no_progress))
+                             device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
+                             logger=args.logger))
     L.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = build_datamodule(prep, args.seed)
     model = build_method(prep, datamodule)

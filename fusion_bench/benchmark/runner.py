@@ -60,6 +60,33 @@ class BenchSpec:
     device: str = "auto"
     num_workers: int = 0
     progress: bool = True
+    logger: str = "csv"
+
+
+LOGGERS = ("csv", "tensorboard", "wandb")
+
+
+def make_logger(kind: str, run_dir: Path):
+    """A Lightning logger writing under run_dir/logs; wandb stays offline unless WANDB_MODE says otherwise."""
+    import os
+
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(run_dir, name="logs", version="")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(run_dir, name="logs", version="")
+    if kind == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")
+        try:
+            from lightning.pytorch.loggers import WandbLogger
+
+            return WandbLogger(save_dir=str(run_dir / "logs"), project="fusion_bench", name=run_dir.parent.name)
+        except ModuleNotFoundError as err:
+            raise BenchError("the wandb logger needs the wandb extra: pip install -e '.[wandb]'") from err
+    raise BenchError(f"unknown logger {kind!r}; valid loggers: {', '.join(LOGGERS)}")
 
 
 @dataclass
@@ -97,6 +124,8 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     """Validate the request and resolve everything a run needs (no training, no fusing)."""
     try:
         check_preset(spec.preset)
+        if spec.logger not in LOGGERS:
+            raise ValueError(f"unknown logger {spec.logger!r}; valid loggers: {', '.join(LOGGERS)}")
         method_cls = get_method(spec.method)
         datamodule_cls = get_datamodule(spec.dataset)
     except (KeyError, ValueError) as err:
@@ -153,9 +182,7 @@ def _quiet_lightning() -> None:
 
 
 def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path) -> float:
-    """Train with Lightning (CSV logs under run_dir/logs); returns seconds spent."""
-    from lightning.pytorch.loggers import CSVLogger
-
+    """Train with Lightning (logs under run_dir/logs); returns seconds spent."""
     _quiet_lightning()
     train = prep.config["train"]
     has_val = "val" in datamodule.dataset_class.splits
@@ -165,7 +192,7 @@ def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModul
         max_steps=train.get("max_steps", -1),
         max_epochs=train.get("max_epochs", -1 if "max_steps" in train else None),
         deterministic=True if prep.device.type == "cpu" else "warn",
-        logger=CSVLogger(run_dir, name="logs", version=""),
+        logger=make_logger(prep.spec.logger, run_dir),
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=prep.spec.progress,
