@@ -13,8 +13,9 @@ Preprocessing (`prepare`, cached under ``<root>/fusion_bench_cache/``; resumable
   cannot be decoded is listed in ``failed.tsv`` (and retried by the next `prepare`). Both are reported by the
   dataset (`variant` / problems), never skipped silently.
 
-Samples: ``audio`` float 1x257x188, ``frames`` float Tx3xSxS in [0, 1] (resized to `frame_size`, default 224,
-bilinear; no ImageNet normalisation: methods normalise), ``target`` long scalar, ``name``. The train split
+Samples: ``audio`` float 1x257x188, ``frames`` float Tx3xSxS in [0, 1] (resized to S x S with S = `frame_size`,
+default 224 as OGM-GE, bilinear, but never upsampled: S = min(frame_size, height, width), so the 32x32 fake clips
+stay 32x32; no ImageNet normalisation: methods normalise), ``target`` long scalar, ``name``. The train split
 flips frames horizontally at random; spatial crops do not apply (crop_size is accepted and ignored).
 """
 
@@ -27,7 +28,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -324,7 +325,8 @@ class AVClipDataset(FusionDataset):
                 with Image.open(path) as img:
                     img = img.convert("RGB")
                     if self.frame_size:
-                        img = img.resize((self.frame_size, self.frame_size), Image.BILINEAR)
+                        side = min(self.frame_size, img.width, img.height)  # never upsample
+                        img = img.resize((side, side), Image.BILINEAR)
                     frames.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
         except (OSError, ValueError) as err:
             raise DatasetIntegrityError(self.name, self.root, [Problem(str(ref.files[FRAMES]), str(err))]) from err

@@ -14,7 +14,6 @@ Known defective clips (README): 1076_MTI_SAD_XX has no audio (prepare uses silen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 from datamodules.av_common import AVClipDataset, AVDataModule, ClipJob
 from datamodules.paired_common import find_dir

@@ -51,6 +51,10 @@ or <root>/a/<x>_A.jpg + <root>/b/<x>_B.jpg   (flat two-folder copies)
 
     def _scan_variant(self) -> tuple[str, list[SampleRef], list[Problem]]:
         pair = folder_pair(self.root, [("a", "b")])
+        half = [n for n in ("a", "b") if find_dir(self.root, n) is not None]
+        if pair is None and len(half) == 1:
+            other = "b" if half == ["a"] else "a"
+            raise DatasetNotFoundError(self.name, self.root, self.expected_tree, [str(self.root / other)])
         if pair is not None:
             refs, problems = pair_folders({"a": pair[0], "b": pair[1]}, key_fn=lambda s: strip_suffix(s)[0])
             return f"flat {pair[0].name}/ + {pair[1].name}/ copy (every pair found)", refs, problems
