@@ -333,6 +333,29 @@ class AVClipDataset(FusionDataset):
         return {NAME: ref.name, AUDIO: audio, FRAMES: torch.stack(frames),
                 TARGET: torch.tensor(ref.extra["target"], dtype=torch.int64)}
 
+    def plot(self, sample: Sample, prediction: torch.Tensor | None = None, title: str | None = None):
+        """Spectrogram, then every frame, side by side (target class and prediction in the title)."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        frames = sample[FRAMES] if sample[FRAMES].ndim == 4 else sample[FRAMES][None]
+        fig, axes = plt.subplots(1, 1 + len(frames), figsize=(3 * (1 + len(frames)), 3), squeeze=False)
+        axes[0][0].imshow(sample[AUDIO][0].cpu().numpy(), origin="lower", aspect="auto", cmap="magma")
+        axes[0][0].set_title("audio (log |STFT|)")
+        for ax, frame in zip(axes[0][1:], frames):
+            ax.imshow(frame.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+            ax.set_title("frame")
+        for ax in axes[0]:
+            ax.axis("off")
+        label = self.class_names[int(sample[TARGET])] if TARGET in sample and self.class_names else ""
+        if prediction is not None and self.class_names:
+            label += f" (predicted {self.class_names[int(prediction.argmax() if prediction.ndim else prediction)]})"
+        fig.suptitle(title or f"{sample.get(NAME, '')}: {label}")
+        fig.tight_layout()
+        return fig
+
     def _validate(self, sample: Sample, ref: SampleRef) -> list[Problem]:
         problems = []
         if tuple(sample[AUDIO].shape) != (1, N_FFT // 2 + 1, SAMPLE_RATE * SECONDS // HOP + 1):

@@ -77,7 +77,7 @@ or <root>/sourceA/<x>.jpg + <root>/sourceB/<x>.jpg            (also A/ + B/; re-
                 raise DatasetNotFoundError(self.name, root, self.expected_tree,
                                            ["lytro-NN-A/B images (none in the root, no input/, sourceA/ or A/)"])
         refs, problems = pair_by_suffix(files, names, str(path), key_fn=canonical_key, where=str(root))
-        return f"{variant}; split list {path}{' (override)' if override else ''}", refs, problems
+        return f"{variant}; split lists in {path.parent}{' (override)' if override else ''}", refs, problems
 
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:

@@ -54,7 +54,7 @@ or <root>/input/MFI-WHU_01/MFI-WHU_01_A.jpg, _B.jpg ...   (MFIFB 30-pair copy, n
             raise DatasetNotFoundError(self.name, self.root, self.expected_tree, missing)
         names, path, override = self.split_names()
         refs, problems = pair_folders({k: d for k, d in dirs.items() if d is not None}, names, str(path))
-        return f"official {base.name}/source_1,source_2,full_clear; split list {path}" + \
+        return f"official {base.name}/source_1,source_2,full_clear; split lists in {path.parent}" + \
             (" (override)" if override else ""), refs, problems
 
     @classmethod

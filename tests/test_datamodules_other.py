@@ -446,7 +446,9 @@ def test_data_fake_and_check_cli(name: str, tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / name
     assert main(["data", "fake", name, "--out", str(out)]) == 0
     if CASES[name].av:
-        dataset_class(name).prepare(out, progress=False)
+        assert main(["data", "check", name, "--root", str(out)]) != 0  # not prepared yet
+        assert "fusion-bench data prepare" in capsys.readouterr().out
+        assert main(["data", "prepare", name, "--root", str(out)]) == 0
     assert main(["data", "check", name, "--root", str(out)]) == 0
     (out / CASES[name].partner).unlink()
     assert main(["data", "check", name, "--root", str(out)]) != 0
@@ -472,3 +474,58 @@ def test_realdata_copies_load(name: str) -> None:
     assert sample[a].shape[-2:] == sample[b].shape[-2:]
     if name == "mefb":
         assert all(float(ds[i]["a"].mean()) < float(ds[i]["b"].mean()) for i in range(len(ds)))
+
+
+# -- more layouts and quirks --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_plot_draws_a_sample(name: str, fakes: dict[str, Path]) -> None:
+    needs_av(name)
+    import matplotlib.pyplot as plt
+
+    ds = dataset_class(name)(fakes[name], "test")
+    fig = ds.plot(ds[0])
+    assert len(fig.axes) >= 2
+    plt.close(fig)
+
+
+def test_mfi_whu_mfifb_copy(fakes: dict[str, Path], tmp_path: Path) -> None:
+    root = tmp_path / "mfifb"
+    for i, n in enumerate((1, 2), start=1):
+        for s, folder in (("A", "source_1"), ("B", "source_2")):
+            dst = root / "input" / f"MFI-WHU_{i:02d}" / f"MFI-WHU_{i:02d}_{s}.jpg"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(fakes["mfi_whu"] / "MFI-WHU" / folder / f"{n}.jpg", dst)
+    ds = dataset_class("mfi_whu")(root, "test")
+    assert "MFIFB" in ds.variant and len(ds) == 2 and GT not in ds[0]
+
+
+def test_sice_part_with_data_subfolder(fakes: dict[str, Path], tmp_path: Path) -> None:
+    root = Path(shutil.copytree(fakes["sice"], tmp_path / "sice"))
+    part = root / "Dataset_Part2"
+    (part / "Data").mkdir()
+    for seq in ("1", "2"):
+        shutil.move(str(part / seq), part / "Data" / seq)
+    ds = dataset_class("sice")(root, "test")
+    assert len(ds) == 2 and ds[0]["a"].shape == ds[0][GT].shape
+
+
+def test_cremad_empty_audio_uses_silence_and_says_so(fake_copy) -> None:
+    import soundfile as sf
+
+    root = fake_copy("cremad", prepared=False)
+    sf.write(str(root / "AudioWAV" / "1001_IEO_NEU_XX.wav"), np.zeros(0, np.float32), 16_000)
+    cache = dataset_class("cremad").prepare(root, progress=False)
+    assert "1001_IEO_NEU_XX" in (cache / "notes.tsv").read_text()
+    ds = dataset_class("cremad")(root, "train")
+    assert "empty audio" in ds.variant
+    assert float(ds[[r.name for r in ds.samples].index("1001_IEO_NEU_XX")][AUDIO].max()) < -15  # log(1e-7)
+
+
+def test_prepare_rejects_a_cache_made_with_other_settings(fake_copy) -> None:
+    import json
+
+    root = fake_copy("ave")
+    meta = root / av_common.CACHE_DIR / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "hop": 512}))
+    with pytest.raises(DatasetError, match="different settings"):
+        dataset_class("ave").prepare(root, progress=False)
