@@ -510,9 +510,9 @@ def test_sice_part_with_data_subfolder(fakes: dict[str, Path], tmp_path: Path) -
 
 
 def test_cremad_empty_audio_uses_silence_and_says_so(fake_copy) -> None:
+    root = fake_copy("cremad", prepared=False)  # skips without the audio extra
     import soundfile as sf
 
-    root = fake_copy("cremad", prepared=False)
     sf.write(str(root / "AudioWAV" / "1001_IEO_NEU_XX.wav"), np.zeros(0, np.float32), 16_000)
     cache = dataset_class("cremad").prepare(root, progress=False)
     assert "1001_IEO_NEU_XX" in (cache / "notes.tsv").read_text()
