@@ -17,6 +17,8 @@ Samples: ``audio`` float 1x257x188, ``frames`` float Tx3xSxS in [0, 1] (resized 
 default 224 as OGM-GE, bilinear, but never upsampled: S = min(frame_size, height, width), so the 32x32 fake clips
 stay 32x32; no ImageNet normalisation: methods normalise), ``target`` long scalar, ``name``. The train split
 flips frames horizontally at random; spatial crops do not apply (crop_size is accepted and ignored).
+Frame choice: the clip's 1 fps frames (AVE: those inside the event segment) are cut into `num_frames` equal runs
+and the middle frame of each run is taken (OGM-GE takes the first entries of an unsorted directory listing).
 """
 
 from __future__ import annotations
