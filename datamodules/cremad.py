@@ -84,6 +84,9 @@ class CREMADDataset(AVClipDataset):
         clips = [(c, EMOTIONS.index(c.split("_")[2]), {"wav": found[c]["wav"], "flv": found[c]["flv"]}, None)
                  for c in names if c in found]
         variant = f"AudioWAV/ + VideoFlash/; test list {test_path}{' (override)' if override else ''}"
+        full = {"train": 6698, "test": 744}[self.split]
+        if len(clips) != full:
+            variant += f"; {len(clips)} {self.split} clips (the full download gives {full})"
         return clips, problems, variant
 
     @classmethod

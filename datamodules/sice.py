@@ -75,7 +75,9 @@ class SICEDataset(ImagePairDataset):
                                                              "need at least 2 exposures"))
             else:
                 refs.append(SampleRef(key, {GT: labels[key]}, extra={"exposures": exposures}))
-        return f"{part.name}/<n>/ + {label_dir.name}/ (pair rule: {rule})", refs, problems
+        full = {"train": 360, "test": 229}[self.split]
+        note = "" if len(sequences) == full else f"; {len(sequences)} sequences (the full part has {full})"
+        return f"{part.name}/<n>/ + {label_dir.name}/ (pair rule: {rule}){note}", refs, problems
 
     def _choose(self, ref: SampleRef) -> None:
         if "a" in ref.files:
