@@ -179,6 +179,8 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 
 def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path) -> float:
