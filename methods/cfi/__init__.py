@@ -1,0 +1,6 @@
+"""CFI: multi-modal image fusion via intervention-stable feature learning (Wang et al., CVPR 2026)."""
+
+from methods.cfi.model import CFI, CFINet
+from methods.cfi.module import CFIFusion
+
+__all__ = ["CFI", "CFINet", "CFIFusion"]
