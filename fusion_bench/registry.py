@@ -19,6 +19,8 @@ METHODS: dict[str, str] = {
     # learned baselines
     "fusion_cnn": "methods.fusion_cnn.module:FusionCNNModule",
     "late_fusion": "methods.late_fusion.module:LateFusionClassifier",
+    # paper methods
+    "cfi": "methods.cfi.module:CFIFusion",
 }
 
 DATASETS: dict[str, str] = {
