@@ -226,6 +226,14 @@ def test_committed_list_names_missing_sample(fake_copy) -> None:
     assert "splits/tno/test.txt" in str(err.value)
 
 
+def test_root_resolution_uses_fusion_bench_data(monkeypatch: pytest.MonkeyPatch, fakes: dict[str, Path]) -> None:
+    monkeypatch.setenv("FUSION_BENCH_DATA", str(fakes["llvip"].parent))
+    dm = get_datamodule("llvip")()
+    assert dm.root == fakes["llvip"]
+    dm.setup("test")
+    assert len(dm.test_set) == 2
+
+
 def test_unknown_options_are_rejected(fakes: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="layout"):
         dataset_class("fmb")(fakes["fmb"], "train", layout="nope")
