@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from fusion_bench.metrics._extras import add_extras
 from fusion_bench.metrics.dialects import MMIF, Inputs
 from fusion_bench.metrics.functional import basic, correlation, information, qabf, ssim, vif
 
@@ -34,3 +35,4 @@ MMIF.add("SSIM", lambda x: ssim.ssim_skimage(x.gf, x.ga, 2.0) + ssim.ssim_skimag
 
 MMIF.default = tuple(n for n in ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM", "AG", "CC", "MSE", "PSNR")
                      if n in MMIF.specs)
+add_extras(MMIF)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from fusion_bench.metrics._common import gray_matlab, gray_matlab_double
+from fusion_bench.metrics._extras import add_extras
 from fusion_bench.metrics.dialects import VIFB, Inputs
 from fusion_bench.metrics.functional import basic, chen, correlation, information, qabf, ssim
 
@@ -67,3 +68,4 @@ VIFB.add("RMSE", per_channel(correlation.rmse_vifb, rounded=False), False,
 VIFB.add("SSIM", per_channel(_ssim_sum), True, "SSIM(VI,F)+SSIM(IR,F): 11x11 Gaussian 1.5, 'valid', L=255")
 VIFB.add("Qcb", per_channel(chen.qcb), True, "Chen-Blum contrast-preservation quality")
 VIFB.add("Qcv", per_channel(chen.qcv), False, "Chen-Varshney CSF-weighted regional error (unbounded)")
+add_extras(VIFB)

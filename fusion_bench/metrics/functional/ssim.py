@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -46,3 +48,106 @@ def ssim_matlab(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
     s = _ssim_map(x, y, gaussian_1d(11, 1.5), (0.01 * data_range) ** 2, (0.03 * data_range) ** 2,
                   padding="replicate")
     return s.flatten(1).mean(1)
+
+
+def _down2_symmetric(x: Tensor) -> Tensor:
+    """imfilter(x, ones(2)/4, 'symmetric', 'same') then x(1:2:end, 1:2:end): 2x2 block means, edge repeated."""
+    h, w = x.shape[-2:]
+    if h % 2:
+        x = torch.cat([x, x[..., -1:, :]], dim=-2)
+    if w % 2:
+        x = torch.cat([x, x[..., :, -1:]], dim=-1)
+    return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) / 4
+
+
+def mef_ssim_single(seq: list[Tensor], f: Tensor, k: float = 0.03) -> Tensor:
+    """Ma, Zeng & Wang (2015) MEF-SSIM at one scale, in closed form (algebraically equal to the per-window code).
+
+    seq: source images (each BxHxW, 0..255), f: fused BxHxW. Returns the mean quality map, shape (B,).
+    """
+    eps = torch.finfo(torch.float64).eps
+    n = 11
+    npx = float(n * n)
+    box, gau = box_1d(n), gaussian_1d(n, 1.5)
+    kk = len(seq)
+    pairs = [(i, j) for i in range(kk) for j in range(i, kk)]
+    bstack = filter_valid(torch.stack([*seq] + [seq[i] * seq[j] for i, j in pairs]), box)
+    mu = bstack[:kk]
+    bprod = {p: bstack[kk + t] for t, p in enumerate(pairs)}
+    cov = {(i, j): npx * (bprod[(i, j)] - mu[i] * mu[j]) for i, j in pairs}  # <d_i, d_j> over the window
+    for i in range(kk):
+        cov[(i, i)] = cov[(i, i)].clamp_min(0)
+    ed = torch.stack([torch.sqrt(cov[(i, i)]) + 0.001 for i in range(kk)])
+    den = sum(torch.sqrt(cov[(i, i)]) for i in range(kk))
+    ssum = sum(cov[(i, j)] * (1.0 if i == j else 2.0) for i, j in pairs)
+    num = torch.sqrt(ssum.clamp_min(0))
+    r = (num + eps) / (den + eps)
+    r = torch.where(r > 1, torch.full_like(r, 1 - eps), r)
+    r = torch.where(r < 0, torch.full_like(r, eps), r)
+    p = torch.tan(math.pi / 2 * r).clamp(max=10)
+    wmap = (ed / n) ** p + eps
+    wmap = wmap / wmap.sum(0, keepdim=True)
+    max_ed = ed.amax(0)
+    c = wmap / ed  # coefficients of the deviation patches in rBlock
+    # Gaussian-window moments
+    gmaps = [*seq, f, f * f] + [seq[i] * seq[j] for i, j in pairs] + [s * f for s in seq]
+    g = filter_valid(torch.stack(gmaps), gau)
+    gm, gf, gff = g[:kk], g[kk], g[kk + 1]
+    gprod = {p_: g[kk + 2 + t] for t, p_ in enumerate(pairs)}
+    gsf = g[kk + 2 + len(pairs) :]
+    norm2 = sum(c[i] * c[j] * cov[(i, j)] * (1.0 if i == j else 2.0) for i, j in pairs)
+    norm = torch.sqrt(norm2.clamp_min(0))
+    alpha = torch.where(norm > 0, max_ed / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.ones_like(norm))
+    gcov = {(i, j): gprod[(i, j)] - gm[i] * gm[j] for i, j in pairs}
+    s1 = alpha * alpha * sum(c[i] * c[j] * gcov[(i, j)] * (1.0 if i == j else 2.0) for i, j in pairs)
+    s12 = alpha * sum(c[i] * (gsf[i] - gm[i] * gf) for i in range(kk))
+    s2 = gff - gf * gf
+    cc = (k * 255.0) ** 2
+    q = (2 * s12 + cc) / (s1 + s2 + cc)
+    return q.flatten(1).mean(1)
+
+
+MEF_WEIGHTS = (0.0448, 0.2856, 0.3001)
+
+
+def mef_ssim(a: Tensor, b: Tensor, f: Tensor, levels: int = 3) -> Tensor:
+    """Multi-scale MEF-SSIM (TANG's "MS_SSIM"): prod_l Q_l^w_l over 3 scales. NaN when min side / 4 < 11."""
+    seq = [a.reshape(a.shape[0], *a.shape[-2:]), b.reshape(b.shape[0], *b.shape[-2:])]
+    ff = f.reshape(f.shape[0], *f.shape[-2:])
+    if min(ff.shape[-2:]) / 2 ** (levels - 1) < 11:
+        return torch.full((ff.shape[0],), float("nan"), dtype=torch.float64, device=ff.device)
+    w = torch.tensor(MEF_WEIGHTS[:levels], dtype=torch.float64)
+    w = (w / w.sum()).tolist()
+    out = torch.ones(ff.shape[0], dtype=torch.float64, device=ff.device)
+    for lvl in range(levels):
+        out = out * mef_ssim_single(seq, ff) ** w[lvl]
+        if lvl < levels - 1:
+            seq = [_down2_symmetric(s) for s in seq]
+            ff = _down2_symmetric(ff)
+    return out
+
+
+MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim(x: Tensor, y: Tensor, data_range: float = 255.0) -> Tensor:
+    """Standard MS-SSIM (Wang, Simoncelli & Bovik 2003) as pytorch-msssim: Gaussian 11/1.5 'valid', 5 scales,
+    2x2 average pooling (padding odd sizes like avg_pool2d(padding=s % 2)), cs at scales 1-4 and SSIM at 5,
+    negative values clamped by relu. x, y: Bx1xHxW. NaN when the smallest side is <= 160."""
+    if min(x.shape[-2:]) <= (11 - 1) * 2**4:
+        return torch.full((x.shape[0],), float("nan"), dtype=torch.float64, device=x.device)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    win = gaussian_1d(11, 1.5)
+    vals = []
+    for lvl in range(5):
+        s, cs = _ssim_map(x, y, win, c1, c2, return_cs=True)
+        if lvl < 4:
+            vals.append(torch.relu(cs.flatten(1).mean(1)))
+            pads = [s_ % 2 for s_ in x.shape[-2:]]
+            x = torch.nn.functional.avg_pool2d(x, 2, padding=(pads[0], pads[1]))
+            y = torch.nn.functional.avg_pool2d(y, 2, padding=(pads[0], pads[1]))
+        else:
+            vals.append(torch.relu(s.flatten(1).mean(1)))
+    stack = torch.stack(vals, 0)
+    w = torch.tensor(MS_WEIGHTS, dtype=torch.float64, device=stack.device).view(-1, 1)
+    return torch.prod(stack**w, dim=0)
