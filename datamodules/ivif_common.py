@@ -420,61 +420,26 @@ class IVIFDataset(FusionDataset):
         return sample
 
     # -- check -------------------------------------------------------------------------------------
+    def _check_files(self, ref: SampleRef, report: CheckReport) -> None:
+        """Count the files' own stored modes (the FLAGged channel counts: 1-ch vs 3-ch IR, RGBA, 16-bit)."""
+        stored: dict[str, Counter] = report.extra.setdefault("stored", {})
+        for key, path in ref.files.items():
+            if key != MASK:
+                stored.setdefault(key, Counter())[stored_mode(path)] += 1
+
     @classmethod
-    def check(cls, root: str | Path, **options: Any) -> CheckReport:
-        """Decode every sample of every split the detected layout offers; report all problems, deduplicated."""
-        report = CheckReport(dataset=cls.name, root=Path(root))
-        stored: dict[str, Counter] = {}
-        unlisted: list[set[str]] = []
-        try:
-            splits = cls.available_splits(root, **dict(options))
-        except DatasetError as err:
-            report.problems.append(Problem(str(root), " ".join(str(err).splitlines()[:2])))
-            return report
-        for split in splits:
-            try:
-                ds = cls(root, split, strict=False, **options)
-            except DatasetError as err:
-                report.problems.append(Problem(str(root), f"split {split}: " + " ".join(str(err).splitlines()[:2])))
-                continue
-            report.variant = report.variant or ds.variant
-            if ds.split_source is not None:
-                unlisted.append(ds.unlisted)
-            report.counts[split] = len(ds)
-            report.split_hashes[split] = ds.split_hash()
-            report.problems.extend(ds.problems)
-            for ref in ds.samples:
-                for key, path in ref.files.items():
-                    if key != MASK:
-                        stored.setdefault(key, Counter())[stored_mode(path)] += 1
-                try:
-                    sample = ds._load(ref)
-                except DatasetIntegrityError as err:
-                    report.problems.extend(err.problems)
-                    continue
-                except DatasetError as err:
-                    report.problems.append(Problem(ref.name, str(err)))
-                    continue
-                report.problems.extend(ds._validate(sample, ref))
-                for key, value in sample.items():
-                    if not isinstance(value, torch.Tensor) or key in (BOXES, LABELS, NAME):
-                        continue
-                    if key == MASK:
-                        report.label_values.update(int(v) for v in torch.unique(value))
-                    elif value.ndim == 3:
-                        report.sizes.setdefault(key, Counter())[tuple(value.shape[-2:])] += 1
-                        report.channels.setdefault(key, Counter())[int(value.shape[0])] += 1
-                if LABELS in sample:
-                    report.label_values.update(int(v) for v in sample[LABELS])
-        report.problems = list(dict.fromkeys(report.problems))
+    def _finish_check(cls, report: CheckReport, datasets: list[FusionDataset]) -> None:
+        """Say which complete pairs no split list uses (not an error: re-layouts often drop a split, but never
+        silent), and how the image files are stored."""
+        unlisted = [ds.unlisted for ds in datasets if ds.split_source is not None]
         orphans = sorted(set.intersection(*unlisted)) if unlisted else []
-        if orphans:  # not an error (re-layouts often drop a split), but never silent
+        if orphans:
             report.variant = (f"{report.variant}; {len(orphans)} paired sample(s) in no split list "
                               f"(e.g. {', '.join(orphans[:3])})")
-        if stored:  # the files' own modes (FLAGged channel counts: 1-ch vs replicated 3-ch IR, RGBA, 16-bit)
+        stored = report.extra.get("stored")
+        if stored:
             modes = "; ".join(f"{k} " + ", ".join(f"{m} x{n}" for m, n in c.most_common()) for k, c in stored.items())
             report.variant = f"{report.variant}; stored image modes: {modes}"
-        return report
 
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:

@@ -26,6 +26,22 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds expects comma-separated integers, got {text!r}") from err
 
 
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with the value parsed as YAML (so classes=14 is an int, layout=flat a string)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--dataset-arg expects KEY=VALUE, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+def _add_dataset_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-arg", dest="dataset_options", type=_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="dataset option, repeatable (e.g. layout=flat, classes=14, "
+                                             "subset=detection); recorded in the config hash")
+
+
 def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> None:
     what = " (comma-separated for several)" if many else ""
     p.add_argument("--method", required=True, help=f"method name{what}; see `fusion-bench list`")
@@ -38,6 +54,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--logger", default="csv", choices=("csv", "tensorboard", "wandb"),
                    help="Lightning logger for training (wandb runs offline unless WANDB_MODE is set)")
+    _add_dataset_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_sub.add_parser("check", help="report counts, sizes, labels and every problem; exit 0 only when clean")
     q.add_argument("name")
     q.add_argument("--root", default=None)
+    _add_dataset_options(q)
     q = data_sub.add_parser("fake", help="write a tiny fake copy of a dataset's real tree")
     q.add_argument("name")
     q.add_argument("--out", type=Path, required=True)
@@ -112,7 +130,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     methods, datasets = _csv_list(args.method), _csv_list(args.dataset)
     specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset, seeds=args.seeds, out=args.out,
                        leaderboard_dir=args.leaderboard_dir, device=args.device, num_workers=args.num_workers,
-                       progress=not args.no_progress, logger=args.logger)
+                       progress=not args.no_progress, logger=args.logger,
+                       dataset_options=dict(args.dataset_options))
              for d in datasets for m in methods]
     from fusion_bench.benchmark.runner import prepare
 
@@ -136,7 +155,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
                              device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
-                             logger=args.logger))
+                             logger=args.logger, dataset_options=dict(args.dataset_options)))
     L.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = build_datamodule(prep, args.seed)
     model = build_method(prep, datamodule)
@@ -162,7 +181,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     )
 
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
-                             device=args.device, num_workers=args.num_workers, progress=not args.no_progress))
+                             device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
+                             dataset_options=dict(args.dataset_options)))
     datamodule = build_datamodule(prep, 0)
     model = build_method(prep, datamodule)
     if args.weights is not None:
@@ -253,7 +273,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
     dataset_cls = datamodule_cls.dataset_class
     if args.data_command == "check":
         root = datamodule_cls.resolve_root(args.root)
-        report = dataset_cls.check(root)
+        try:
+            report = dataset_cls.check(root, **dict(args.dataset_options))
+        except TypeError as err:
+            print(f"error: dataset {args.name} does not take options {dict(args.dataset_options)}: {err}",
+                  file=sys.stderr)
+            return 2
         print(report.format())
         return 0 if report.ok else 1
     if args.data_command == "fake":

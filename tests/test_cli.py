@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from toy_dataset import make_toy
@@ -11,7 +12,7 @@ from toy_dataset import make_toy
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["bench", "--method", "nope", "--dataset", "synthetic-ivif"], "valid methods: fusion_cnn"),
+        (["bench", "--method", "nope", "--dataset", "synthetic-ivif"], "valid methods: cfi, fusion_cnn"),
         (["bench", "--method", "mean", "--dataset", "nope"], "valid datasets:"),
         (["bench", "--method", "late_fusion", "--dataset", "synthetic-ivif"], "handles classification"),
         (["bench", "--method", "mean", "--dataset", "synthetic-av"], "is classification"),
@@ -96,3 +97,30 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "fusion_bench", "list"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     assert "synthetic-ivif" in out.stdout and "laplacian" in out.stdout
+
+
+def test_dataset_options_reach_the_dataset(cli, capsys, tmp_path, toy_registered):
+    root = make_toy(tmp_path / "toy")
+    code, _, err = cli(capsys, "data", "check", "toy", "--root", root, "--dataset-arg", "bogus=1")
+    assert code == 2 and "bogus" in err
+    code, _, err = cli(capsys, "bench", "--method", "mean", "--dataset", "toy", "--root", root,
+                       "--dataset-arg", "bogus=1", "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb")
+    assert code == 2 and "bogus" in err
+    code, _, err = cli(capsys, "bench", "--method", "mean", "--dataset", "toy", "--dataset-arg", "novalue")
+    assert code == 2 and "KEY=VALUE" in err
+
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (REALDATA / "TNO").is_dir(), reason="../shared/realdata is absent")
+def test_bench_on_real_tno_pairs_with_flat_layout(cli, capsys, tmp_path):
+    code, out, err = cli(capsys, "bench", "--method", "mean", "--dataset", "tno", "--root", REALDATA / "TNO",
+                         "--dataset-arg", "layout=flat", "--out", tmp_path / "runs",
+                         "--leaderboard-dir", tmp_path / "lb", "--no-progress")
+    assert code == 0, err
+    from fusion_bench.benchmark.results import read_rows
+
+    (row,) = read_rows(tmp_path / "lb" / "raw" / "tno.csv")
+    assert row["n_images"] == "10" and 5.0 < float(row["EN"]) < 8.0

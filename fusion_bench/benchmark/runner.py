@@ -61,6 +61,7 @@ class BenchSpec:
     num_workers: int = 0
     progress: bool = True
     logger: str = "csv"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
 
 LOGGERS = ("csv", "tensorboard", "wandb")
@@ -141,10 +142,14 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     protocol = load_protocol(spec.dataset, task)
     root = datamodule_cls.resolve_root(spec.root)
     # Instantiating the test split runs the integrity check now, before any training.
-    datamodule_cls.dataset_class(root, "test")
+    try:
+        datamodule_cls.dataset_class(root, "test", **spec.dataset_options)
+    except TypeError as err:
+        raise BenchError(f"dataset {spec.dataset!r} does not take these options {spec.dataset_options}: {err}") from err
     payload = {
         "method": spec.method,
         "dataset": spec.dataset,
+        "dataset_options": spec.dataset_options,
         "preset": spec.preset,
         "config": config,
         "protocol": {k: protocol.get(k) for k in ("metric_dialect", "metrics")},
@@ -158,7 +163,7 @@ def prepare(spec: BenchSpec) -> PreparedRun:
 def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.LightningModule:
     kwargs: dict[str, Any] = {"modalities": datamodule.modalities, **prep.config["model"], **prep.config["optim"]}
     if issubclass(prep.method_cls, (SegFusionMethod, MultimodalClassifier)):
-        class_names = datamodule.dataset_class.class_names
+        class_names = datamodule.dataset("test").class_names  # an instance: options may change the classes
         if class_names is None:
             raise BenchError(f"method {prep.spec.method!r} needs class labels; dataset {prep.spec.dataset!r} has none")
         kwargs["num_classes"] = len(class_names)
@@ -171,7 +176,8 @@ def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.Lightning
 def build_datamodule(prep: PreparedRun, seed: int) -> PairedDataModule:
     train = prep.config["train"]
     return prep.datamodule_cls(root=prep.root, batch_size=train.get("batch_size", 4),
-                               crop_size=train.get("crop_size"), seed=seed, num_workers=prep.spec.num_workers)
+                               crop_size=train.get("crop_size"), seed=seed, num_workers=prep.spec.num_workers,
+                               **prep.spec.dataset_options)
 
 
 def _quiet_lightning() -> None:

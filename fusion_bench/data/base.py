@@ -86,6 +86,7 @@ class CheckReport:
     label_values: set[int] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)
     split_hashes: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # scratch space for the check hooks
 
     @property
     def ok(self) -> bool:
@@ -220,23 +221,37 @@ class FusionDataset(Dataset):
         return digest[:16]
 
     @classmethod
-    def check(cls, root: str | Path) -> CheckReport:
-        """Decode every sample of every split and report all problems instead of raising."""
+    def available_splits(cls, root: str | Path, **options: Any) -> tuple[str, ...]:
+        """The splits present at `root` (layouts with fewer splits override this)."""
+        return cls.splits
+
+    @classmethod
+    def check(cls, root: str | Path, **options: Any) -> CheckReport:
+        """Decode every sample of every available split and report all problems instead of raising.
+
+        `options` are the dataset's keyword arguments (layout, subset, ...). Subclasses add to the report
+        through the `_check_files` (per sample, before decoding) and `_finish_check` hooks.
+        """
         report = CheckReport(dataset=cls.name, root=Path(root))
-        for split in cls.splits:
+        try:
+            splits = cls.available_splits(root, **options)
+        except DatasetError as err:
+            report.problems.append(Problem(str(root), _summary(err)))
+            return report
+        datasets = []
+        for split in splits:
             try:
-                ds = cls(root, split, strict=False)
-            except DatasetNotFoundError as err:
-                report.problems.append(Problem(str(root), str(err).splitlines()[0] + f" (split {split})"))
-                continue
+                ds = cls(root, split, strict=False, **options)
             except DatasetError as err:
-                report.problems.append(Problem(str(root), f"split {split}: {err}"))
+                report.problems.append(Problem(str(root), f"split {split}: {_summary(err)}"))
                 continue
+            datasets.append(ds)
             report.variant = report.variant or ds.variant
             report.counts[split] = len(ds)
             report.split_hashes[split] = ds.split_hash()
             report.problems.extend(ds.problems)
             for ref in ds.samples:
+                ds._check_files(ref, report)
                 try:
                     sample = ds._load(ref)
                 except DatasetIntegrityError as err:
@@ -246,21 +261,42 @@ class FusionDataset(Dataset):
                     report.problems.append(Problem(ref.name, str(err)))
                     continue
                 report.problems.extend(ds._validate(sample, ref))
-                for key, value in sample.items():
-                    if not isinstance(value, torch.Tensor):
-                        continue
-                    if key == MASK:
-                        report.label_values.update(int(v) for v in torch.unique(value))
-                    elif value.ndim == 3 and key not in (BOXES, LABELS):
-                        report.sizes.setdefault(key, Counter())[tuple(value.shape[-2:])] += 1
-                        report.channels.setdefault(key, Counter())[int(value.shape[0])] += 1
+                _tally(sample, report)
+        report.problems = list(dict.fromkeys(report.problems))
+        cls._finish_check(report, datasets)
         return report
+
+    def _check_files(self, ref: SampleRef, report: CheckReport) -> None:
+        """Hook: inspect a sample's files before decoding (e.g. their stored image modes)."""
+
+    @classmethod
+    def _finish_check(cls, report: CheckReport, datasets: list[FusionDataset]) -> None:
+        """Hook: add cross-split findings to the report once every split was read."""
 
     def plot(self, sample: Sample, prediction: torch.Tensor | None = None, title: str | None = None):
         """Draw the modalities (and mask, boxes, prediction when present) side by side; returns a Figure."""
         from fusion_bench.data.plot import plot_sample
 
         return plot_sample(sample, self.modalities, self.class_names, self.box_class_names, prediction, title)
+
+
+def _summary(err: Exception) -> str:
+    """The first two lines of an error (what is wrong and which folder), joined."""
+    return " ".join(str(err).splitlines()[:2])
+
+
+def _tally(sample: Sample, report: CheckReport) -> None:
+    """Add a decoded sample's sizes, channel counts and label values to the report."""
+    for key, value in sample.items():
+        if not isinstance(value, torch.Tensor) or key in (BOXES, LABELS):
+            continue
+        if key == MASK:
+            report.label_values.update(int(v) for v in torch.unique(value))
+        elif value.ndim == 3:
+            report.sizes.setdefault(key, Counter())[tuple(value.shape[-2:])] += 1
+            report.channels.setdefault(key, Counter())[int(value.shape[0])] += 1
+    if LABELS in sample:
+        report.label_values.update(int(v) for v in sample[LABELS])
 
 
 def pair_by_stem(dirs: dict[str, Path], names: list[str] | None = None) -> tuple[list[SampleRef], list[Problem]]:
