@@ -94,6 +94,21 @@ def sep_filter(x: Tensor, kh: Tensor | list[float], kw: Tensor | list[float] | N
     return _shift_valid(xx, kh_l, kw_l)
 
 
+def filter_valid_down2(x: Tensor, k: Tensor) -> Tensor:
+    """``filter_valid(x, k)[..., ::2, ::2]`` without computing the discarded rows and columns (CPU)."""
+    if x.device.type != "cpu" or FORCE_TORCH_BACKEND:
+        return filter_valid(x, k)[..., ::2, ::2]
+    kl = np.asarray([float(v) for v in k.tolist()])
+    n, c = len(kl), len(kl) // 2
+    h, w = x.shape[-2], x.shape[-1]
+    if h < n or w < n:
+        raise ValueError(f"image {h}x{w} is smaller than the {n}x{n} window")
+    arr = x.detach().to(torch.float64).contiguous().numpy()
+    y = ndi.correlate1d(arr, kl, axis=-1, mode="constant")[..., :, c : c + w - n + 1 : 2]
+    y = ndi.correlate1d(np.ascontiguousarray(y), kl, axis=-2, mode="constant")[..., c : c + h - n + 1 : 2, :]
+    return torch.from_numpy(np.ascontiguousarray(y))
+
+
 def filter_valid(x: Tensor, kh: Tensor, kw: Tensor | None = None) -> Tensor:
     """Separable correlation with 'valid' output. x: ...xHxW."""
     return sep_filter(x, kh, kw, "valid")

@@ -34,9 +34,8 @@ def _qabf_q(ga: Tensor, aa: Tensor, gf: Tensor, af: Tensor) -> Tensor:
 
 def qabf(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
     """Qabf = sum(Q_AF g_A + Q_BF g_B) / sum(g_A + g_B). Inputs Bx1xHxW on 0..255. Shape (B,)."""
-    ga, aa = _qabf_arrays(a)
-    gb, ab = _qabf_arrays(b)
-    gf, af = _qabf_arrays(f)
+    g, al = _qabf_arrays(torch.stack([a, b, f]))
+    (ga, gb, gf), (aa, ab, af) = g.unbind(0), al.unbind(0)
     qaf = _qabf_q(ga, aa, gf, af)
     qbf = _qabf_q(gb, ab, gf, af)
     num = (qaf * ga + qbf * gb).flatten(1).sum(1)

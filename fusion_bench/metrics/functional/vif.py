@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fusion_bench.metrics.functional.filters import filter_valid, gaussian_1d
+from fusion_bench.metrics.functional.filters import filter_valid, filter_valid_down2, gaussian_1d
 
 SIGMA_NSQ = 2.0
 EPS = 1e-10
@@ -49,7 +49,7 @@ def vifp_mscale_multi(refs: list[Tensor], dist: Tensor) -> list[tuple[Tensor, Te
         n = 2 ** (4 - scale + 1) + 1
         win = gaussian_1d(n, n / 5.0)
         if scale > 1:
-            stack = filter_valid(torch.stack([*refs, dist]), win)[..., ::2, ::2]
+            stack = filter_valid_down2(torch.stack([*refs, dist]), win)
             refs, dist = list(stack[:k]), stack[k]
         # one filtering pass over every moment map
         maps = [*refs, dist, dist * dist] + [r * r for r in refs] + [r * dist for r in refs]
