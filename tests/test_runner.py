@@ -68,3 +68,21 @@ def test_classification_row(cli, capsys, tmp_path):
     for column in ("cls_acc", "cls_macro_f1", "acc_audio", "acc_frames"):
         assert 0.0 <= float(row[column]) <= 1.0
     assert float(row["cls_acc"]) > 1 / 6, "the smoke classifier must beat chance on 6 classes"
+
+
+def test_train_then_fuse_with_saved_weights(cli, capsys, tmp_path):
+    weights = tmp_path / "w" / "cnn.pt"
+    code, out, err = cli(capsys, "train", "--method", "fusion_cnn", "--dataset", "synthetic-ivif", "--out", weights,
+                         "--no-progress")
+    assert code == 0, err
+    assert weights.is_file()
+    code, _, err = cli(capsys, "fuse", "--method", "fusion_cnn", "--dataset", "synthetic-ivif", "--out",
+                       tmp_path / "fused", "--no-progress")
+    assert code == 2 and "--weights" in err
+    code, _, err = cli(capsys, "fuse", "--method", "fusion_cnn", "--dataset", "synthetic-ivif", "--weights", weights,
+                       "--out", tmp_path / "fused", "--no-progress")
+    assert code == 0, err
+    assert len(list((tmp_path / "fused").glob("*.png"))) == 16
+    code, _, err = cli(capsys, "fuse", "--method", "laplacian", "--dataset", "synthetic-ivif", "--weights", weights,
+                       "--out", tmp_path / "other", "--no-progress")
+    assert code == 2 and "fusion_cnn" in err
