@@ -105,3 +105,23 @@ def test_score_folders_errors(tmp_path: Path) -> None:
     (tmp_path / "b" / "p.png").write_bytes(b"not an image")
     with pytest.raises(MetricsInputError, match="p.png"):
         score_folders(tmp_path / "a", tmp_path / "b", tmp_path / "f", "mmif", None, None, progress=False)
+
+
+def test_metric_class_dialect_errors_and_flags() -> None:
+    with pytest.raises(ValueError, match="vifb"):
+        METRIC_CLASSES["Qcb"](dialect="mmif")
+    assert METRIC_CLASSES["Qcv"].higher_is_better is False
+    assert METRIC_CLASSES["Nabf"].higher_is_better is False
+    assert METRIC_CLASSES["VIF"].higher_is_better is True
+    for d in DIALECTS.values():
+        for name, spec in d.specs.items():
+            if name in METRIC_CLASSES:
+                assert METRIC_CLASSES[name].higher_is_better == spec.higher_is_better, (d.name, name)
+
+
+def test_metric_names_order() -> None:
+    assert get_dialect("mmif").metric_names == ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM", "AG", "CC",
+                                                 "MSE", "PSNR")
+    assert set(get_dialect("vifb").metric_names) == {"CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF",
+                                                     "RMSE", "SSIM", "Qcb", "Qcv"}
+    assert {"Nabf", "MS_SSIM", "SSIM", "MI"} <= set(get_dialect("tang").metric_names)
