@@ -7,6 +7,9 @@ inputs with integer kernels (Sobel) are exact and Gaussian sums carry only float
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.ndimage as ndi
 import torch
@@ -15,6 +18,25 @@ from torch import Tensor
 
 FORCE_TORCH_BACKEND = False  # tests set this to run the CUDA code path on CPU
 _SCIPY_MODE = {"zeros": "constant", "replicate": "nearest", "reflect": "mirror", "symmetric": "reflect"}
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _map_chunks(fn: Callable[[np.ndarray], np.ndarray], arr: np.ndarray) -> np.ndarray:
+    """Apply fn to ...xHxW in chunks of the leading dims on torch.get_num_threads() threads (SciPy's
+    filters release the GIL)."""
+    global _POOL
+    shp = arr.shape
+    flat = arr.reshape(-1, shp[-2], shp[-1])
+    workers = min(torch.get_num_threads(), flat.shape[0])
+    if workers < 2 or arr.size < 200_000:
+        out = fn(flat)
+    else:
+        if _POOL is None or _POOL._max_workers < workers:  # noqa: SLF001
+            _POOL = ThreadPoolExecutor(max_workers=workers)
+        out = np.concatenate(list(_POOL.map(fn, np.array_split(flat, workers, axis=0))), axis=0)
+    return out.reshape(*shp[:-2], *out.shape[-2:])
 
 
 def gaussian_1d(size: int, sigma: float, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -76,10 +98,14 @@ def sep_filter(x: Tensor, kh: Tensor | list[float], kw: Tensor | list[float] | N
     if x.device.type == "cpu" and not FORCE_TORCH_BACKEND:
         arr = x.detach().to(torch.float64).contiguous().numpy()
         scipy_mode = "constant" if mode == "valid" else _SCIPY_MODE[mode]
-        # scipy centres a window of length n at n // 2; shift so even lengths match MATLAB (centre (n-1)//2 ... )
+        # scipy centres a window of length n at n // 2; shift so even lengths match MATLAB's (n - 1) // 2
         oh, ow = (len(kh_l) - 1) // 2 - len(kh_l) // 2, (len(kw_l) - 1) // 2 - len(kw_l) // 2
-        y = ndi.correlate1d(arr, np.asarray(kw_l), axis=-1, mode=scipy_mode, origin=-ow if ow else 0)
-        y = ndi.correlate1d(y, np.asarray(kh_l), axis=-2, mode=scipy_mode, origin=-oh if oh else 0)
+
+        def run(z: np.ndarray) -> np.ndarray:
+            z = ndi.correlate1d(z, np.asarray(kw_l), axis=-1, mode=scipy_mode, origin=-ow if ow else 0)
+            return ndi.correlate1d(z, np.asarray(kh_l), axis=-2, mode=scipy_mode, origin=-oh if oh else 0)
+
+        y = _map_chunks(run, arr)
         out = torch.from_numpy(y)
         if mode == "valid":
             ch, cw = len(kh_l) // 2, len(kw_l) // 2
@@ -104,8 +130,12 @@ def filter_valid_down2(x: Tensor, k: Tensor) -> Tensor:
     if h < n or w < n:
         raise ValueError(f"image {h}x{w} is smaller than the {n}x{n} window")
     arr = x.detach().to(torch.float64).contiguous().numpy()
-    y = ndi.correlate1d(arr, kl, axis=-1, mode="constant")[..., :, c : c + w - n + 1 : 2]
-    y = ndi.correlate1d(np.ascontiguousarray(y), kl, axis=-2, mode="constant")[..., c : c + h - n + 1 : 2, :]
+
+    def run(z: np.ndarray) -> np.ndarray:
+        z = ndi.correlate1d(z, kl, axis=-1, mode="constant")[..., :, c : c + w - n + 1 : 2]
+        return ndi.correlate1d(np.ascontiguousarray(z), kl, axis=-2, mode="constant")[..., c : c + h - n + 1 : 2, :]
+
+    y = _map_chunks(run, arr)
     return torch.from_numpy(np.ascontiguousarray(y))
 
 
