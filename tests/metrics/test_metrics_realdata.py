@@ -100,9 +100,10 @@ def test_agreement_fast_subset(dialect: str) -> None:
 @pytest.mark.parametrize("dialect", ["mmif", "vifb", "tang"])
 def test_agreement_all_real_pairs(dialect: str) -> None:
     bad = []
+    small = {t[0] for t in triples(max_pixels=300_000)}
     for t in triples():
-        big = t[0].startswith("MEFB") or t[0].startswith("TNO/fused_SeAFusion/01")
-        bad += check(dialect, t, skip=("MS_SSIM",) if big else ())  # the literal MEF reference needs ~GBs there
+        # the literal per-window MEF-SSIM reference needs several GB above ~0.3 Mpx
+        bad += check(dialect, t, skip=() if t[0] in small else ("MS_SSIM",))
     assert not bad, "\n".join(bad)
 
 
