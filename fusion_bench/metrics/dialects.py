@@ -135,6 +135,13 @@ class Dialect:
     def __repr__(self) -> str:
         return f"Dialect({self.name!r}, metrics={self.metric_names})"
 
+    def __reduce__(self) -> tuple:
+        """Pickle by name (the registered dialects hold lambdas); unpickling looks the dialect up again."""
+        return (get_dialect, (self.name,))
+
+    def __deepcopy__(self, memo: dict) -> Dialect:
+        return self
+
 
 DIALECTS: dict[str, Dialect] = {}
 

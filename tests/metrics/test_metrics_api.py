@@ -125,3 +125,18 @@ def test_metric_names_order() -> None:
     assert set(get_dialect("vifb").metric_names) == {"CE", "EN", "MI", "PSNR", "AG", "EI", "Qabf", "SD", "SF",
                                                      "RMSE", "SSIM", "Qcb", "Qcv"}
     assert {"Nabf", "MS_SSIM", "SSIM", "MI"} <= set(get_dialect("tang").metric_names)
+
+
+def test_metric_objects_pickle_and_clone() -> None:
+    import copy
+    import pickle
+
+    from torchmetrics import MetricCollection
+
+    m = pickle.loads(pickle.dumps(METRIC_CLASSES["Qabf"](dialect="tang")))
+    assert m.dialect is get_dialect("tang")
+    coll = MetricCollection({"en": METRIC_CLASSES["EN"](), "all": DialectMetrics("vifb", ["EN", "SD"])})
+    clone = copy.deepcopy(coll).clone(prefix="val_")
+    a = _rand(2, 1, seed=11)
+    clone.update(a, a, a)
+    assert set(clone.compute()) == {"val_en", "val_EN", "val_SD"}
