@@ -173,3 +173,14 @@ def test_metric_values_do_not_depend_on_batch_layout(dialect: str) -> None:
     swapped = d.compute(a.flip(0), b.flip(0), f.flip(0), names)
     for k in names:
         torch.testing.assert_close(both[k], swapped[k].flip(0), rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_ms_ssim_identical_and_size_limit() -> None:
+    x = _img(np.random.default_rng(10).integers(0, 256, (176, 180)).astype(np.float64))
+    y = _img(np.clip(np.random.default_rng(11).integers(-30, 31, (176, 180)) + x.numpy()[0, 0] * 255, 0, 255))
+    d = get_dialect("mmif")
+    assert d.compute(x, x, x, ["MS_SSIM"])["MS_SSIM"].item() == pytest.approx(1.0, abs=1e-12)
+    v = d.compute(x, x, y, ["MS_SSIM"])["MS_SSIM"].item()
+    assert 0 < v < 1
+    small = _img(_texture(12))
+    assert math.isnan(d.compute(small, small, small, ["MS_SSIM"])["MS_SSIM"].item())
