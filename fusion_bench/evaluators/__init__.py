@@ -1,0 +1,10 @@
+"""Downstream evaluators: train a task model on a method's fused training images and score its fused test images.
+
+- :mod:`fusion_bench.evaluators.segmentation`: SegFormer (``transformers``, the ``segmentation`` extra), mIoU.
+
+Heavy dependencies are imported only when an evaluator runs.
+"""
+
+from fusion_bench.evaluators.common import DownstreamError, FusedImages, fused_paths
+
+__all__ = ["DownstreamError", "FusedImages", "fused_paths"]
