@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,audio
+EXTRAS ?= dev,audio,segmentation
 METHOD ?= mean,max,source_a,source_b,laplacian,fusion_cnn
 DATASET ?= synthetic-ivif
 PRESET ?= smoke
