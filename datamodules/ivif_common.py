@@ -36,9 +36,10 @@ from fusion_bench.data.base import (
     Problem,
     Sample,
     SampleRef,
+    image_stems,
     read_split_file,
 )
-from fusion_bench.data.io import ImageReadError, is_image_file, read_array, read_image, read_mask, to_tensor
+from fusion_bench.data.io import ImageReadError, read_array, read_image, read_mask, to_tensor
 from fusion_bench.types import BOXES, LABELS, MASK, NAME, Task
 
 log = logging.getLogger("fusion_bench.datamodules")
@@ -65,19 +66,6 @@ def find_dir(root: Path, *names: str) -> Path | None:
             if n.lower() in lower:
                 return lower[n.lower()]
     return None
-
-
-def image_stems(folder: Path, problems: list[Problem]) -> dict[str, Path]:
-    """stem -> image file in a folder (non-images such as Thumbs.db ignored; duplicate stems reported)."""
-    stems: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if not is_image_file(path):
-            continue
-        if path.stem in stems:
-            problems.append(Problem(str(path), f"duplicate stem {path.stem!r} (also {stems[path.stem].name})"))
-            continue
-        stems[path.stem] = path
-    return stems
 
 
 def pair_files(dirs: dict[str, Path], names: list[str] | None = None, list_file: Path | None = None,

@@ -14,8 +14,8 @@ tang42; otherwise flat.
 
 from __future__ import annotations
 
-from datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, image_stems, pair_files
-from fusion_bench.data.base import Problem, SampleRef
+from datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, pair_files
+from fusion_bench.data.base import Problem, SampleRef, image_stems
 
 TANG_STEMS = frozenset(f"{i:02d}" for i in range(1, 43))
 

@@ -299,6 +299,19 @@ def _tally(sample: Sample, report: CheckReport) -> None:
         report.label_values.update(int(v) for v in sample[LABELS])
 
 
+def image_stems(folder: Path, problems: list[Problem]) -> dict[str, Path]:
+    """stem -> image file in a folder (non-images such as Thumbs.db ignored; duplicate stems reported)."""
+    stems: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not is_image_file(path):
+            continue
+        if path.stem in stems:
+            problems.append(Problem(str(path), f"duplicate stem {path.stem!r} (also {stems[path.stem].name})"))
+            continue
+        stems[path.stem] = path
+    return stems
+
+
 def pair_by_stem(dirs: dict[str, Path], names: list[str] | None = None) -> tuple[list[SampleRef], list[Problem]]:
     """Pair image files across folders by file stem.
 
@@ -307,17 +320,7 @@ def pair_by_stem(dirs: dict[str, Path], names: list[str] | None = None) -> tuple
     missing from a folder is a Problem.
     """
     problems: list[Problem] = []
-    found: dict[str, dict[str, Path]] = {}
-    for key, folder in dirs.items():
-        stems: dict[str, Path] = {}
-        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if not is_image_file(path):
-                continue
-            if path.stem in stems:
-                problems.append(Problem(str(path), f"duplicate stem {path.stem!r} (also {stems[path.stem].name})"))
-                continue
-            stems[path.stem] = path
-        found[key] = stems
+    found = {key: image_stems(folder, problems) for key, folder in dirs.items()}
     keys = list(dirs)
     if names is None:
         all_stems = sorted(set().union(*[set(s) for s in found.values()]))
