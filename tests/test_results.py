@@ -74,3 +74,11 @@ def test_markdown_bolds_best_by_direction():
     line_a = next(line for line in table.splitlines() if line.startswith("| a "))
     line_b = next(line for line in table.splitlines() if line.startswith("| b "))
     assert "**7**" in line_a and "**5**" in line_b  # EN higher is better, MSE lower is better
+
+
+def test_unimodal_accuracy_columns_are_higher_is_better():
+    from fusion_bench.benchmark.leaderboard import higher_is_better
+
+    assert higher_is_better("acc_audio", None) is True
+    assert higher_is_better("cls_acc", None) is True
+    assert higher_is_better("train_s", None) is False

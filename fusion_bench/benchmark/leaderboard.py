@@ -23,7 +23,7 @@ SHOWN_EFFICIENCY = ("params_m", "gflops", "fuse_ms_per_image", "train_s")
 
 def higher_is_better(column: str, dialect: str | None) -> bool | None:
     """Direction of a column: the dialect's for metrics, True for downstream scores, False for costs."""
-    if column in DOWNSTREAM_COLUMNS:
+    if column in DOWNSTREAM_COLUMNS or column.startswith("acc_"):  # acc_<modality>: unimodal accuracy
         return True
     if column in EFFICIENCY_COLUMNS:
         return False
