@@ -2,14 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,audio,segmentation
+EXTRAS ?= dev,audio,segmentation,detection
 METHOD ?= mean,max,source_a,source_b,laplacian,fusion_cnn
 DATASET ?= synthetic-ivif
 PRESET ?= smoke
-SEEDS ?= 0
+SEEDS ?=
 ROOT ?=
 OUT ?= runs
 LEADERBOARD_DIR ?= leaderboards
+DOWNSTREAM ?=
 
 .PHONY: bench test lint leaderboard regress venv clean
 
@@ -21,8 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 bench: venv
-	$(BIN)/fusion-bench bench --method $(METHOD) --dataset $(DATASET) --preset $(PRESET) --seeds $(SEEDS) \
-		--out $(OUT) --leaderboard-dir $(LEADERBOARD_DIR) $(if $(ROOT),--root $(ROOT),)
+	$(BIN)/fusion-bench bench --method $(METHOD) --dataset $(DATASET) --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS),) \
+		--out $(OUT) --leaderboard-dir $(LEADERBOARD_DIR) $(if $(DOWNSTREAM),--downstream $(DOWNSTREAM),) $(if $(ROOT),--root $(ROOT),)
 
 test: venv
 	$(BIN)/ruff check .

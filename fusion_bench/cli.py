@@ -1,6 +1,7 @@
 """`fusion-bench` command line (also `python -m fusion_bench`, and `main(argv)` in-process).
 
-Subcommands: bench, train, fuse, metrics, profile, leaderboard, regress, data {check, fake, prepare}.
+Subcommands: bench, train, fuse, metrics, downstream, profile, leaderboard, regress, list,
+data {check, fake, prepare}.
 Errors in the request (unknown names, missing data, bad input files) print one clear message and exit 2.
 """
 
@@ -63,9 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="train, fuse, score and append leaderboard rows")
     _add_run_arguments(p, many=True)
-    p.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="comma-separated seeds, e.g. 0,1,2 (default: the protocol's seeds for the preset, else 0)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="run outputs (fused PNGs, logs, weights)")
     p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
+    p.add_argument("--downstream", default=None, metavar="LIST",
+                   help="downstream evaluators: protocol (the dataset protocol's list), none, or e.g. seg,det "
+                        "(default: $FUSION_BENCH_DOWNSTREAM, else protocol)")
+    p.add_argument("--no-downstream-baselines", action="store_true",
+                   help="do not add the source_a/source_b downstream rows when they are missing")
 
     p = sub.add_parser("train", help="fit a method and save its weights")
     _add_run_arguments(p)
@@ -86,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=_csv_list, default=None, help="comma-separated subset, e.g. EN,SD,SF")
     p.add_argument("--out", type=Path, required=True, help="CSV file: one row per image")
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("downstream", help="train and score one downstream evaluator on folders of fused images")
+    p.add_argument("evaluator", choices=("seg", "det"), help="seg: SegFormer mIoU; det: YOLO mAP")
+    p.add_argument("--fused", type=Path, required=True,
+                   help="folder with train/ and test/ (and optionally val/) subfolders of <sample name>.png")
+    p.add_argument("--dataset", required=True, help="dataset whose labels and splits the fused images follow")
+    p.add_argument("--root", default=None, help="dataset root (as for bench)")
+    p.add_argument("--preset", default="smoke", choices=PRESETS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: <fused>/downstream-<evaluator>-<preset>-seed<seed>); must not "
+                        "hold an earlier result")
+    p.add_argument("--no-progress", action="store_true")
+    _add_dataset_options(p)
 
     p = sub.add_parser("profile", help="parameters, GFLOPs and latency of one method (JSON)")
     p.add_argument("--method", required=True)
@@ -124,14 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _protocol_seeds(dataset: str, preset: str) -> list[int]:
+    """The seeds a dataset's protocol lists for a preset (`presets: {<preset>: {seeds: [...]}}`), else [0]."""
+    from fusion_bench.benchmark.protocol import load_protocol
+    from fusion_bench.registry import get_datamodule
+
+    protocol = load_protocol(dataset, get_datamodule(dataset).dataset_class.task)
+    return [int(s) for s in ((protocol.get("presets") or {}).get(preset) or {}).get("seeds", [0])]
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from fusion_bench.benchmark.runner import BenchSpec, leaderboard_text, run_bench
 
     methods, datasets = _csv_list(args.method), _csv_list(args.dataset)
-    specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset, seeds=args.seeds, out=args.out,
+    specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset,
+                       seeds=args.seeds if args.seeds is not None else _protocol_seeds(d, args.preset), out=args.out,
                        leaderboard_dir=args.leaderboard_dir, device=args.device, num_workers=args.num_workers,
                        progress=not args.no_progress, logger=args.logger,
-                       dataset_options=dict(args.dataset_options))
+                       dataset_options=dict(args.dataset_options), downstream=args.downstream,
+                       downstream_baselines=not args.no_downstream_baselines)
              for d in datasets for m in methods]
     from fusion_bench.benchmark.runner import prepare
 
@@ -192,6 +225,54 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         return 2
     ms, n, _ = fuse_split(prep, model, datamodule, args.out, split=args.split)
     print(f"fused {n} images ({ms:.1f} ms each) -> {args.out}")
+    return 0
+
+
+def _cmd_downstream(args: argparse.Namespace) -> int:
+    import json
+
+    from fusion_bench.benchmark.downstream import ROW_COLUMNS, applicable, evaluator_config, needs_val
+    from fusion_bench.benchmark.protocol import load_protocol
+    from fusion_bench.benchmark.runner import BenchError
+    from fusion_bench.evaluators.common import resolve_device
+    from fusion_bench.registry import get_datamodule, get_evaluator
+
+    datamodule_cls = get_datamodule(args.dataset)
+    dataset_cls = datamodule_cls.dataset_class
+    root = datamodule_cls.resolve_root(args.root)
+    options = dict(args.dataset_options)
+    splits = dataset_cls.available_splits(root, **options)
+    config = evaluator_config(args.evaluator, args.preset, load_protocol(args.dataset, dataset_cls.task))
+    wanted = ["train", "test"] + (["val"] if "val" in splits and needs_val(args.evaluator, config)
+                                  and (args.fused / "val").is_dir() else [])
+    for split in ("train", "test"):
+        if split not in splits:
+            raise BenchError(f"dataset {args.dataset!r} has no {split} split here (splits: {', '.join(splits)})")
+        if not (args.fused / split).is_dir():
+            raise BenchError(f"{args.fused / split} is missing: --fused must hold train/ and test/ folders of fused "
+                             f"<sample name>.png (e.g. from `fusion-bench fuse --split {split} --out "
+                             f"{args.fused / split}`)")
+    if "val" in splits and needs_val(args.evaluator, config) and "val" not in wanted:
+        print(f"note: no {args.fused / 'val'} folder: validation holds out part of the fused training images",
+              file=sys.stderr)
+    datasets = {split: dataset_cls(root, split, **options) for split in wanted}
+    reason = applicable(datasets["test"], args.evaluator)
+    if reason is not None:
+        raise BenchError(f"downstream {args.evaluator} cannot run: {reason}")
+    out = args.out or args.fused / f"downstream-{args.evaluator}-{args.preset}-seed{args.seed}"
+    result_file = out / ("seg_result.json" if args.evaluator == "seg" else "det_result.json")
+    if result_file.exists():
+        raise BenchError(f"{result_file} already exists: pass another --out (results are never overwritten)")
+    val = {"fused_val": args.fused / "val", "val_set": datasets["val"]} if "val" in datasets else {}
+    result = get_evaluator(args.evaluator)(args.fused / "train", args.fused / "test", datasets["train"],
+                                           datasets["test"], config, seed=args.seed,
+                                           device=resolve_device(args.device), log_dir=out,
+                                           progress=not args.no_progress, **val)
+    per_class_key = "seg_iou_per_class" if args.evaluator == "seg" else "det_ap50_per_class"
+    summary = {col: result[col] for col in ROW_COLUMNS[args.evaluator]}
+    summary[per_class_key] = result[per_class_key]
+    print(json.dumps(summary, indent=1))
+    print(f"full result and training log: {out}")
     return 0
 
 
@@ -297,6 +378,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"bench": _cmd_bench, "train": _cmd_train, "fuse": _cmd_fuse, "metrics": _cmd_metrics,
+            "downstream": _cmd_downstream,
             "profile": _cmd_profile, "leaderboard": _cmd_leaderboard, "regress": _cmd_regress, "list": _cmd_list,
             "data": _cmd_data}
 
@@ -314,8 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and usage errors
         return int(exc.code or 0)
+    from fusion_bench.evaluators.common import DownstreamError
+
     expected_errors: tuple[type[BaseException], ...] = (BenchError, DatasetError, ImageReadError, UnknownNameError,
-                                                        ResultsFileError, FileNotFoundError)
+                                                        ResultsFileError, FileNotFoundError, DownstreamError)
     try:
         from fusion_bench.metrics import MetricsInputError
 

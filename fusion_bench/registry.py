@@ -49,7 +49,11 @@ DATASETS: dict[str, str] = {
     "ave": "datamodules.ave:AVEDataModule",
 }
 
-EVALUATORS: dict[str, str] = {}
+EVALUATORS: dict[str, str] = {
+    # downstream evaluators on folders of fused images (`fusion-bench downstream seg|det`)
+    "seg": "fusion_bench.evaluators.segmentation:evaluate_segmentation_folders",
+    "det": "fusion_bench.evaluators.detection:evaluate_detection_folders",
+}
 
 
 class UnknownNameError(KeyError):

@@ -86,3 +86,35 @@ def test_train_then_fuse_with_saved_weights(cli, capsys, tmp_path):
     code, _, err = cli(capsys, "fuse", "--method", "laplacian", "--dataset", "synthetic-ivif", "--weights", weights,
                        "--out", tmp_path / "other", "--no-progress")
     assert code == 2 and "fusion_cnn" in err
+
+
+def test_val_fraction_holds_out_a_seeded_part_of_train():
+    from fusion_bench.registry import get_datamodule
+
+    base = get_datamodule("synthetic-mfif")
+
+    class NoVal(base.dataset_class):  # a dataset without an official val split (like MSRS, FMB)
+        splits = ("train", "test")
+
+    class cls(base):
+        dataset_class = NoVal
+
+    dm = cls(root=cls.resolve_root(None), crop_size=32, seed=3, val_fraction=0.25)
+    dm.setup("fit")
+    n = len(dm.dataset("train"))
+    assert len(dm.val_set) == round(n * 0.25) and len(dm.train_set) + len(dm.val_set) == n
+    assert set(dm.val_set.indices).isdisjoint(dm.train_set.indices)
+    again = cls(root=cls.resolve_root(None), seed=3, val_fraction=0.25)
+    again.setup("fit")
+    assert again.val_set.indices == dm.val_set.indices and dm.has_validation
+    assert dm.val_set[0]["a"].shape[-2:] != (32, 32)  # validation samples are not cropped
+    with pytest.raises(ValueError, match="val_fraction"):
+        cls(root=cls.resolve_root(None), val_fraction=1.0)
+
+
+def test_early_stopping_needs_validation():
+    assert runner.early_stopping_callbacks({}, False, "m") == []
+    (cb,) = runner.early_stopping_callbacks({"early_stopping": {"patience": 3}}, True, "m")
+    assert (cb.monitor, cb.patience, cb.mode) == ("val/loss", 3, "min")
+    with pytest.raises(runner.BenchError, match="set train.val_fraction"):
+        runner.early_stopping_callbacks({"early_stopping": {"patience": 3}}, False, "m")

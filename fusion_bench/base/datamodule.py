@@ -27,15 +27,16 @@ def resolve_root(name: str, root: str | Path | None) -> Path:
 class PairedDataModule(L.LightningDataModule):
     """Train split with identical random crops/flips on every key; val/test split unchanged.
 
-    A dataset with no `val` split validates on nothing (methods that need validation carve it themselves).
-    Test loaders use batch size 1 because real test images differ in size.
+    A dataset with no `val` split validates on nothing unless `val_fraction` > 0: then a seeded hold-out of that
+    fraction of the training samples (without augmentation) is the validation set and the rest trains (e.g.
+    SSVIF's 9:1 split). Val/test loaders use batch size 1 because real images differ in size.
     """
 
     dataset_class: ClassVar[type[FusionDataset]]
 
     def __init__(self, root: str | Path | None = None, batch_size: int = 4, num_workers: int = 0,
                  crop_size: int | tuple[int, int] | None = None, flip: bool = True, seed: int = 0,
-                 **dataset_kwargs: Any):
+                 val_fraction: float = 0.0, **dataset_kwargs: Any):
         super().__init__()
         self.root = self.resolve_root(root)
         self.batch_size = batch_size
@@ -43,6 +44,9 @@ class PairedDataModule(L.LightningDataModule):
         self.crop_size = crop_size
         self.flip = flip
         self.seed = seed
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.val_fraction = val_fraction
         self.dataset_kwargs = dataset_kwargs
 
     @classmethod
@@ -78,8 +82,24 @@ class PairedDataModule(L.LightningDataModule):
         if stage in (None, "fit"):
             self.train_set = self.dataset("train", train_transforms=True)
             self.val_set = self.dataset("val") if "val" in splits else None
+            if self.val_set is None and self.val_fraction > 0:
+                train_idx, val_idx = self.holdout_indices(len(self.train_set))
+                self.val_set = torch.utils.data.Subset(self.dataset("train"), val_idx)
+                self.train_set = torch.utils.data.Subset(self.train_set, train_idx)
         if stage in (None, "test", "predict"):
             self.test_set = self.dataset("test")
+
+    @property
+    def has_validation(self) -> bool:
+        return "val" in self.dataset_class.splits or self.val_fraction > 0
+
+    def holdout_indices(self, n: int) -> tuple[list[int], list[int]]:
+        """(train, val) indices: a seeded random `val_fraction` of n samples (at least one) is held out."""
+        n_val = max(1, round(n * self.val_fraction))
+        if n_val >= n:
+            raise ValueError(f"{self.name}: val_fraction {self.val_fraction} leaves no training sample of {n}")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        return sorted(order[n_val:]), sorted(order[:n_val])
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

@@ -19,10 +19,12 @@ from fusion_bench.types import Task
 FUSION_TASKS = frozenset({Task.IVIF, Task.MFIF, Task.MEIF, Task.MEDICAL})
 
 
-def load_method_config(method_cls: type, name: str, preset: str) -> dict[str, Any]:
+def load_method_config(method_cls: type, name: str, preset: str, dataset: str | None = None) -> dict[str, Any]:
     """The `preset` section for method `name` in the config.yaml beside the method's module.
 
-    Layout: `<name>: {<preset>: {model: {...}, optim: {...}, train: {max_steps, batch_size, crop_size, ...}}}`.
+    Layout: `<name>: {<preset>: {model: {...}, optim: {...}, train: {max_steps, batch_size, crop_size, ...},
+    datasets: {<dataset>: {model: {...}, optim: {...}, train: {...}}}}}`. The optional `datasets` entry of
+    `dataset` is merged key by key over model/optim/train (per-dataset hyper-parameters, e.g. AMDANet on FMB).
     """
     path = Path(inspect.getfile(method_cls)).parent / "config.yaml"
     if not path.is_file():
@@ -34,8 +36,15 @@ def load_method_config(method_cls: type, name: str, preset: str) -> dict[str, An
     if preset not in presets:
         raise KeyError(f"method {name}: unknown preset {preset!r}; valid presets: {', '.join(presets)}")
     section = presets[preset] or {}
-    return {"model": dict(section.get("model") or {}), "optim": dict(section.get("optim") or {}),
-            "train": dict(section.get("train") or {})}
+    unknown = set(section) - {"model", "optim", "train", "datasets"}
+    if unknown:
+        raise KeyError(f"method {name}: preset {preset!r} in {path} has unknown keys {sorted(unknown)}; "
+                       "expected model, optim, train, datasets")
+    result = {key: dict(section.get(key) or {}) for key in ("model", "optim", "train")}
+    override = (section.get("datasets") or {}).get(dataset) or {} if dataset is not None else {}
+    for key in ("model", "optim", "train"):
+        result[key].update(override.get(key) or {})
+    return result
 
 
 class FusionMethod(L.LightningModule):

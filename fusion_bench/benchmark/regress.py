@@ -23,7 +23,7 @@ def run_suite(suite: dict[str, Any], out: Path, progress: bool = False) -> pd.Da
         for method in entry["methods"]:
             spec = BenchSpec(method=method, dataset=entry["dataset"], preset=suite.get("preset", "smoke"),
                              seeds=suite.get("seeds", [0]), out=out / "runs", leaderboard_dir=out / "leaderboards",
-                             device="cpu", progress=progress)
+                             device="cpu", progress=progress, downstream=suite.get("downstream", "none"))
             for row in run_bench(spec):
                 records.append({k: v for k, v in row.items() if k in KEY or checked_column(k)})
     return pd.DataFrame(records)

@@ -1,4 +1,11 @@
-"""The benchmark runner: fit (when trainable) -> fuse the test split to lossless PNGs -> score -> append rows.
+"""The benchmark runner: fit (when trainable) -> fuse the test split to lossless PNGs -> score -> downstream ->
+append rows.
+
+Downstream (fusion_bench.benchmark.downstream): when the protocol (or `--downstream`) names evaluators, the
+train split (and the val split when an evaluator validates) is fused too, SegFormer/YOLO train on the fused
+training images and score the fused test images; a SegFusionMethod's own head adds `native_miou`. The IR-only and
+visible-only baselines (`source_a`, `source_b`) get the same downstream rows once per dataset/preset/seed
+(reused when the raw CSV already has them).
 
 Everything that can be wrong with the request (unknown names, preset, incompatible task, missing data) is
 checked in `prepare` before any work starts. Each seed's outputs are built in `<run_dir>.partial` and moved
@@ -14,7 +21,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,14 @@ from tqdm.auto import tqdm
 import fusion_bench
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.base.method import MultimodalClassifier, SegFusionMethod, load_method_config
+from fusion_bench.benchmark.downstream import (
+    evaluator_config,
+    native_segmentation,
+    needs_val,
+    parse_downstream,
+    resolve_evaluators,
+    run_evaluator,
+)
 from fusion_bench.benchmark.leaderboard import aggregate, markdown_table, regenerate
 from fusion_bench.benchmark.profiling import count_gflops, count_params_m, fusion_inputs, peak_memory_mb
 from fusion_bench.benchmark.protocol import check_preset, config_hash, load_protocol
@@ -40,6 +55,7 @@ from fusion_bench.registry import get_datamodule, get_method
 from fusion_bench.types import GT, NAME, TARGET, Task
 
 GFLOPS_SIZE = (256, 256)
+BASELINE_METHODS = ("source_a", "source_b")  # the single-source rows every downstream table carries
 
 
 class BenchError(RuntimeError):
@@ -62,6 +78,8 @@ class BenchSpec:
     progress: bool = True
     logger: str = "csv"
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    downstream: str | Sequence[str] | None = None  # protocol (None), none, or evaluator names: see downstream.py
+    downstream_baselines: bool = True  # also bench source_a/source_b downstream when missing from the raw CSV
 
 
 LOGGERS = ("csv", "tensorboard", "wandb")
@@ -102,6 +120,7 @@ class PreparedRun:
     config_hash: str
     device: torch.device
     metric_names: list[str] | None = field(default=None)
+    evaluators: tuple[str, ...] = ()
 
     @property
     def dialect(self) -> str | None:
@@ -136,16 +155,23 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         valid = ", ".join(sorted(t.value for t in method_cls.tasks))
         raise BenchError(f"method {spec.method!r} handles {valid}; dataset {spec.dataset!r} is {task.value}")
     try:
-        config = load_method_config(method_cls, spec.method, spec.preset)
+        config = load_method_config(method_cls, spec.method, spec.preset, spec.dataset)
     except KeyError as err:
         raise BenchError(str(err)) from err
     protocol = load_protocol(spec.dataset, task)
     root = datamodule_cls.resolve_root(spec.root)
     # Instantiating the test split runs the integrity check now, before any training.
     try:
-        datamodule_cls.dataset_class(root, "test", **spec.dataset_options)
+        test_set = datamodule_cls.dataset_class(root, "test", **spec.dataset_options)
     except TypeError as err:
         raise BenchError(f"dataset {spec.dataset!r} does not take these options {spec.dataset_options}: {err}") from err
+    evaluators: tuple[str, ...] = ()
+    if task is not Task.CLASSIFICATION:
+        try:
+            splits = datamodule_cls.dataset_class.available_splits(root, **spec.dataset_options)
+            evaluators = resolve_evaluators(parse_downstream(spec.downstream), protocol, test_set, splits)
+        except ValueError as err:
+            raise BenchError(str(err)) from err
     payload = {
         "method": spec.method,
         "dataset": spec.dataset,
@@ -153,11 +179,14 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         "preset": spec.preset,
         "config": config,
         "protocol": {k: protocol.get(k) for k in ("metric_dialect", "metrics")},
-        "protocol_preset": (protocol.get("presets") or {}).get(spec.preset) or {},
+        "protocol_preset": {k: v for k, v in ((protocol.get("presets") or {}).get(spec.preset) or {}).items()
+                            if k != "seeds"},
         "version": fusion_bench.__version__,
     }
+    if evaluators:  # absent when empty, so runs without downstream keep their hashes
+        payload["downstream"] = list(evaluators)
     return PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
-                       resolve_device(spec.device), protocol.get("metrics"))
+                       resolve_device(spec.device), protocol.get("metrics"), evaluators)
 
 
 def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.LightningModule:
@@ -177,7 +206,7 @@ def build_datamodule(prep: PreparedRun, seed: int) -> PairedDataModule:
     train = prep.config["train"]
     return prep.datamodule_cls(root=prep.root, batch_size=train.get("batch_size", 4),
                                crop_size=train.get("crop_size"), seed=seed, num_workers=prep.spec.num_workers,
-                               **prep.spec.dataset_options)
+                               val_fraction=train.get("val_fraction", 0.0), **prep.spec.dataset_options)
 
 
 def _quiet_lightning() -> None:
@@ -189,11 +218,30 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 
+def early_stopping_callbacks(train: dict[str, Any], has_val: bool, method: str) -> list[L.Callback]:
+    """`train.early_stopping: {monitor, patience, mode}` -> Lightning's EarlyStopping (needs validation)."""
+    settings = train.get("early_stopping")
+    if not settings:
+        return []
+    if not has_val:
+        raise BenchError(f"method {method!r}: early_stopping needs validation data; the dataset has no val split, "
+                         "so set train.val_fraction in the method's config")
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return [EarlyStopping(monitor=settings.get("monitor", "val/loss"), patience=int(settings.get("patience", 10)),
+                          mode=settings.get("mode", "min"))]
+
+
 def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path) -> float:
-    """Train with Lightning (logs under run_dir/logs); returns seconds spent."""
+    """Train with Lightning (logs under run_dir/logs); returns seconds spent.
+
+    `train` keys: max_steps / max_epochs, batch_size, crop_size, precision, val_fraction (hold out part of train
+    when the dataset has no val split), early_stopping {monitor, patience, mode}, limit_val_batches,
+    val_check_interval, check_val_every_n_epoch, log_every_n_steps.
+    """
     _quiet_lightning()
     train = prep.config["train"]
-    has_val = "val" in datamodule.dataset_class.splits
+    has_val = datamodule.has_validation
     trainer = L.Trainer(
         accelerator="cuda" if prep.device.type == "cuda" else "cpu",
         devices=1,
@@ -202,6 +250,7 @@ def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModul
         deterministic=True if prep.device.type == "cpu" else "warn",
         logger=make_logger(prep.spec.logger, run_dir),
         enable_checkpointing=False,
+        callbacks=early_stopping_callbacks(train, has_val, prep.spec.method),
         enable_model_summary=False,
         enable_progress_bar=prep.spec.progress,
         num_sanity_val_steps=0,
@@ -375,6 +424,7 @@ def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
         per_image = score_fused(prep, datamodule, partial / "fused")
         per_image.to_csv(partial / "metrics_per_image.csv", index=False)
         row.update({m: float(per_image[m].mean()) for m in per_image.columns if m != "name"})
+        row.update(run_downstream(prep, model, datamodule, partial, seed))
     row.update({
         "params_m": count_params_m(model),
         "gflops": _gflops(prep, model, datamodule),
@@ -390,15 +440,79 @@ def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
     return row
 
 
+def run_downstream(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path,
+                   seed: int) -> dict[str, float]:
+    """Native segmentation (SegFusionMethod) and the downstream evaluators; per-class values go to
+    `run_dir/downstream_per_class.csv`, evaluator logs to `run_dir/downstream/<evaluator>/`."""
+    values: dict[str, float] = {}
+    per_class: list[dict[str, Any]] = []
+    test_set = datamodule.dataset("test")
+    if isinstance(model, SegFusionMethod) and test_set.class_names is not None:
+        native, records = native_segmentation(model, test_set, datamodule.modalities, prep.device, prep.spec.progress)
+        values.update(native)
+        per_class += records
+    if prep.evaluators:
+        configs = {name: evaluator_config(name, prep.spec.preset, prep.protocol) for name in prep.evaluators}
+        splits = ["train"]
+        if "val" in datamodule.dataset_class.available_splits(prep.root, **prep.spec.dataset_options) and any(
+                needs_val(name, config) for name, config in configs.items()):
+            splits.append("val")
+        fused = {"test": run_dir / "fused"}
+        for split in splits:
+            fused[split] = run_dir / f"fused_{split}"
+            fuse_split(prep, model, datamodule, fused[split], split=split)
+        datasets = {split: datamodule.dataset(split) for split in fused}
+        for name, config in configs.items():
+            if not needs_val(name, config):
+                fused_for, datasets_for = {k: v for k, v in fused.items() if k != "val"}, datasets
+            else:
+                fused_for, datasets_for = fused, datasets
+            scores, records = run_evaluator(name, config, fused_for, datasets_for, seed, prep.device,
+                                            run_dir / "downstream" / name, prep.spec.progress)
+            values.update(scores)
+            per_class += records
+    if per_class:
+        pd.DataFrame(per_class).to_csv(run_dir / "downstream_per_class.csv", index=False)
+    return values
+
+
+def _append(spec: BenchSpec, row: dict[str, Any]) -> None:
+    if spec.leaderboard_dir is not None:
+        append_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv", [row])
+
+
+def _baseline_rows(spec: BenchSpec, prep: PreparedRun) -> list[dict[str, Any]]:
+    """source_a / source_b rows for the same downstream protocol, run only for seeds the raw CSV lacks."""
+    if not (prep.evaluators and spec.downstream_baselines) or spec.method in BASELINE_METHODS:
+        return []
+    existing = read_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv") if spec.leaderboard_dir else []
+    rows = []
+    for baseline in BASELINE_METHODS:
+        base_prep = prepare(replace(spec, method=baseline, downstream=list(prep.evaluators)))
+        done = {r.get("seed") for r in existing if r.get("method") == baseline
+                and r.get("config_hash") == base_prep.config_hash and r.get("preset") == spec.preset}
+        for seed in spec.seeds:
+            if str(seed) in done:
+                continue
+            row = run_seed(base_prep, seed)
+            _append(spec, row)
+            rows.append(row)
+    return rows
+
+
 def run_bench(spec: BenchSpec) -> list[dict[str, Any]]:
-    """Run every seed, appending each row to <leaderboard_dir>/raw/<dataset>.csv as soon as it exists."""
+    """Run every seed, appending each row to <leaderboard_dir>/raw/<dataset>.csv as soon as it exists.
+
+    With downstream evaluators, the source_a/source_b baseline rows follow (see `_baseline_rows`); the
+    returned list holds the method's rows first, then any baseline rows that were computed.
+    """
     prep = prepare(spec)
     rows = []
     for seed in spec.seeds:
         row = run_seed(prep, seed)
         rows.append(row)
-        if spec.leaderboard_dir is not None:
-            append_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv", [row])
+        _append(spec, row)
+    rows += _baseline_rows(spec, prep)
     if spec.leaderboard_dir is not None:
         regenerate(Path(spec.leaderboard_dir))
     return rows

@@ -1,0 +1,139 @@
+"""Downstream evaluation inside `bench`: which evaluators apply, their per-preset configs, and running them.
+
+Evaluators (``seg``: SegFormer, ``det``: YOLO) come from the dataset's protocol (`downstream:` in
+benchmarks/protocols/<dataset>.yaml) unless the request names them (``--downstream seg,det`` or ``none``;
+the default is ``$FUSION_BENCH_DOWNSTREAM`` when set, else ``protocol``). Per-preset overrides of the evaluator
+configs live in the protocol under ``presets: {smoke: {seg: {...}, det: {...}}, paper: {...}}``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from fusion_bench.data.base import FusionDataset
+from fusion_bench.data.transforms import collate_samples
+from fusion_bench.types import MASK
+
+EVALUATOR_NAMES = ("seg", "det")
+DOWNSTREAM_ENV = "FUSION_BENCH_DOWNSTREAM"
+# the result-row columns each evaluator fills; the rest of its output goes to the run directory
+ROW_COLUMNS = {"seg": ("seg_miou", "seg_pixel_acc"), "det": ("det_map50", "det_map50_95")}
+
+
+def parse_downstream(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``protocol`` (or None) -> None; ``none`` / empty -> (); else a validated tuple of evaluator names."""
+    if text is None:
+        text = os.environ.get(DOWNSTREAM_ENV, "protocol")
+    items = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t).strip() for t in text]
+    items = [t for t in items if t]
+    if items == ["protocol"]:
+        return None
+    if items in ([], ["none"]):
+        return ()
+    unknown = [t for t in items if t not in EVALUATOR_NAMES]
+    if unknown:
+        raise ValueError(f"unknown downstream evaluator(s) {unknown}; valid: protocol, none, or a comma-separated "
+                         f"subset of {', '.join(EVALUATOR_NAMES)}")
+    return tuple(dict.fromkeys(items))
+
+
+def applicable(dataset: FusionDataset, name: str) -> str | None:
+    """None when evaluator `name` can run on `dataset`, else the reason it cannot."""
+    if name == "seg" and dataset.class_names is None:
+        return f"dataset {dataset.name!r} has no segmentation masks"
+    if name == "det" and dataset.box_class_names is None:
+        return f"dataset {dataset.name!r} has no detection boxes"
+    return None
+
+
+def resolve_evaluators(requested: tuple[str, ...] | None, protocol: dict[str, Any], test_set: FusionDataset,
+                       splits: Sequence[str]) -> tuple[str, ...]:
+    """The evaluators a run uses; raises ValueError when one cannot run on this dataset (labels, train split)."""
+    names = tuple(protocol.get("downstream") or ()) if requested is None else requested
+    for name in names:
+        if name not in EVALUATOR_NAMES:
+            raise ValueError(f"protocol for {protocol.get('dataset')}: unknown downstream evaluator {name!r}; "
+                             f"valid: {', '.join(EVALUATOR_NAMES)}")
+        reason = applicable(test_set, name)
+        if reason is None and "train" not in splits:
+            reason = f"dataset {test_set.name!r} has no train split here (splits: {', '.join(splits)})"
+        if reason is not None:
+            source = "requested" if requested is not None else "listed in its protocol"
+            raise ValueError(f"downstream evaluator {name!r} ({source}) cannot run: {reason}; "
+                             "pass --downstream none (or another evaluator list) to skip it")
+    return names
+
+
+def evaluator_config(name: str, preset: str, protocol: dict[str, Any]) -> Any:
+    """The evaluator's preset config with the protocol's per-preset overrides applied."""
+    overrides = dict(((protocol.get("presets") or {}).get(preset) or {}).get(name) or {})
+    if name == "seg":
+        from fusion_bench.evaluators.segmentation import seg_preset
+
+        for key in ("hidden_sizes", "depths", "num_attention_heads", "image_size"):
+            if isinstance(overrides.get(key), list):
+                overrides[key] = tuple(overrides[key])
+        return seg_preset(preset, **overrides)
+    from fusion_bench.evaluators.detection import det_preset
+
+    return det_preset(preset, **overrides)
+
+
+def needs_val(name: str, config: Any) -> bool:
+    """Whether the evaluator validates during training (then a dataset val split is fused and used)."""
+    if name == "seg":
+        return bool(config.early_stopping_patience)
+    return config.val_fraction > 0
+
+
+def run_evaluator(name: str, config: Any, fused: dict[str, Path], datasets: dict[str, FusionDataset], seed: int,
+                  device: torch.device, log_dir: Path, progress: bool) -> tuple[dict[str, float], list[dict]]:
+    """Run one evaluator on fused split folders; returns (row values, per-class records)."""
+    from fusion_bench.registry import get_evaluator
+
+    val = {"fused_val": fused["val"], "val_set": datasets["val"]} if "val" in fused else {}
+    result = get_evaluator(name)(fused["train"], fused["test"], datasets["train"], datasets["test"], config,
+                                 seed=seed, device=device, log_dir=log_dir, progress=progress, **val)
+    if name == "seg":
+        per_class = [{"evaluator": "seg", "class": c, "metric": "iou", "value": v}
+                     for c, v in result["seg_iou_per_class"].items()]
+    else:
+        per_class = [{"evaluator": "det", "class": c, "metric": metric, "value": v}
+                     for metric, key in (("ap50", "det_ap50_per_class"), ("ap50_95", "det_ap50_95_per_class"))
+                     for c, v in result[key].items()]
+    return {col: float(result[col]) for col in ROW_COLUMNS[name]}, per_class
+
+
+def native_segmentation(model: torch.nn.Module, dataset: FusionDataset, modalities: tuple[str, str],
+                        device: torch.device, progress: bool = True) -> tuple[dict[str, float], list[dict]]:
+    """mIoU of a SegFusionMethod's own head (`segment(x1, x2)`) on the test split, same convention as `seg`."""
+    from torchmetrics.classification import MulticlassConfusionMatrix
+    from tqdm.auto import tqdm
+
+    from fusion_bench.evaluators.segmentation import seg_scores
+
+    names = dataset.class_names
+    if names is None:
+        raise ValueError(f"dataset {dataset.name!r} has no segmentation masks")
+    confusion = MulticlassConfusionMatrix(len(names), ignore_index=dataset.ignore_index).to(device)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_samples)
+    model = model.to(device).eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="native segmentation", disable=not progress, leave=False):
+            logits = model.segment(batch[modalities[0]].to(device), batch[modalities[1]].to(device))
+            mask = batch[MASK].to(device)
+            if logits.shape[-2:] != mask.shape[-2:]:
+                logits = torch.nn.functional.interpolate(logits, size=mask.shape[-2:], mode="bilinear",
+                                                         align_corners=False)
+            confusion.update(logits.argmax(1), mask)
+    scores = seg_scores(confusion.compute().cpu(), names)
+    per_class = [{"evaluator": "native", "class": c, "metric": "iou", "value": v}
+                 for c, v in scores["seg_iou_per_class"].items()]
+    return {"native_miou": float(scores["seg_miou"])}, per_class
+

@@ -1,0 +1,250 @@
+"""YOLO downstream detection: train ultralytics YOLO on a method's fused training images, score its fused test images.
+
+The detector is built from its yaml (``yolo11n.yaml`` by default, ``yolov8n.yaml`` selectable; optional local
+weights by path, never downloaded). A YOLO dataset view is written under the run's ``det`` folder: links to the
+fused PNGs (copies only where links fail) and YOLO label files from the dataset's boxes. Ultralytics runs in a
+child process (:mod:`fusion_bench.evaluators.yolo_worker`) with its settings, fonts and outputs under that folder,
+offline, with ``plots=False``, so it neither downloads nor touches the user's ultralytics settings.
+
+Scores: ``det_map50`` (mAP@0.5) and ``det_map50_95`` (mAP@0.5:0.95, COCO's 10 IoU thresholds) on the fused test
+images, as ultralytics' validator computes them (101-point interpolated AP per class, mean over the classes that
+occur in the test labels), plus precision/recall and per-class AP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from fusion_bench.data.base import FusionDataset
+from fusion_bench.evaluators.common import DownstreamError, fused_paths, require_extra, resolve_device, write_json
+from fusion_bench.types import BOXES, LABELS
+
+YOLO_MODELS = ("yolo11n", "yolov8n")
+
+
+@dataclass(frozen=True)
+class DetEvalConfig:
+    """Everything that defines one detection protocol (the same budget for every fusion method).
+
+    model: an ultralytics model yaml name (``yolo11n``, ``yolov8n``, or any ``*.yaml`` ultralytics ships or a
+    path to one). pretrained: local ``.pt`` weights loaded into that model (None: from scratch). image_size: the
+    square training/inference size. Validation during training (best-checkpoint selection) uses the dataset's
+    val split when it has one, else a seeded ``val_fraction`` of the fused training images; ``val_fraction=0``
+    trains without validation and keeps the last weights. ``train_args`` go to ``YOLO.train`` unchanged
+    (e.g. ``mosaic``, ``lr0``); everything else is ultralytics' default.
+    """
+
+    model: str = "yolo11n"
+    pretrained: str | None = None
+    epochs: int = 100
+    batch_size: int = 16
+    image_size: int = 640
+    val_fraction: float = 0.1
+    workers: int = 8
+    amp: bool = True
+    train_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.image_size < 32:
+            raise ValueError("detection config: epochs and batch_size must be >= 1 and image_size >= 32")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"detection config: val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def replace(self, **changes: Any) -> DetEvalConfig:
+        return replace(self, **changes)
+
+    @property
+    def model_yaml(self) -> str:
+        return self.model if self.model.endswith((".yaml", ".yml")) else f"{self.model}.yaml"
+
+
+DET_PRESETS: dict[str, DetEvalConfig] = {
+    # CPU-fast: yolo11n at 160 px, 40 epochs without validation; mosaic off for the last 10 epochs as usual.
+    "smoke": DetEvalConfig(model="yolo11n", epochs=40, batch_size=16, image_size=160, val_fraction=0.0, workers=0,
+                           amp=False, train_args={"warmup_epochs": 1, "close_mosaic": 10}),
+    # SSVIF's M3FD protocol: YOLOv11n, 100 epochs, default ultralytics settings.
+    "paper": DetEvalConfig(model="yolo11n", epochs=100, batch_size=16, image_size=640, val_fraction=0.1),
+}
+
+
+def det_preset(name: str, **overrides: Any) -> DetEvalConfig:
+    """The named preset (``smoke`` | ``paper``), with field overrides."""
+    if name not in DET_PRESETS:
+        raise ValueError(f"unknown detection preset {name!r}; valid: {', '.join(DET_PRESETS)}")
+    return DET_PRESETS[name].replace(**overrides)
+
+
+# ------------------------------------------------------------------------------------------------
+# YOLO dataset view
+# ------------------------------------------------------------------------------------------------
+
+
+def yolo_label_lines(boxes: torch.Tensor, labels: torch.Tensor, height: int, width: int, where: str) -> list[str]:
+    """Absolute xyxy pixel boxes -> YOLO lines ``cls cx cy w h`` (normalised to the image size).
+
+    Boxes are clipped to the image; a box with no area inside the image is an error naming `where`.
+    """
+    lines = []
+    for (x0, y0, x1, y1), cls in zip(boxes.tolist(), labels.tolist()):
+        cx0, cx1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+        cy0, cy1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+        if cx1 <= cx0 or cy1 <= cy0:
+            raise DownstreamError(f"{where}: box {[x0, y0, x1, y1]} has no area inside the {width}x{height} image")
+        lines.append(f"{int(cls)} {(cx0 + cx1) / 2 / width:.6f} {(cy0 + cy1) / 2 / height:.6f} "
+                     f"{(cx1 - cx0) / width:.6f} {(cy1 - cy0) / height:.6f}")
+    return lines
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Symlink dst -> src; hard link or copy where symlinks are not possible."""
+    dst.unlink(missing_ok=True)
+    try:
+        dst.symlink_to(src.resolve())
+    except OSError:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+
+def write_yolo_split(view_dir: Path, split: str, images: Sequence[Path], dataset: FusionDataset,
+                     indices: Sequence[int] | None = None, progress: bool = True) -> int:
+    """Write ``images/<split>`` (links to the fused PNGs) and ``labels/<split>`` for the samples at `indices`.
+
+    Returns the number of boxes written. Image size comes from the dataset sample (the fused image keeps the
+    source size; the runner checks that).
+    """
+    image_dir, label_dir = view_dir / "images" / split, view_dir / "labels" / split
+    for d in (image_dir, label_dir):
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    indices = range(len(dataset)) if indices is None else indices
+    n_boxes = 0
+    for i in tqdm(indices, desc=f"yolo view {dataset.name}/{split}", disable=not progress, leave=False):
+        sample = dataset[i]
+        if BOXES not in sample or LABELS not in sample:
+            raise DownstreamError(f"{dataset.name}/{dataset.split}: sample {sample.get('name', i)} has no boxes")
+        height, width = next(v.shape[-2:] for k, v in sample.items()
+                             if k in dataset.modalities and isinstance(v, torch.Tensor))
+        src = images[i]
+        _link(src, image_dir / src.name)
+        lines = yolo_label_lines(sample[BOXES], sample[LABELS], int(height), int(width),
+                                 f"{dataset.name}/{dataset.split}/{sample.get('name', i)}")
+        (label_dir / f"{src.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+        n_boxes += len(lines)
+    return n_boxes
+
+
+def _split_train_val(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    if fraction <= 0 or n < 2:
+        return list(range(n)), []
+    n_val = max(1, round(n * fraction))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+def evaluate_detection_folders(fused_train: str | Path, fused_test: str | Path, train_set: FusionDataset,
+                               test_set: FusionDataset, config: DetEvalConfig | str = "smoke", *,
+                               fused_val: str | Path | None = None, val_set: FusionDataset | None = None,
+                               seed: int = 0, device: str | torch.device = "cpu", log_dir: str | Path,
+                               progress: bool = True) -> dict[str, Any]:
+    """Train YOLO on the fused training PNGs (``<sample name>.png``) and score the fused test PNGs.
+
+    Returns ``det_map50``, ``det_map50_95``, ``det_precision``, ``det_recall``, ``det_ap50_per_class`` and
+    ``det_ap50_95_per_class`` ({class: AP}, NaN for classes absent from the test labels) and the run facts.
+    Everything ultralytics writes (settings, label caches, ``results.csv`` training log, weights) stays under
+    `log_dir`; its console output is also saved to ``log_dir/yolo.log``.
+    """
+    require_extra("ultralytics", "detection", "ultralytics")
+    if isinstance(config, str):
+        config = det_preset(config)
+    names = test_set.box_class_names
+    if names is None:
+        raise DownstreamError(f"{test_set.name} has no detection labels (box_class_names is None); "
+                              "detection does not apply")
+    log_path = Path(log_dir).resolve()
+    view = log_path / "dataset"
+    train_images = fused_paths(fused_train, train_set)
+    test_images = fused_paths(fused_test, test_set)
+    if config.pretrained is not None and not Path(config.pretrained).is_file():
+        raise DownstreamError(f"detection pretrained weights {config.pretrained} do not exist (expected a local "
+                              ".pt file; weights are never downloaded)")
+
+    n_train = len(train_images)
+    if fused_val is not None and val_set is not None:
+        val_images = fused_paths(fused_val, val_set)
+        write_yolo_split(view, "train", train_images, train_set, progress=progress)
+        write_yolo_split(view, "val", val_images, val_set, progress=progress)
+        n_val = len(val_images)
+    else:
+        train_idx, val_idx = _split_train_val(n_train, config.val_fraction, seed)
+        write_yolo_split(view, "train", train_images, train_set, train_idx, progress=progress)
+        if val_idx:
+            write_yolo_split(view, "val", train_images, train_set, val_idx, progress=progress)
+        n_train, n_val = len(train_idx), len(val_idx)
+    n_test_boxes = write_yolo_split(view, "test", test_images, test_set, progress=progress)
+    data_yaml = log_path / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump({
+        "path": str(view), "train": "images/train", "val": "images/val" if n_val else "images/test",
+        "test": "images/test", "names": dict(enumerate(names))}, sort_keys=False))
+
+    dev = resolve_device(device)
+    request = {
+        "data": str(data_yaml), "model_yaml": config.model_yaml, "pretrained": config.pretrained,
+        "epochs": config.epochs, "batch": config.batch_size, "imgsz": config.image_size, "seed": seed,
+        "device": "cpu" if dev.type == "cpu" else str(dev.index or 0), "workers": config.workers,
+        "amp": config.amp and dev.type == "cuda", "validate": bool(n_val), "train_args": config.train_args,
+        "project": str(log_path), "class_names": list(names),
+    }
+    write_json(log_path / "yolo_request.json", request)
+    _run_worker(log_path, progress)
+    result = json.loads((log_path / "yolo_result.json").read_text())
+    result.update({"det_n_train": n_train, "det_n_val": n_val, "det_n_test": len(test_images),
+                   "det_n_test_boxes": n_test_boxes, "det_config": asdict(config), "seed": seed})
+    for key in ("det_ap50_per_class", "det_ap50_95_per_class"):
+        result[key] = {k: (math.nan if v is None else v) for k, v in result[key].items()}
+    write_json(log_path / "det_result.json", result)
+    return result
+
+
+def _run_worker(log_path: Path, progress: bool) -> None:
+    """Run ultralytics in a child process with its settings and outputs under `log_path`, offline."""
+    env = dict(os.environ)
+    env.update({"YOLO_CONFIG_DIR": str(log_path / "ultralytics"), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false",
+                "MPLBACKEND": "Agg", "YOLO_VERBOSE": "true" if progress else "false"})
+    cmd = [sys.executable, "-m", "fusion_bench.evaluators.yolo_worker", str(log_path / "yolo_request.json")]
+    with open(log_path / "yolo.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1)
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if progress:
+                    sys.stderr.write(line)
+        except KeyboardInterrupt:
+            proc.kill()
+            raise
+        code = proc.wait()
+    if code != 0 or not (log_path / "yolo_result.json").is_file():
+        tail = "".join((log_path / "yolo.log").read_text().splitlines(keepends=True)[-15:])
+        raise DownstreamError(f"YOLO training failed (exit {code}); log: {log_path / 'yolo.log'}\n{tail}")

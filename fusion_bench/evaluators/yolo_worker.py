@@ -1,0 +1,87 @@
+"""Child process of the detection evaluator: train and test one ultralytics YOLO model from a request file.
+
+Run as ``python -m fusion_bench.evaluators.yolo_worker <run>/det/yolo_request.json`` with ``YOLO_CONFIG_DIR``
+pointing into the run directory and ``YOLO_OFFLINE=1`` (set by :func:`detection._run_worker`). Writes
+``yolo_result.json`` beside the request. Kept in its own process because ultralytics reads its settings once at
+import, changes global state (threads, logging) and must never reach the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _offline_ultralytics() -> None:
+    """Settings with every integration off; no font downloads; no AMP self-check (it downloads YOLO weights)."""
+    import ultralytics.data.utils as data_utils
+    import ultralytics.engine.trainer as trainer_module
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({"sync": False, "clearml": False, "comet": False, "dvc": False, "mlflow": False,
+                     "raytune": False, "tensorboard": False, "wandb": False, "vscode_msg": False,
+                     "openvino_msg": False})
+    data_utils.check_font = lambda *args, **kwargs: None  # plots are off: no font is needed
+    trainer_module.check_amp = lambda *args, **kwargs: True  # AMP is asked for only on CUDA, where it works
+
+
+def _epoch_log(save_dir: Path) -> list[dict[str, str]]:
+    path = save_dir / "results.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    _offline_ultralytics()
+    from ultralytics import YOLO
+
+    common = {"data": request["data"], "imgsz": request["imgsz"], "batch": request["batch"],
+              "device": request["device"], "workers": request["workers"], "plots": False,
+              "project": request["project"], "exist_ok": True}
+    model = YOLO(request["model_yaml"])
+    if request.get("pretrained"):
+        model.load(request["pretrained"])
+    model.train(epochs=request["epochs"], seed=request["seed"], deterministic=True, name="train",
+                val=request["validate"], amp=request["amp"], **common, **request.get("train_args", {}))
+    trainer = model.trainer
+    weights = Path(trainer.best) if request["validate"] and Path(trainer.best).is_file() else Path(trainer.last)
+    metrics = YOLO(str(weights)).val(split="test", name="test", verbose=False, **common)
+    box = metrics.box
+    names = request["class_names"]
+    ap50: dict[str, float | None] = {n: None for n in names}
+    ap: dict[str, float | None] = {n: None for n in names}
+    for j, cls in enumerate(box.ap_class_index.tolist()):
+        ap50[names[int(cls)]] = float(box.ap50[j])
+        ap[names[int(cls)]] = float(box.ap[j])
+    epochs = _epoch_log(Path(trainer.save_dir))
+    seconds = float(epochs[-1]["time"]) if epochs and "time" in epochs[-1] else math.nan
+    return {
+        "det_map50": float(box.map50), "det_map50_95": float(box.map), "det_precision": float(box.mp),
+        "det_recall": float(box.mr), "det_ap50_per_class": ap50, "det_ap50_95_per_class": ap,
+        "det_epochs_run": len(epochs), "det_train_seconds": seconds,
+        "det_seconds_per_epoch": seconds / len(epochs) if epochs else math.nan,
+        "det_weights": str(weights), "det_model": request["model_yaml"], "det_image_size": request["imgsz"],
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m fusion_bench.evaluators.yolo_worker REQUEST.json", file=sys.stderr)
+        return 2
+    request_path = Path(argv[0])
+    result = run(json.loads(request_path.read_text()))
+    out = request_path.with_name("yolo_result.json")
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

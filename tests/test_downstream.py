@@ -1,0 +1,246 @@
+"""Downstream detection evaluator and the runner/CLI wiring of both evaluators.
+
+The learning sanity checks (an information-keeping fusion beats a constant image) use the real smoke presets;
+the plumbing tests shrink the budgets (1-2 epochs) because they are about files, columns and reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusion_bench.benchmark.downstream import evaluator_config, parse_downstream, resolve_evaluators
+from fusion_bench.benchmark.results import read_rows
+from fusion_bench.cli import main
+from fusion_bench.data.io import write_png
+from fusion_bench.data.synthetic import SyntheticIVIF, ensure_generated
+from fusion_bench.evaluators.common import DownstreamError
+from fusion_bench.evaluators.detection import (
+    DET_PRESETS,
+    det_preset,
+    evaluate_detection_folders,
+    write_yolo_split,
+    yolo_label_lines,
+)
+from fusion_bench.evaluators.segmentation import SEG_PRESETS
+from fusion_bench.registry import get_datamodule
+
+TINY_SEG = {"epochs": 1, "image_size": (32, 40)}
+TINY_DET = {"epochs": 1, "image_size": 64, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def ivif_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_generated("synthetic-ivif", tmp_path_factory.mktemp("ivif") / "synthetic-ivif")
+
+
+def _write_fused(root: Path, out: Path, kind: str) -> None:
+    from methods.baselines.model import MaxFusion
+
+    for split in ("train", "test"):
+        ds = SyntheticIVIF(root, split)
+        for i in range(len(ds)):
+            s = ds[i]
+            fused = MaxFusion().fuse(s["ir"][None], s["vis"][None])[0] if kind == "max" else torch.full_like(
+                s["vis"], 0.5)
+            write_png(out / split / f"{s['name']}.png", fused)
+
+
+@pytest.fixture
+def tiny_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1-epoch evaluators at tiny sizes (plumbing tests only)."""
+    monkeypatch.setitem(SEG_PRESETS, "smoke", SEG_PRESETS["smoke"].replace(**TINY_SEG))
+    monkeypatch.setitem(DET_PRESETS, "smoke", DET_PRESETS["smoke"].replace(**TINY_DET))
+
+
+# ------------------------------------------------------------------------------------------------ unit
+
+
+def test_parse_downstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_downstream("protocol") is None
+    assert parse_downstream("none") == () and parse_downstream("") == ()
+    assert parse_downstream("det, seg,det") == ("det", "seg")
+    with pytest.raises(ValueError, match="valid: protocol, none"):
+        parse_downstream("seg,yolo")
+    monkeypatch.setenv("FUSION_BENCH_DOWNSTREAM", "seg")
+    assert parse_downstream(None) == ("seg",)
+
+
+def test_yolo_labels_are_normalised_centre_boxes() -> None:
+    lines = yolo_label_lines(torch.tensor([[10.0, 20.0, 30.0, 60.0], [-5.0, 0.0, 5.0, 10.0]]), torch.tensor([1, 0]),
+                             height=100, width=200, where="x")
+    assert lines[0] == "1 0.100000 0.400000 0.100000 0.400000"
+    assert lines[1] == "0 0.012500 0.050000 0.025000 0.100000"  # clipped to the image
+    with pytest.raises(DownstreamError, match="x: box .* no area inside the 200x100 image"):
+        yolo_label_lines(torch.tensor([[210.0, 0.0, 220.0, 5.0]]), torch.tensor([0]), 100, 200, "x")
+
+
+def test_yolo_view_links_fused_images_and_writes_labels(ivif_root: Path, tmp_path: Path) -> None:
+    _write_fused(ivif_root, tmp_path / "fused", "max")
+    test = SyntheticIVIF(ivif_root, "test")
+    images = [tmp_path / "fused" / "test" / f"{r.name}.png" for r in test.samples]
+    n_boxes = write_yolo_split(tmp_path / "view", "test", images, test, progress=False)
+    linked = sorted((tmp_path / "view" / "images" / "test").iterdir())
+    assert len(linked) == len(test) and all(p.is_symlink() and p.resolve() in images for p in linked)
+    labels = sorted((tmp_path / "view" / "labels" / "test").glob("*.txt"))
+    assert [p.stem for p in labels] == [p.stem for p in linked]
+    assert n_boxes == sum(len(test[i]["boxes"]) for i in range(len(test)))
+    first = labels[0].read_text().split("\n")[0].split()
+    assert first[0] in {"0", "1"} and all(0 < float(v) <= 1 for v in first[1:])
+
+
+def test_det_preset_validation_and_protocol_overrides() -> None:
+    assert det_preset("paper").model_yaml == "yolo11n.yaml" and det_preset("paper").epochs == 100
+    assert det_preset("smoke", model="yolov8n").model_yaml == "yolov8n.yaml"
+    with pytest.raises(ValueError, match="valid: smoke, paper"):
+        det_preset("large")
+    with pytest.raises(ValueError, match="val_fraction"):
+        det_preset("smoke", val_fraction=1.0)
+    protocol = {"presets": {"smoke": {"det": {"epochs": 3}, "seg": {"image_size": [32, 48]}}}}
+    assert evaluator_config("det", "smoke", protocol).epochs == 3
+    assert evaluator_config("seg", "smoke", protocol).image_size == (32, 48)
+    assert evaluator_config("seg", "paper", protocol).variant == "b3"
+
+
+def test_resolve_evaluators_names_what_is_missing(ivif_root: Path, tmp_path: Path) -> None:
+    test = SyntheticIVIF(ivif_root, "test")
+    assert resolve_evaluators(None, {"downstream": ["seg", "det"]}, test, ("train", "test")) == ("seg", "det")
+    assert resolve_evaluators((), {"downstream": ["seg"]}, test, ("train", "test")) == ()
+    with pytest.raises(ValueError, match="no train split"):
+        resolve_evaluators(("seg",), {}, test, ("test",))
+    mfif = get_datamodule("synthetic-mfif").dataset_class
+    mfif_test = mfif(ensure_generated("synthetic-mfif", tmp_path / "mfif"), "test")
+    with pytest.raises(ValueError, match="'det' \\(requested\\) cannot run: .* no detection boxes"):
+        resolve_evaluators(("det",), {}, mfif_test, ("train", "test"))
+
+
+def test_detection_errors_are_clear(ivif_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ultralytics")
+    train, test = SyntheticIVIF(ivif_root, "train"), SyntheticIVIF(ivif_root, "test")
+    with pytest.raises(DownstreamError, match="does not exist"):
+        evaluate_detection_folders(tmp_path / "nope", tmp_path / "nope", train, test, log_dir=tmp_path / "det")
+    _write_fused(ivif_root, tmp_path / "fused", "max")
+    with pytest.raises(DownstreamError, match="weights are never downloaded"):
+        evaluate_detection_folders(tmp_path / "fused" / "train", tmp_path / "fused" / "test", train, test,
+                                   det_preset("smoke", pretrained=str(tmp_path / "missing.pt")),
+                                   log_dir=tmp_path / "det")
+
+
+# ------------------------------------------------------------------------------------------------ sanity
+
+
+def test_detection_learns_from_pixels(ivif_root: Path, tmp_path: Path) -> None:
+    """smoke preset: YOLO on max-fused images finds objects; on a constant image it finds none (mAP ~ 0)."""
+    pytest.importorskip("ultralytics")
+    train, test = SyntheticIVIF(ivif_root, "train"), SyntheticIVIF(ivif_root, "test")
+    scores = {}
+    for kind in ("max", "const"):
+        _write_fused(ivif_root, tmp_path / kind, kind)
+        scores[kind] = evaluate_detection_folders(tmp_path / kind / "train", tmp_path / kind / "test", train, test,
+                                                  "smoke", seed=0, log_dir=tmp_path / kind / "det", progress=False)
+    good, const = scores["max"], scores["const"]
+    print(f"det mAP50 max {good['det_map50']:.3f} const {const['det_map50']:.3f} "
+          f"({good['det_seconds_per_epoch']:.2f} s/epoch)")
+    assert const["det_map50"] < 0.02  # nothing to see: the no-detection level
+    assert good["det_map50"] > const["det_map50"] + 0.1
+    assert good["det_map50_95"] <= good["det_map50"]
+    assert set(good["det_ap50_per_class"]) == {"person", "car"}
+    log_dir = tmp_path / "max" / "det"
+    assert (log_dir / "train" / "results.csv").is_file() and (log_dir / "det_result.json").is_file()
+    assert (log_dir / "ultralytics" / "settings.json").is_file()  # ultralytics' settings stay in the run
+
+
+# ------------------------------------------------------------------------------------------------ runner / CLI
+
+
+def test_bench_adds_downstream_columns_and_reuses_baselines(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                            tiny_budgets: None) -> None:
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("transformers")
+    argv = ["bench", "--method", "max", "--dataset", "synthetic-ivif", "--downstream", "protocol", "--no-progress",
+            "--out", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "lb")]
+    assert main(argv) == 0
+    rows = read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")
+    assert [r["method"] for r in rows] == ["max", "source_a", "source_b"]
+    for row in rows:
+        for col in ("seg_miou", "seg_pixel_acc", "det_map50", "det_map50_95"):
+            assert 0 <= float(row[col]) <= 1, (row["method"], col)
+        assert row["Qabf"] and row["config_hash"]
+    run_dir = next((tmp_path / "runs" / "max" / "synthetic-ivif" / "smoke").glob("*/seed0"))
+    per_class = (run_dir / "downstream_per_class.csv").read_text().splitlines()
+    assert per_class[0] == "evaluator,class,metric,value"
+    assert any(line.startswith("det,car,ap50,") for line in per_class)
+    assert any(line.startswith("seg,road,iou,") for line in per_class)
+    assert len(list((run_dir / "fused_train").glob("*.png"))) == 64
+    assert (run_dir / "downstream" / "seg" / "seg_train_log.csv").is_file()
+    assert (run_dir / "downstream" / "det" / "train" / "results.csv").is_file()
+    # a second method reuses the baseline rows; the same seed of max appends a new max row only
+    assert main(argv[:2] + ["mean"] + argv[3:]) == 0
+    assert [r["method"] for r in read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")] == [
+        "max", "source_a", "source_b", "mean"]
+    board = (tmp_path / "lb" / "synthetic-ivif.csv").read_text()
+    assert "seg_miou_mean" in board and "det_map50_mean" in board
+
+
+def test_bench_downstream_errors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    base = ["--out", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "lb"), "--no-progress"]
+    assert main(["bench", "--method", "mean", "--dataset", "synthetic-mfif", "--downstream", "seg", *base]) == 2
+    assert "no segmentation masks" in capsys.readouterr().err
+    assert main(["bench", "--method", "mean", "--dataset", "synthetic-ivif", "--downstream", "yolo", *base]) == 2
+    assert "valid: protocol, none" in capsys.readouterr().err
+
+
+def test_downstream_command_scores_any_folder(capsys: pytest.CaptureFixture, ivif_root: Path, tmp_path: Path,
+                                              tiny_budgets: None) -> None:
+    pytest.importorskip("transformers")
+    _write_fused(ivif_root, tmp_path / "fused", "max")
+    argv = ["downstream", "seg", "--fused", str(tmp_path / "fused"), "--dataset", "synthetic-ivif", "--root",
+            str(ivif_root), "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[:out.rindex("}") + 1])
+    assert 0 <= summary["seg_miou"] <= 1 and set(summary["seg_iou_per_class"]) == set(SyntheticIVIF.class_names)
+    result_dir = tmp_path / "fused" / "downstream-seg-smoke-seed0"
+    assert (result_dir / "seg_result.json").is_file()
+    assert main(argv) == 2  # never overwrites a result
+    assert "already exists" in capsys.readouterr().err
+    (tmp_path / "nofused").mkdir()
+    assert main(["downstream", "det", "--fused", str(tmp_path / "nofused"), "--dataset", "synthetic-ivif",
+                 "--root", str(ivif_root)]) == 2
+    assert "train/ and test/" in capsys.readouterr().err
+
+
+FAKE_DOWNSTREAM = [("msrs", "seg"), ("fmb", "seg"), ("llvip", "det"), ("m3fd", "det")]
+
+
+@pytest.mark.parametrize("name, evaluator", FAKE_DOWNSTREAM)
+def test_evaluators_run_on_fake_copies_through_bench(name: str, evaluator: str, capsys: pytest.CaptureFixture,
+                                                     tmp_path: Path, tiny_budgets: None) -> None:
+    """The protocol's evaluator runs through `bench` on the fake tree (masks/boxes in the real formats)."""
+    pytest.importorskip("ultralytics" if evaluator == "det" else "transformers")
+    root = get_datamodule(name).dataset_class.make_fake(tmp_path / name, seed=0)
+    argv = ["bench", "--method", "mean", "--dataset", name, "--root", str(root), "--downstream", "protocol",
+            "--no-downstream-baselines", "--no-progress", "--out", str(tmp_path / "runs"), "--leaderboard-dir",
+            str(tmp_path / "lb")]
+    assert main(argv) == 0, capsys.readouterr().err
+    (row,) = read_rows(tmp_path / "lb" / "raw" / f"{name}.csv")
+    column = "seg_miou" if evaluator == "seg" else "det_map50"
+    assert not math.isnan(float(row[column])) and 0 <= float(row[column]) <= 1
+
+
+def test_detection_training_is_deterministic_on_cpu(ivif_root: Path, tmp_path: Path) -> None:
+    """Two seeded runs give the same per-epoch losses and scores (ultralytics deterministic mode, no workers)."""
+    pytest.importorskip("ultralytics")
+    _write_fused(ivif_root, tmp_path / "fused", "max")
+    train, test = SyntheticIVIF(ivif_root, "train"), SyntheticIVIF(ivif_root, "test")
+    config = det_preset("smoke", epochs=2, image_size=64)
+    runs = [evaluate_detection_folders(tmp_path / "fused" / "train", tmp_path / "fused" / "test", train, test, config,
+                                       seed=5, log_dir=tmp_path / f"run{i}", progress=False) for i in range(2)]
+    logs = [(tmp_path / f"run{i}" / "train" / "results.csv").read_text().splitlines() for i in range(2)]
+    losses = [[line.split(",")[2:5] for line in log[1:]] for log in logs]  # box, cls, dfl train losses per epoch
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+    assert runs[0]["det_map50"] == runs[1]["det_map50"]
