@@ -439,14 +439,7 @@ class IVIFDataset(FusionDataset):
 
 
 class IVIFDataModule(PairedDataModule):
-    """PairedDataModule whose val loader exists only when the detected layout has a val split."""
+    """PairedDataModule over an IVIF dataset (its val loader exists only when the detected layout has a val split:
+    the base class asks the dataset's `available_splits`)."""
 
     dataset_class: ClassVar[type[IVIFDataset]]
-
-    def setup(self, stage: str | None = None) -> None:
-        splits = self.dataset_class.available_splits(self.root, **dict(self.dataset_kwargs))
-        if stage in (None, "fit"):
-            self.train_set = self.dataset("train", train_transforms=True)
-            self.val_set = self.dataset("val") if "val" in splits else None
-        if stage in (None, "test", "predict"):
-            self.test_set = self.dataset("test")

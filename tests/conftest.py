@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from fusion_bench.cli import main
+
+# Tests use tiny tensors: one intra-op thread is faster than two (and much faster on a shared, loaded CPU).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

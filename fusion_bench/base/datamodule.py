@@ -77,8 +77,12 @@ class PairedDataModule(L.LightningDataModule):
             transforms = Compose(*parts) if parts else None
         return self.dataset_class(self.root, split, transforms=transforms, **self.dataset_kwargs)
 
+    def available_splits(self) -> tuple[str, ...]:
+        """The splits present at this root (a layout may lack some of the dataset's splits)."""
+        return tuple(self.dataset_class.available_splits(self.root, **self.dataset_kwargs))
+
     def setup(self, stage: str | None = None) -> None:
-        splits = self.dataset_class.splits
+        splits = self.available_splits()
         if stage in (None, "fit"):
             self.train_set = self.dataset("train", train_transforms=True)
             self.val_set = self.dataset("val") if "val" in splits else None
@@ -91,7 +95,7 @@ class PairedDataModule(L.LightningDataModule):
 
     @property
     def has_validation(self) -> bool:
-        return "val" in self.dataset_class.splits or self.val_fraction > 0
+        return "val" in self.available_splits() or self.val_fraction > 0
 
     def holdout_indices(self, n: int) -> tuple[list[int], list[int]]:
         """(train, val) indices: a seeded random `val_fraction` of n samples (at least one) is held out."""

@@ -21,7 +21,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ import fusion_bench
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.base.method import MultimodalClassifier, SegFusionMethod, load_method_config
 from fusion_bench.benchmark.downstream import (
+    EVALUATOR_NAMES,
     evaluator_config,
     native_segmentation,
     needs_val,
@@ -180,11 +181,11 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         "config": config,
         "protocol": {k: protocol.get(k) for k in ("metric_dialect", "metrics")},
         "protocol_preset": {k: v for k, v in ((protocol.get("presets") or {}).get(spec.preset) or {}).items()
-                            if k != "seeds"},
+                            if k not in ("seeds", *EVALUATOR_NAMES)},
         "version": fusion_bench.__version__,
     }
-    if evaluators:  # absent when empty, so runs without downstream keep their hashes
-        payload["downstream"] = list(evaluators)
+    if evaluators:  # the effective evaluator configs; absent without downstream, so those runs keep their hashes
+        payload["downstream"] = {name: asdict(evaluator_config(name, spec.preset, protocol)) for name in evaluators}
     return PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
                        resolve_device(spec.device), protocol.get("metrics"), evaluators)
 
@@ -454,7 +455,7 @@ def run_downstream(prep: PreparedRun, model: L.LightningModule, datamodule: Pair
     if prep.evaluators:
         configs = {name: evaluator_config(name, prep.spec.preset, prep.protocol) for name in prep.evaluators}
         splits = ["train"]
-        if "val" in datamodule.dataset_class.available_splits(prep.root, **prep.spec.dataset_options) and any(
+        if "val" in datamodule.available_splits() and any(
                 needs_val(name, config) for name, config in configs.items()):
             splits.append("val")
         fused = {"test": run_dir / "fused"}

@@ -377,6 +377,8 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
     log_path = Path(log_dir) if log_dir is not None else None
     size = tuple(config.image_size) if config.image_size else _common_size(train_images)
 
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     with seeded(seed, deterministic=dev.type == "cuda"):
         # validation: the given split, else a seeded hold-out of the training images (early stopping only)
         if val_images is None and config.early_stopping_patience and config.val_fraction > 0:
@@ -458,6 +460,7 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
         "seg_image_size": list(size),
         "seg_n_train": len(train_images),
         "seg_n_test": len(test_images),
+        "seg_peak_mem_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "seg_confusion": cm.tolist(),
         "seg_config": asdict(config),
         "seed": seed,

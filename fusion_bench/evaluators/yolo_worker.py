@@ -39,6 +39,7 @@ def _epoch_log(save_dir: Path) -> list[dict[str, str]]:
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
     _offline_ultralytics()
+    import torch
     from ultralytics import YOLO
 
     common = {"data": request["data"], "imgsz": request["imgsz"], "batch": request["batch"],
@@ -59,6 +60,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     for j, cls in enumerate(box.ap_class_index.tolist()):
         ap50[names[int(cls)]] = float(box.ap50[j])
         ap[names[int(cls)]] = float(box.ap[j])
+    peak_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and request["device"] != "cpu" \
+        else None
     epochs = _epoch_log(Path(trainer.save_dir))
     seconds = float(epochs[-1]["time"]) if epochs and "time" in epochs[-1] else math.nan
     return {
@@ -66,7 +69,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         "det_recall": float(box.mr), "det_ap50_per_class": ap50, "det_ap50_95_per_class": ap,
         "det_epochs_run": len(epochs), "det_train_seconds": seconds,
         "det_seconds_per_epoch": seconds / len(epochs) if epochs else math.nan,
-        "det_weights": str(weights), "det_model": request["model_yaml"], "det_image_size": request["imgsz"],
+        "det_peak_mem_mb": peak_mb, "det_weights": str(weights), "det_model": request["model_yaml"],
+        "det_image_size": request["imgsz"],
     }
 
 
