@@ -21,6 +21,10 @@ METHODS: dict[str, str] = {
     "late_fusion": "methods.late_fusion.module:LateFusionClassifier",
     # paper methods
     "cfi": "methods.cfi.module:CFIFusion",
+    "amdanet": "methods.amdanet.module:AMDANet",
+    "seafusion": "methods.seafusion.module:SeAFusion",
+    "swinfusion": "methods.swinfusion.module:SwinFusion",
+    "ssvif": "methods.ssvif.module:SSVIF",
 }
 
 DATASETS: dict[str, str] = {

@@ -118,3 +118,14 @@ def test_early_stopping_needs_validation():
     assert (cb.monitor, cb.patience, cb.mode) == ("val/loss", 3, "min")
     with pytest.raises(runner.BenchError, match="set train.val_fraction"):
         runner.early_stopping_callbacks({"early_stopping": {"patience": 3}}, False, "m")
+
+
+def test_gflops_count_attention_on_cpu():
+    """Fused CPU attention has no flop formula; counting runs the math kernel so QK^T and AV are counted."""
+    import torch
+
+    from fusion_bench.benchmark.profiling import count_gflops
+
+    q = torch.randn(1, 4, 64, 16)
+    flops = count_gflops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    assert flops * 1e9 == 2 * (2 * 4 * 64 * 64 * 16)

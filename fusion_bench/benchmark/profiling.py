@@ -21,9 +21,13 @@ def count_params_m(model: torch.nn.Module) -> float:
 
 def count_gflops(fn: Callable[[], Any]) -> float:
     """FLOPs of one call / 1e9, as counted by torch.utils.flop_counter (a multiply-add counts as 2 FLOPs;
-    only matmul/convolution-family ops are counted, so element-wise rules count as 0)."""
+    only matmul/convolution-family ops are counted, so element-wise rules count as 0). Attention runs with the
+    math kernel while counting: the counter has no formula for the fused CPU attention kernels, which would
+    otherwise drop the attention matmuls of transformer methods."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         fn()
     return counter.get_total_flops() / 1e9
 

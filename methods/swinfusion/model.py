@@ -1,0 +1,333 @@
+"""SwinFusion (Ma, Tang et al., IEEE/CAA JAS 2022) as a pure nn.Module (no Lightning here).
+
+Shallow convs -> per-modality Swin extraction -> cross-domain fusion (intra-domain self-attention + inter-domain
+cross-attention, shifted windows) -> concat + conv -> Swin reconstruction -> conv head. Layout and defaults read
+from the authors' `models/network_swinfusion1.py` and `options/swinir/train_swinfusion_vif.json`
+(github.com/Linfeng-Tang/SwinFusion, itself built on SwinIR / Swin Transformer); compact own implementation.
+Tensors inside the transformer parts are channels-last (B x H x W x C).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_RGB_MEAN = (0.4488, 0.4371, 0.4040)  # subtracted from 3-channel inputs and added back, as the authors do
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """B x H x W x C (H, W multiples of `window`) -> (B * nW) x window^2 x C."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """(B * nW) x window^2 x C -> B x H x W x C (inverse of window_partition)."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window, w // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """window^2 x window^2 index into the (2 * window - 1)^2 relative-position bias table."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def shifted_window_mask(h: int, w: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """nW x window^2 x window^2 additive mask (0 / -100) that keeps cyclically shifted windows from mixing
+    regions that are not neighbours in the image (Swin's SW-MSA mask)."""
+    region = torch.zeros(1, h, w, 1, device=device)
+    label = 0
+    for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            region[:, hs, ws, :] = label
+            label += 1
+    ids = window_partition(region, window).squeeze(-1)  # nW x window^2
+    diff = ids[:, None, :] - ids[:, :, None]
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability p (rescaled by 1 / (1 - p))."""
+    if p == 0.0 or not training:
+        return x
+    keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class Mlp(nn.Sequential):
+    """Linear -> GELU -> Linear."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+
+class WindowAttention(nn.Module):
+    """Multi-head attention inside windows with a learned relative-position bias.
+
+    Self-attention (`cross=False`): one qkv projection. Cross-attention (`cross=True`): queries from x, keys and
+    values from the other modality's `context` (the authors' Cross_WindowAttention)."""
+
+    def __init__(self, dim: int, window: int, num_heads: int, cross: bool = False, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads, self.cross = num_heads, cross
+        self.scale = (dim // num_heads) ** -0.5
+        if cross:
+            self.q = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (and context): (B * nW) x N x C; mask: nW x N x N or None."""
+        bw, n, c = x.shape
+        heads = self.num_heads
+        if self.cross:
+            if context is None:
+                raise ValueError("cross-attention needs a context (the other modality's windows)")
+            q = self.q(x).view(bw, n, heads, c // heads).transpose(1, 2)
+            k, v = self.kv(context).view(bw, n, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = self.qkv(x).view(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B * nW) x heads x N x N
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, heads)
+        attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
+        if mask is not None:
+            nw = mask.shape[0]
+            attn = attn.view(bw // nw, nw, heads, n, n) + mask[None, :, None]
+            attn = attn.view(bw, heads, n, n)
+        out = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(bw, n, c)
+        return self.proj(out)
+
+
+class _WindowBlockBase(nn.Module):
+    """Shared windowing (cyclic shift, partition, mask) of the self- and cross-attention Swin blocks."""
+
+    def __init__(self, window: int, shift: int):
+        super().__init__()
+        if not 0 <= shift < window:
+            raise ValueError(f"shift must be in [0, window), got shift {shift} with window {window}")
+        self.window, self.shift = window, shift
+
+    def to_windows(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return window_partition(x, self.window)
+
+    def from_windows(self, windows: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        x = window_reverse(windows, self.window, h, w)
+        if self.shift:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+        return x
+
+    def mask(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
+        return shifted_window_mask(h, w, self.window, self.shift, device) if self.shift else None
+
+
+class SwinBlock(_WindowBlockBase):
+    """Pre-norm Swin block: x + W-MSA/SW-MSA(LN(x)), then x + MLP(LN(x)). x: B x H x W x C."""
+
+    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float = 0.0):
+        super().__init__(window, shift)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        attn = self.attn(self.to_windows(self.norm1(x)), mask=self.mask(h, w, x.device))
+        x = x + drop_path(self.from_windows(attn, h, w), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+
+
+class CrossSwinBlock(_WindowBlockBase):
+    """Inter-domain Swin block: each modality's windows query the other's (two cross-attentions, two MLPs)."""
+
+    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float = 0.0):
+        super().__init__(window, shift)
+        self.norm1_a, self.norm1_b = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn_a = WindowAttention(dim, window, num_heads, cross=True)
+        self.attn_b = WindowAttention(dim, window, num_heads, cross=True)
+        self.norm2_a, self.norm2_b = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.mlp_a, self.mlp_b = Mlp(dim, int(dim * mlp_ratio)), Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, h, w, _ = a.shape
+        mask = self.mask(h, w, a.device)
+        wa, wb = self.to_windows(self.norm1_a(a)), self.to_windows(self.norm1_b(b))
+        a = a + drop_path(self.from_windows(self.attn_a(wa, wb, mask), h, w), self.drop_path, self.training)
+        b = b + drop_path(self.from_windows(self.attn_b(wb, wa, mask), h, w), self.drop_path, self.training)
+        a = a + drop_path(self.mlp_a(self.norm2_a(a)), self.drop_path, self.training)
+        b = b + drop_path(self.mlp_b(self.norm2_b(b)), self.drop_path, self.training)
+        return a, b
+
+
+def swin_stage(dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float,
+               drop_paths: list[float]) -> nn.Sequential:
+    """`depth` Swin blocks alternating regular (shift 0) and shifted (shift window // 2) windows."""
+    return nn.Sequential(*(SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio,
+                                     drop_paths[i]) for i in range(depth)))
+
+
+class CrossFusionLayer(nn.Module):
+    """The authors' CRSTB: intra-domain fusion (a Swin stage per modality), then inter-domain fusion (`depth`
+    cross blocks). As in the authors' code there is no residual connection around the two parts."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, drop_paths: list[float]):
+        super().__init__()
+        self.intra_a = swin_stage(dim, depth, num_heads, window, mlp_ratio, drop_paths)
+        self.intra_b = swin_stage(dim, depth, num_heads, window, mlp_ratio, drop_paths)
+        self.inter = nn.ModuleList(CrossSwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2,
+                                                  mlp_ratio, drop_paths[i]) for i in range(depth))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self.intra_a(a), self.intra_b(b)
+        for block in self.inter:
+            a, b = block(a, b)
+        return a, b
+
+
+def _stochastic_depth(rate: float, depths: list[int]) -> list[list[float]]:
+    """Per-layer drop-path rates, linear from 0 to `rate` over all blocks of a group (Swin's decay rule)."""
+    total = sum(depths)
+    rates = [rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+    starts = [sum(depths[:i]) for i in range(len(depths))]
+    return [rates[s:s + d] for s, d in zip(starts, depths)]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right to a multiple of `multiple`: reflect (the authors' choice), replicate where the image is
+    too small to reflect."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if not pad_h and not pad_w:
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+class SwinFusionNet(nn.Module):
+    """SwinFusion network. x1 feeds stream A (infrared, the authors' `A`), x2 stream B (visible, `B`).
+
+    features(x1, x2): shallow convs (shared by both streams, as in the authors' code) -> token LayerNorm ->
+        per-modality Swin extraction (`extraction_depth` blocks) -> `len(fusion_depths)` cross-domain fusion
+        layers -> LayerNorm per stream -> concat -> conv3x3 2C->C + LReLU: B x embed_dim x H x W.
+    decode(features): token LayerNorm -> Swin reconstruction (`reconstruction_depth` blocks) -> LayerNorm ->
+        conv3x3 C->C/2->C/4->out with LReLU between -> fused image B x out_channels x H x W.
+
+    Inputs are reflect-padded to a multiple of `window_size` and the outputs cropped back, so any H x W works.
+    The head is linear (no activation), as in the authors' network; `clamp=True` (default) returns values in
+    [0, 1] through a straight-through clamp (forward clamps, backward passes the gradient unchanged), and
+    `clamp=False` the raw output the authors train on. Defaults = the authors' VIF network (0.965 M parameters).
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, embed_dim: int = 60, num_heads: int = 6,
+                 window_size: int = 8, mlp_ratio: float = 2.0, extraction_depth: int = 4,
+                 fusion_depths: tuple[int, ...] | list[int] = (2, 2), reconstruction_depth: int = 4,
+                 drop_path_rate: float = 0.1):
+        super().__init__()
+        fusion_depths = [int(d) for d in fusion_depths]
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels} and {out_channels}")
+        if embed_dim < 4 or embed_dim % 4:
+            raise ValueError(f"embed_dim must be a positive multiple of 4 (the head halves it twice), got {embed_dim}")
+        if window_size < 2:
+            raise ValueError(f"window_size must be >= 2, got {window_size}")
+        if extraction_depth < 1 or reconstruction_depth < 1 or not fusion_depths or min(fusion_depths) < 1:
+            raise ValueError("extraction_depth, reconstruction_depth and every fusion depth must be >= 1, got "
+                             f"{extraction_depth}, {reconstruction_depth}, {fusion_depths}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.window_size = window_size
+        self.feature_channels = embed_dim
+        c, half = embed_dim, embed_dim // 2
+        self.register_buffer("input_mean", torch.tensor(_RGB_MEAN if in_channels == 3 else (0.0,) * in_channels)
+                             .view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("output_mean", torch.tensor(_RGB_MEAN if out_channels == 3 else (0.0,) * out_channels)
+                             .view(1, -1, 1, 1), persistent=False)
+        self.shallow = nn.Sequential(nn.Conv2d(in_channels, half, 3, padding=1), nn.LeakyReLU(0.2),
+                                     nn.Conv2d(half, c, 3, padding=1), nn.LeakyReLU(0.2))
+        self.token_norm = nn.LayerNorm(c)  # the authors' PatchEmbed norm, shared by every stage
+        (dp_ex,) = _stochastic_depth(drop_path_rate, [extraction_depth])
+        self.extraction_a = swin_stage(c, extraction_depth, num_heads, window_size, mlp_ratio, dp_ex)
+        self.extraction_b = swin_stage(c, extraction_depth, num_heads, window_size, mlp_ratio, dp_ex)
+        self.norm_extraction_a, self.norm_extraction_b = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.fusion = nn.ModuleList(CrossFusionLayer(c, d, num_heads, window_size, mlp_ratio, dp)
+                                    for d, dp in zip(fusion_depths, _stochastic_depth(drop_path_rate, fusion_depths)))
+        self.norm_fusion_a, self.norm_fusion_b = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.fusion_conv = nn.Sequential(nn.Conv2d(2 * c, c, 3, padding=1), nn.LeakyReLU(0.2))
+        (dp_re,) = _stochastic_depth(drop_path_rate, [reconstruction_depth])
+        self.reconstruction = swin_stage(c, reconstruction_depth, num_heads, window_size, mlp_ratio, dp_re)
+        self.norm_reconstruction = nn.LayerNorm(c)
+        self.head = nn.Sequential(nn.Conv2d(c, half, 3, padding=1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(half, half // 2, 3, padding=1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(half // 2, out_channels, 3, padding=1))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """The authors' init: truncated-normal (std 0.02) linear weights, zero biases, unit LayerNorms."""
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _check(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        for name, x in (("x1", x1), ("x2", x2)):
+            if x.dim() != 4 or x.shape[1] != self.in_channels:
+                raise ValueError(f"{name} must be B x {self.in_channels} x H x W, got shape {tuple(x.shape)}")
+        if x1.shape != x2.shape:
+            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+
+    def _extract(self, x: torch.Tensor, stage: nn.Module, norm: nn.Module) -> torch.Tensor:
+        tokens = self.token_norm(self.shallow(x - self.input_mean).permute(0, 2, 3, 1))  # B x H x W x C
+        return norm(stage(tokens))
+
+    def _features_padded(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        a = self.token_norm(self._extract(x1, self.extraction_a, self.norm_extraction_a))
+        b = self.token_norm(self._extract(x2, self.extraction_b, self.norm_extraction_b))
+        for layer in self.fusion:
+            a, b = layer(a, b)
+        fused = torch.cat([self.norm_fusion_a(a), self.norm_fusion_b(b)], dim=-1).permute(0, 3, 1, 2)
+        return self.fusion_conv(fused)
+
+    def _decode_padded(self, features: torch.Tensor, clamp: bool) -> torch.Tensor:
+        tokens = self.token_norm(features.permute(0, 2, 3, 1))
+        x = self.norm_reconstruction(self.reconstruction(tokens)).permute(0, 3, 1, 2)
+        out = self.head(x) + self.output_mean
+        return out + (out.clamp(0, 1) - out).detach() if clamp else out
+
+    def features(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Fused features B x feature_channels x H x W (after the cross-domain fusion and the merging conv)."""
+        self._check(x1, x2)
+        h, w = x1.shape[-2:]
+        padded = self._features_padded(pad_to_multiple(x1, self.window_size), pad_to_multiple(x2, self.window_size))
+        return padded[..., :h, :w]
+
+    def decode(self, features: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Fused image B x out_channels x H x W (in [0, 1] when `clamp`)."""
+        if features.dim() != 4 or features.shape[1] != self.feature_channels:
+            raise ValueError(f"features must be B x {self.feature_channels} x H x W, got {tuple(features.shape)}")
+        h, w = features.shape[-2:]
+        return self._decode_padded(pad_to_multiple(features, self.window_size), clamp)[..., :h, :w]
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """decode(features(x1, x2)). For sizes that are multiples of `window_size` this is exactly the authors'
+        forward; otherwise the features are cropped and re-padded in between (differs near the padded border)."""
+        return self.decode(self.features(x1, x2), clamp=clamp)
