@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 import yaml
+from torch import nn
 
+from fusion_bench.base.colour import fuse_on_luminance, split_luminance
 from fusion_bench.types import Task
 
 FUSION_TASKS = frozenset({Task.IVIF, Task.MFIF, Task.MEIF, Task.MEDICAL})
@@ -47,6 +49,15 @@ def load_method_config(method_cls: type, name: str, preset: str, dataset: str | 
     return result
 
 
+def check_source_pair(x1: torch.Tensor, x2: torch.Tensor, channels: int) -> None:
+    """Raise ValueError unless x1 and x2 are both B x `channels` x H x W of the same shape (network inputs)."""
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"{name} must be B x {channels} x H x W, got shape {tuple(x.shape)}")
+    if x1.shape != x2.shape:
+        raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+
+
 class FusionMethod(L.LightningModule):
     """An image-fusion method: `fuse(x1, x2) -> fused`, all Bx{1,3}xHxW float in [0, 1].
 
@@ -75,6 +86,41 @@ class FusionMethod(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def log_losses(self, losses: dict[str, torch.Tensor], stage: str, batch: dict[str, Any]) -> torch.Tensor:
+        """Log every term as `<stage>/<name>` (progress bar while training); returns `losses["loss"]`."""
+        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, prog_bar=stage == "train",
+                      batch_size=batch[self.modalities[0]].shape[0])
+        return losses["loss"]
+
+
+class LuminanceFusionMethod(FusionMethod):
+    """A learned fusion of the two luminances (BT.601 Y); chroma comes back through `fuse_on_luminance`.
+
+    Subclasses set `self.net` ((y1, y2) -> fused Y) and `self.criterion` ((fused, y1, y2) -> {"loss": total,
+    <term>: value}); `training_output` is what the loss sees (override it to train on, e.g., an unclamped output).
+    """
+
+    net: nn.Module
+    criterion: nn.Module
+
+    def fuse(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        return fuse_on_luminance(x1, x2, self.net)
+
+    def training_output(self, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        return self.net(y1, y2)
+
+    def luminance_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        x1, x2 = self.inputs(batch)
+        y1, _ = split_luminance(x1)
+        y2, _ = split_luminance(x2)
+        return self.criterion(self.training_output(y1, y2), y1, y2)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self.log_losses(self.luminance_losses(batch), "train", batch)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self.log_losses(self.luminance_losses(batch), "val", batch)
 
 
 class SegFusionMethod(FusionMethod):

@@ -159,10 +159,7 @@ class AMDANet(SegFusionMethod):
         return losses
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.compute_losses(batch)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True,
-                      batch_size=batch[self.modalities[0]].shape[0])
-        return losses["loss"]
+        return self.log_losses(self.compute_losses(batch), "train", batch)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Segmentation and fusion losses of the clean forward, and the batch's pixel accuracy."""

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_bench.base.method import check_source_pair
+
 _SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])  # the authors' orientation
 
 
@@ -94,16 +96,9 @@ class SeAFusionNet(nn.Module):
         self.decoder = nn.Sequential(conv_lrelu(self.feature_channels, 2 * c1), conv_lrelu(2 * c1, 2 * c0),
                                      conv_lrelu(2 * c0, c0), nn.Conv2d(c0, out_channels, 3, padding=1))
 
-    def _check(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        for name, x in (("x1", x1), ("x2", x2)):
-            if x.dim() != 4 or x.shape[1] != self.in_channels:
-                raise ValueError(f"{name} must be B x {self.in_channels} x H x W, got shape {tuple(x.shape)}")
-        if x1.shape != x2.shape:
-            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-
     def features(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """Fused features B x feature_channels x H x W (the concatenated encoder outputs)."""
-        self._check(x1, x2)
+        check_source_pair(x1, x2, self.in_channels)
         return torch.cat([self.encoder_vis(x2), self.encoder_ir(x1)], dim=1)
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:

@@ -6,14 +6,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from fusion_bench.base import FusionMethod
-from fusion_bench.base.colour import fuse_on_luminance, split_luminance
+from fusion_bench.base import LuminanceFusionMethod
 from fusion_bench.types import Task
 from methods.seafusion.loss import SeAFusionContentLoss
 from methods.seafusion.model import SeAFusionNet
 
 
-class SeAFusion(FusionMethod):
+class SeAFusion(LuminanceFusionMethod):
     """SeAFusion (`seafusion`), content-loss-only training (see README: the semantic loss is not used).
 
     x1 (`ir`) feeds the infrared encoder and x2 (`vis`) the visible one; the network sees luminance only and the
@@ -31,24 +30,6 @@ class SeAFusion(FusionMethod):
         self.net = SeAFusionNet(in_channels=1, out_channels=1, channels=tuple(channels))
         self.criterion = SeAFusionContentLoss(w_int=w_int, w_grad=w_grad)
         self.lr_decay = lr_decay
-
-    def fuse(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        return fuse_on_luminance(x1, x2, self.net)
-
-    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        x1, x2 = self.inputs(batch)
-        y1, _ = split_luminance(x1)
-        y2, _ = split_luminance(x2)
-        losses = self.criterion(self.net(y1, y2), y1, y2)
-        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, prog_bar=stage == "train",
-                      batch_size=y1.shape[0])
-        return losses["loss"]
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

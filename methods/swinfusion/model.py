@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_bench.base.method import check_source_pair
+
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)  # subtracted from 3-channel inputs and added back, as the authors do
 
 
@@ -288,13 +290,6 @@ class SwinFusionNet(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def _check(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        for name, x in (("x1", x1), ("x2", x2)):
-            if x.dim() != 4 or x.shape[1] != self.in_channels:
-                raise ValueError(f"{name} must be B x {self.in_channels} x H x W, got shape {tuple(x.shape)}")
-        if x1.shape != x2.shape:
-            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-
     def _extract(self, x: torch.Tensor, stage: nn.Module, norm: nn.Module) -> torch.Tensor:
         tokens = self.token_norm(self.shallow(x - self.input_mean).permute(0, 2, 3, 1))  # B x H x W x C
         return norm(stage(tokens))
@@ -315,7 +310,7 @@ class SwinFusionNet(nn.Module):
 
     def features(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """Fused features B x feature_channels x H x W (after the cross-domain fusion and the merging conv)."""
-        self._check(x1, x2)
+        check_source_pair(x1, x2, self.in_channels)
         h, w = x1.shape[-2:]
         padded = self._features_padded(pad_to_multiple(x1, self.window_size), pad_to_multiple(x2, self.window_size))
         return padded[..., :h, :w]

@@ -6,14 +6,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from fusion_bench.base import FusionMethod
-from fusion_bench.base.colour import fuse_on_luminance, split_luminance
+from fusion_bench.base import LuminanceFusionMethod
 from fusion_bench.types import Task
 from methods.swinfusion.loss import SwinFusionLoss
 from methods.swinfusion.model import SwinFusionNet
 
 
-class SwinFusion(FusionMethod):
+class SwinFusion(LuminanceFusionMethod):
     """SwinFusion (`swinfusion`): x1 (`ir`, or the first medical modality) is the authors' stream A, x2 stream B.
 
     Training: the raw (unclamped) network output on the luminance pair against the authors' loss; Adam with
@@ -46,25 +45,8 @@ class SwinFusion(FusionMethod):
         self.lr_gamma = lr_gamma
         self._ema: dict[str, torch.Tensor] | None = None
 
-    def fuse(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        return fuse_on_luminance(x1, x2, self.net)
-
-    def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        x1, x2 = self.inputs(batch)
-        y1, _ = split_luminance(x1)
-        y2, _ = split_luminance(x2)
-        return self.criterion(self.net(y1, y2, clamp=False), y1, y2)
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self._losses(batch)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True,
-                      batch_size=batch[self.modalities[0]].shape[0])
-        return losses["loss"]
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self._losses(batch)
-        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=batch[self.modalities[0]].shape[0])
-        return losses["loss"]
+    def training_output(self, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        return self.net(y1, y2, clamp=False)  # the authors' loss sees the raw output
 
     # ------------------------------------------------------------ EMA of the weights
 
