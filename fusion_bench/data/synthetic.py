@@ -935,12 +935,12 @@ class SyntheticAVDataModule(_SyntheticDataModule):
 
     def __init__(self, root: str | Path | None = None, batch_size: int = 4, num_workers: int = 0,
                  crop_size: int | tuple[int, int] | None = None, flip: bool = False, seed: int = 0,
-                 audio_snr: float | None = None, visual_snr: float | None = None):
+                 val_fraction: float = 0.0, audio_snr: float | None = None, visual_snr: float | None = None):
         if crop_size:
             raise ValueError("synthetic-av: crop_size is not supported (audio and frames have fixed sizes)")
         root = ensure_generated(self.dataset_class.name, root, audio_snr=audio_snr, visual_snr=visual_snr)
         super().__init__(root, batch_size=batch_size, num_workers=num_workers, crop_size=None, flip=flip,
-                         seed=seed, audio_snr=audio_snr, visual_snr=visual_snr)
+                         seed=seed, val_fraction=val_fraction, audio_snr=audio_snr, visual_snr=visual_snr)
 
     def dataset(self, split: str, train_transforms: bool = False) -> FusionDataset:
         return self.dataset_class(self.root, split, **self.dataset_kwargs)
