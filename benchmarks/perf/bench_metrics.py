@@ -3,6 +3,7 @@
 
     python benchmarks/perf/bench_metrics.py --per-folder 1 --out benchmarks/perf/results_cpu.md
     python benchmarks/perf/bench_metrics.py --device cuda --throughput   # GPU pairs/s for the mmif dialect
+    python benchmarks/perf/bench_metrics.py --pair --repeats 15          # issue #3 speed target (CPU)
 
 The real images come from ../shared/realdata (or $FUSION_BENCH_REALDATA); nothing is copied into the repo.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -118,6 +121,42 @@ def throughput(device: str, batch: int, seconds: float) -> str:
     return f"mmif throughput on {device}, batch {batch} of 640x480 pairs: **{rate:.1f} pairs/s**\n"
 
 
+def pair_speed(repeats: int, threads: tuple[int, ...], image: str = "VIFB/fused_SeAFusion/carLight") -> str:
+    """Issue #3 target: the full mmif dialect vs the NumPy/SciPy port of the CDD evaluator on one 460x630 VIFB
+    pair, interleaved in one process (reference, then ours at each thread count, repeated) so that the load
+    of other jobs hits both alike; medians of the repeats."""
+    key, pa, pb, pf = next(t for t in triples() if t[0] == image)
+    a, b, f = (kr.load_rgb_or_gray(p) for p in (pa, pb, pf))
+    ta, tb, tf = _t(a, "cpu"), _t(b, "cpu"), _t(f, "cpu")
+    d = get_dialect("mmif")
+    before = os.getloadavg()
+    times: dict[str, list[float]] = defaultdict(list)
+    saved = torch.get_num_threads()
+    for n in threads:  # warm-up
+        torch.set_num_threads(n)
+        d.compute(ta, tb, tf)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ref = kr.mmif_metrics(a, b, f)
+        times["reference"].append(time.perf_counter() - t0)
+        for n in threads:
+            torch.set_num_threads(n)
+            t0 = time.perf_counter()
+            got = d.compute(ta, tb, tf)
+            times[f"ours, {n} thread(s)"].append(time.perf_counter() - t0)
+    torch.set_num_threads(saved)
+    after = os.getloadavg()
+    worst = max(abs(got[k].item() - v) / max(abs(v), 1e-12) for k, v in ref.items())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = [f"{key} ({a.shape[0]}x{a.shape[1]}), full mmif dialect ({len(ref)} metrics), {repeats} interleaved "
+             f"repeats; load average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, after "
+             f"{after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}; {os.cpu_count()} CPUs; max rel. diff {worst:.1e}\n",
+             "| run | median s/pair | min s/pair | speed-up vs reference (medians) |", "|---|---|---|---|"]
+    for k, v in times.items():
+        lines.append(f"| {k} | {med[k]:.4f} | {min(v):.4f} | {med['reference'] / med[k]:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dialects", default="mmif,vifb,tang")
@@ -127,12 +166,17 @@ def main() -> None:
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--throughput", action="store_true", help="only the mmif batch throughput")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--pair", action="store_true", help="only the interleaved one-pair mmif speed comparison")
+    p.add_argument("--repeats", type=int, default=11)
+    p.add_argument("--pair-threads", default="1,2", help="torch thread counts for --pair")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.throughput:
         text = throughput(args.device, args.batch, 10.0)
+    elif args.pair:
+        text = pair_speed(args.repeats, tuple(int(n) for n in args.pair_threads.split(",")))
     else:
         text = run_side_by_side(args.dialects.split(","), args.per_folder, args.device, args.skip_reference)
     print(text)

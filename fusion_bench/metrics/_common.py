@@ -29,8 +29,12 @@ def check_inputs(a: Tensor, b: Tensor, fused: Tensor, gt: Tensor | None = None) 
 
 
 def to_levels(x: Tensor) -> Tensor:
-    """[0, 1] float -> float64 8-bit levels 0..255 (exact for k/255 inputs; others are rounded)."""
-    return torch.round(x.to(torch.float64).clamp(0, 1) * 255.0)
+    """[0, 1] float -> float64 8-bit levels 0..255 (exact for k/255 inputs; others are rounded).
+
+    ``round(clamp(255 x, 0, 255))`` in float64 (= ``round(255 clamp(x, 0, 1))``: x -> 255 x is monotonic and
+    maps 1 to 255 exactly), computed in place on one new tensor.
+    """
+    return torch.mul(x.to(torch.float64), 255.0).clamp_(0, 255).round_()
 
 
 def gray_cv2(levels: Tensor) -> Tensor:
@@ -42,9 +46,9 @@ def gray_cv2(levels: Tensor) -> Tensor:
         return levels.to(torch.float64)
     x = levels.to(torch.float32)
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    y = b * 0.114 + g * 0.587
-    y = y + r * 0.299
-    return torch.round(y).to(torch.float64)
+    y = torch.mul(b, 0.114).add_(torch.mul(g, 0.587))  # each product rounded to float32, then the sums
+    y.add_(torch.mul(r, 0.299))
+    return y.round_().to(torch.float64)
 
 
 def gray_matlab(levels: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
 """Metrics offered by every dialect on request (not part of a kit's default list): standard MS-SSIM, MEF-SSIM,
-NMI, DeltaE (CIEDE2000 vs the colour source) and the reference-based PSNR_ref / SSIM_ref (need ``gt``)."""
+NMI, FMI_pixel / FMI_gradient, DeltaE (CIEDE2000 vs the colour source) and the reference-based PSNR_ref /
+SSIM_ref (need ``gt``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import Tensor
 
 from fusion_bench.metrics.dialects import Dialect, Inputs
-from fusion_bench.metrics.functional import color, correlation, information, ssim
+from fusion_bench.metrics.functional import color, correlation, fmi, information, ssim
 
 
 def _ms_ssim(x: Inputs) -> Tensor:
@@ -50,6 +51,10 @@ def add_extras(d: Dialect, ms_ssim_name: str = "MS_SSIM") -> None:
           "MEF-SSIM (Ma et al. 2015), 3 scales, sources as the exposure sequence", default=False)
     d.add("NMI", lambda x: information.normalized_mutual_information(x.ga, x.gb, x.gf), True,
           "2[MI(A,F)/(H(A)+H(F)) + MI(B,F)/(H(B)+H(F))]", default=False)
+    for feature in fmi.FEATURES:
+        d.add(fmi.fmi_name(feature), lambda x, ft=feature: fmi.fmi(x.ga, x.gb, x.gf, ft), True,
+              f"FMI (Haghighat's Fast-FMI, feature {feature!r}, 3x3 windows) on the dialect's gray images",
+              default=False)
     d.add("DeltaE", _delta_e, False, "mean CIEDE2000 between the colour source (b first) and F, sRGB D65",
           default=False)
     d.add("PSNR_ref", _psnr_ref, True, "standard PSNR(F, GT), peak 255 (RGB if both colour, else gray)",

@@ -12,6 +12,11 @@ from fusion_bench.metrics.dialects import TANG, Inputs
 from fusion_bench.metrics.functional import basic, correlation, information, qabf, ssim, vif
 
 
+def _moments(x: Inputs) -> correlation.IntegerMoments:
+    """Exact sums and Gram matrix of the (rgb2gray-rounded) levels, shared by CC and SCD."""
+    return x.get("int_moments", lambda: correlation.IntegerMoments(x.ga, x.gb, x.gf))
+
+
 def _mse01(x: Inputs) -> Tensor:
     return correlation.fusion_mse(x.ga / 255.0, x.gb / 255.0, x.gf / 255.0)
 
@@ -31,9 +36,10 @@ TANG.add("MI", lambda x: information.mutual_information_tang(x.ga, x.gb, x.gf), 
 TANG.add("VIF", lambda x: vif.vif_fusion(x.ga, x.gb, x.gf, nan_to_one=False), True,
          "LIVE vifp_mscale(ir,F)+vifp_mscale(vi,F) (NaN for a flat source)")
 TANG.add("AG", lambda x: basic.average_gradient(x.gf, "m1n1"), True, "sum sqrt((gx^2+gy^2)/2) / ((M-1)(N-1))")
-TANG.add("CC", lambda x: correlation.correlation_coefficient(x.ga, x.gb, x.gf), True, "(r(A,F)+r(B,F))/2")
-TANG.add("SCD", lambda x: correlation.scd(x.ga, x.gb, x.gf), True, "corr(F-B,A)+corr(F-A,B)")
-TANG.add("Qabf", lambda x: qabf.qabf(x.ga, x.gb, x.gf), True, "Xydeas-Petrovic edge preservation (direct conv)")
+TANG.add("CC", lambda x: correlation.correlation_coefficient_exact(_moments(x)), True, "(r(A,F)+r(B,F))/2")
+TANG.add("SCD", lambda x: correlation.scd_exact(_moments(x)), True, "corr(F-B,A)+corr(F-A,B)")
+TANG.add("Qabf", lambda x: qabf.qabf(x.ga, x.gb, x.gf, integer_levels=True), True,
+         "Xydeas-Petrovic edge preservation (exact Sobel sums)")
 TANG.add("Nabf", lambda x: qabf.nabf(x.ga, x.gb, x.gf), False,
          "artifact measure as TANG's driver calls it: analysis_nabf(ir, vi, F), i.e. the IR image in the fused slot")
 TANG.add("SSIM", _ssim_mean, True, "0.5 SSIM(F,ir) + 0.5 SSIM(F,vi): MATLAB ssim, Gaussian 1.5, replicate, "

@@ -24,10 +24,30 @@ class Inputs:
 
     def __init__(self, a: Tensor, b: Tensor, fused: Tensor, gt: Tensor | None,
                  gray: Callable[[Tensor], Tensor]) -> None:
-        self.a, self.b, self.f = to_levels(a), to_levels(b), to_levels(fused)
-        self.gt = None if gt is None else to_levels(gt)
+        self._raw = {"a": a, "b": b, "f": fused, "gt": gt}
         self._gray = gray
         self.cache: dict[str, Any] = {}
+
+    def _levels(self, key: str) -> Tensor | None:
+        raw = self._raw[key]
+        return None if raw is None else self.get(key, lambda: to_levels(raw))
+
+    @property
+    def a(self) -> Tensor:
+        """Source a as float64 levels 0..255, Bx{1,3}xHxW (converted on first use)."""
+        return self._levels("a")
+
+    @property
+    def b(self) -> Tensor:
+        return self._levels("b")
+
+    @property
+    def f(self) -> Tensor:
+        return self._levels("f")
+
+    @property
+    def gt(self) -> Tensor | None:
+        return self._levels("gt")
 
     def get(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self.cache:

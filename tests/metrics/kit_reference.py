@@ -529,3 +529,106 @@ def tang_metrics(ir_raw: np.ndarray, vi_raw: np.ndarray, f_raw: np.ndarray,
         "Nabf_fixed_order": lambda: nabf_ref(f, a, b),
     }
     return {k: fn() for k, fn in table.items() if which is None or k in which}
+
+
+# ------------------------------------------------------------------------------------------------------ FMI
+def _fmi_feature(x: np.ndarray, feature: str) -> np.ndarray:
+    if feature == "none":
+        return x.astype(np.float64)
+    if feature == "gradient":  # MATLAB gradient(I) with one output: d/dx only
+        return _matlab_gradient(x)[0]
+    raise ValueError(feature)
+
+
+def _fmi_windows(x: np.ndarray, w: int) -> np.ndarray:
+    """(N, w*w) windows, window entries in MATLAB's column-major order (aSub(:))."""
+    h, wd = x.shape
+    rows = []
+    for q in range(wd - w + 1):  # order of the windows does not matter for the mean
+        for p in range(h - w + 1):
+            rows.append(x[p : p + w, q : q + w].ravel(order="F"))
+    return np.array(rows)
+
+
+def _fmi_norm(x: np.ndarray) -> np.ndarray:
+    lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(hi == lo, 1.0, (x - lo) / (hi - lo))
+
+
+def _fmi_one(xs: np.ndarray, fs: np.ndarray) -> np.ndarray:
+    """Per window FMI_XF for normalised windows, with the MATLAB loops over i, j written out (vectorised over
+    windows only): sequential sums, explicit corner / 1-D boundary / 2-D wall cases, separate c >= 0 and c < 0
+    branches."""
+    n, npos = xs.shape
+    xp = xs / xs.sum(1, keepdims=True)
+    fp = fs / fs.sum(1, keepdims=True)
+    xc, fc = np.zeros_like(xp), np.zeros_like(fp)
+    xc[:, 0], fc[:, 0] = xp[:, 0], fp[:, 0]
+    for i in range(1, npos):
+        xc[:, i] = xp[:, i] + xc[:, i - 1]
+        fc[:, i] = fp[:, i] + fc[:, i - 1]
+    xt, ft = xp - xp.mean(1, keepdims=True), fp - fp.mean(1, keepdims=True)
+    s = (xt * ft).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(s == 0, 0.0, s / np.sqrt((xt * xt).sum(1) * (ft * ft).sum(1)))
+    ex = e2x = ef = e2f = np.zeros(n)
+    for i in range(npos):
+        k = i + 1
+        ex, e2x = ex + k * xp[:, i], e2x + k * k * xp[:, i]
+        ef, e2f = ef + k * fp[:, i], e2f + k * k * fp[:, i]
+    sdx, sdf = np.sqrt(e2x - ex**2), np.sqrt(e2f - ef**2)
+
+    def up(i: int, j: int) -> np.ndarray:  # Frechet upper bound at (fused i, source j), 0 outside
+        if i < 0 or j < 0:
+            return np.zeros(n)
+        return 0.5 * (fc[:, i] + xc[:, j] - np.abs(fc[:, i] - xc[:, j]))
+
+    def lo(i: int, j: int) -> np.ndarray:
+        if i < 0 or j < 0:
+            return np.zeros(n)
+        return 0.5 * (fc[:, i] + xc[:, j] - 1 + np.abs(fc[:, i] + xc[:, j] - 1))
+
+    result = np.zeros(n)
+    for bound, sel in ((up, c >= 0), (lo, c < 0)):
+        cov = np.zeros(n)
+        for i in range(npos):
+            for j in range(npos):
+                cov = cov + bound(i, j) - fc[:, i] * xc[:, j]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            wgt = c / (cov / (sdf * sdx))
+        wgt = np.where((sdx == 0) | (sdf == 0) | (c == 0), 0.0, wgt)
+        hj = np.zeros(n)
+        for i in range(npos):
+            for j in range(npos):
+                if i == 0 and j == 0:
+                    jb = bound(0, 0)
+                elif j == 0:
+                    jb = bound(i, 0) - bound(i - 1, 0)
+                elif i == 0:
+                    jb = bound(0, j) - bound(0, j - 1)
+                else:
+                    jb = bound(i, j) - bound(i - 1, j) - bound(i, j - 1) + bound(i - 1, j - 1)
+                jp = wgt * jb + (1 - wgt) * fp[:, i] * xp[:, j]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    term = np.where(jp != 0, -jp * np.log2(np.abs(jp)), 0.0)  # real(-p log2 p)
+                hj = hj + term
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hx = np.where(xp != 0, -xp * np.log2(xp), 0.0).sum(1)
+            hf = np.where(fp != 0, -fp * np.log2(fp), 0.0).sum(1)
+            mi = hx + hf - hj
+            val = np.where(mi == 0, 0.0, 2 * mi / (hx + hf))
+        result = np.where(sel, val, result)
+    return result
+
+
+def fmi_ref(a: np.ndarray, b: np.ndarray, f: np.ndarray, feature: str = "none", w: int = 3) -> float:
+    """Haghighat's Fast-FMI as shipped by MEFB/TANG (fmi.m), on 2-D gray arrays."""
+    fa, fb, ff = (_fmi_windows(_fmi_feature(z, feature), w) for z in (a, b, f))
+    same_af = (fa == ff).all(1)
+    fn = _fmi_norm(ff)
+    v_af = np.where(same_af, 1.0, _fmi_one(_fmi_norm(fa), fn))
+    f_now = np.where(same_af[:, None], ff, fn)  # the A branch overwrites fSub unless A == F
+    same_bf = (fb == f_now).all(1)
+    v_bf = np.where(same_bf, 1.0, _fmi_one(_fmi_norm(fb), fn))
+    return float(np.mean((v_af + v_bf) / 2))

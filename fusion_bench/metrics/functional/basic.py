@@ -10,13 +10,22 @@ from torch import Tensor
 from fusion_bench.metrics.functional.filters import sep_filter
 
 
+def count_bins(idx: Tensor, n: int) -> Tensor:
+    """Counts of the int64 indices idx in 0..n-1 as float64 (n,). CPU: bincount; CUDA: scatter_add into a
+    fixed-size buffer (bincount would read the maximum back to the host, a sync; adding 1.0s is exact)."""
+    idx = idx.reshape(-1)
+    if idx.device.type == "cpu":
+        return torch.bincount(idx, minlength=n).to(torch.float64)
+    ones = torch.ones(idx.shape, dtype=torch.float64, device=idx.device)
+    return torch.zeros(n, dtype=torch.float64, device=idx.device).scatter_add_(0, idx, ones)
+
+
 def histogram256(x: Tensor) -> Tensor:
     """Per-image 256-bin histogram of integer levels (values outside 0..255 are clipped). Bx256 float64."""
     bsz = x.shape[0]
     idx = x.reshape(bsz, -1).clamp(0, 255).to(torch.int64)
     idx = idx + 256 * torch.arange(bsz, device=x.device).unsqueeze(1)
-    counts = torch.bincount(idx.reshape(-1), minlength=256 * bsz)
-    return counts.reshape(bsz, 256).to(torch.float64)
+    return count_bins(idx, 256 * bsz).reshape(bsz, 256)
 
 
 def entropy_from_counts(counts: Tensor, base: float = 2.0) -> Tensor:

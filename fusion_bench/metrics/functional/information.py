@@ -7,7 +7,21 @@ import math
 import torch
 from torch import Tensor
 
-from fusion_bench.metrics.functional.basic import entropy_from_counts, histogram256
+from fusion_bench.metrics.functional.basic import count_bins, entropy_from_counts, histogram256
+
+
+def _int_levels(x: Tensor) -> Tensor:
+    """Bx... float levels -> Bx(N) int32 in 0..255 (rounded, clipped)."""
+    return torch.round(x.reshape(x.shape[0], -1)).clamp_(0, 255).to(torch.int32)
+
+
+def _joint_counts(xi: Tensor, yi: Tensor) -> Tensor:
+    """Bx256x256 float64 joint counts of int32 level arrays (rows x, columns y)."""
+    bsz = xi.shape[0]
+    idx = torch.mul(xi, 256).add_(yi)
+    if bsz > 1:
+        idx.add_(65536 * torch.arange(bsz, device=xi.device, dtype=torch.int32).unsqueeze(1))
+    return count_bins(idx if idx.device.type == "cpu" else idx.long(), 65536 * bsz).reshape(bsz, 256, 256)
 
 
 def joint_histogram256(x: Tensor, y: Tensor, saturate_254: bool = False) -> Tensor:
@@ -15,20 +29,14 @@ def joint_histogram256(x: Tensor, y: Tensor, saturate_254: bool = False) -> Tens
 
     saturate_254: merge levels 254 and 255 (TANG's Hab.m indexes with uint8(v)+1, which saturates at 255).
     """
-    bsz = x.shape[0]
-    xi = x.reshape(bsz, -1).clamp(0, 255).to(torch.int64)
-    yi = y.reshape(bsz, -1).clamp(0, 255).to(torch.int64)
+    xi, yi = _int_levels(x), _int_levels(y)
     if saturate_254:
-        xi = xi.clamp(max=254)
-        yi = yi.clamp(max=254)
-    idx = xi * 256 + yi + 65536 * torch.arange(bsz, device=x.device).unsqueeze(1)
-    counts = torch.bincount(idx.reshape(-1), minlength=65536 * bsz)
-    return counts.reshape(bsz, 256, 256).to(torch.float64)
+        xi.clamp_(max=254)
+        yi.clamp_(max=254)
+    return _joint_counts(xi, yi)
 
 
-def mutual_information_pair(x: Tensor, y: Tensor, base: float = math.e) -> Tensor:
-    """MI(x; y) from exact label counting: sum p_ij log(p_ij / (p_i p_j)). Shape (B,)."""
-    joint = joint_histogram256(torch.round(x), torch.round(y))
+def _mi_from_joint(joint: Tensor, base: float) -> Tensor:
     n = joint.sum(dim=(1, 2), keepdim=True)
     pxy = joint / n
     px = pxy.sum(2, keepdim=True)
@@ -38,9 +46,16 @@ def mutual_information_pair(x: Tensor, y: Tensor, base: float = math.e) -> Tenso
     return (pxy * torch.log(ratio)).sum(dim=(1, 2)) / math.log(base)
 
 
+def mutual_information_pair(x: Tensor, y: Tensor, base: float = math.e) -> Tensor:
+    """MI(x; y) from exact label counting: sum p_ij log(p_ij / (p_i p_j)). Shape (B,)."""
+    return _mi_from_joint(_joint_counts(_int_levels(x), _int_levels(y)), base)
+
+
 def mutual_information(a: Tensor, b: Tensor, f: Tensor, base: float = math.e) -> Tensor:
-    """Fusion MI = MI(A;F) + MI(B;F). base e -> nats (CDD, VIFB), base 2 -> bits."""
-    return mutual_information_pair(a, f, base) + mutual_information_pair(b, f, base)
+    """Fusion MI = MI(A;F) + MI(B;F). base e -> nats (CDD, VIFB), base 2 -> bits. F's levels are indexed once."""
+    fi = _int_levels(f)
+    return (_mi_from_joint(_joint_counts(_int_levels(a), fi), base)
+            + _mi_from_joint(_joint_counts(_int_levels(b), fi), base))
 
 
 def mutual_information_tang(a: Tensor, b: Tensor, f: Tensor) -> Tensor:

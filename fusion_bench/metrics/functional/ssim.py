@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from fusion_bench.metrics.functional.filters import box_1d, filter_valid, gaussian_1d, pad
+from fusion_bench.metrics.functional.filters import box_1d, box_sum_valid_integer, filter_valid, gaussian_1d, pad
 
 
 def _ssim_map(x: Tensor, y: Tensor, win: Tensor, c1: float, c2: float, cov_norm: float = 1.0,
@@ -24,6 +24,53 @@ def _ssim_map(x: Tensor, y: Tensor, win: Tensor, c1: float, c2: float, cov_norm:
     cs = (2 * vxy + c2) / (vx + vy + c2)
     s = (2 * ux * uy + c1) / (ux * ux + uy * uy + c1) * cs
     return (s, cs) if return_cs else s
+
+
+def _ssim_maps_shared(x: Tensor, ys: list[Tensor], c1: float, c2: float, win: Tensor | None = None,
+                      box: int = 0, cov_norm: float = 1.0) -> list[Tensor]:
+    """SSIM maps of (x, y) for every y in ys with one 'valid' filtering call (x's moments are shared).
+
+    win: a 1-D window (separable float64 filtering); or box=n: n x n uniform window on integer levels, done
+    with exact window sums (float32 maps, see :func:`box_sum_valid_integer`) divided by n^2.
+    """
+    k = len(ys)
+    dtype = torch.float32 if box else torch.float64
+    maps = torch.empty((3 * k + 2, *x.shape), dtype=dtype, device=x.device)
+    maps[0] = x
+    torch.mul(maps[0], maps[0], out=maps[1])
+    for i, y in enumerate(ys):
+        maps[2 + i] = y
+        torch.mul(maps[2 + i], maps[2 + i], out=maps[2 + k + i])
+        torch.mul(maps[0], maps[2 + i], out=maps[2 + 2 * k + i])
+    filt = box_sum_valid_integer(maps, box).div_(box * box) if box else filter_valid(maps, win)
+    ux, uxx = filt[0], filt[1]
+    ux2_c1 = torch.mul(ux, ux).add_(c1)
+    var_x = uxx - ux * ux  # uncorrected; cov_norm is applied below
+    out = []
+    for i in range(k):
+        uy, uyy, uxy = filt[2 + i], filt[2 + k + i], filt[2 + 2 * k + i]
+        uxuy = ux * uy
+        num2 = torch.sub(uxy, uxuy).mul_(2 * cov_norm).add_(c2)  # 2 cov + c2
+        den2 = torch.addcmul(uyy, uy, uy, value=-1.0).add_(var_x).mul_(cov_norm).add_(c2)  # var_x + var_y + c2
+        num1 = uxuy.mul_(2).add_(c1)  # 2 ux uy + c1
+        den1 = torch.addcmul(ux2_c1, uy, uy)  # ux^2 + uy^2 + c1
+        out.append(num1.mul_(num2).div_(den1.mul_(den2)))
+    return out
+
+
+def ssim_skimage_sum(x: Tensor, ys: list[Tensor], data_range: float, win_size: int = 7,
+                     integer_levels: bool = False) -> Tensor:
+    """sum_y ssim_skimage(x, y): the moments of x are filtered once. Shape (B,).
+
+    integer_levels=True (whole 8-bit levels): exact window sums (see :func:`box_sum_valid_integer`).
+    """
+    np_ = win_size * win_size
+    c1, c2, cn = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2, np_ / (np_ - 1)
+    if integer_levels:
+        maps = _ssim_maps_shared(x, ys, c1, c2, box=win_size, cov_norm=cn)
+    else:
+        maps = _ssim_maps_shared(x, ys, c1, c2, win=box_1d(win_size), cov_norm=cn)
+    return sum(s.flatten(1).mean(1) for s in maps)
 
 
 def ssim_skimage(x: Tensor, y: Tensor, data_range: float, win_size: int = 7) -> Tensor:
