@@ -267,3 +267,26 @@ def test_paper_preset_on_cuda(evaluator: str, ivif_root: Path, tmp_path: Path) -
                                        det_preset("paper", epochs=2), device="cuda", log_dir=tmp_path / "det",
                                        progress=False)
         print(f"det paper: {r['det_seconds_per_epoch']:.2f} s/epoch, peak {r['det_peak_mem_mb']:.0f} MiB")
+
+
+@pytest.mark.parametrize("method, dataset", [("amdanet", "synthetic-ivif"), ("amdanet", "fmb"),
+                                             ("ssvif", "synthetic-ivif"), ("swinfusion", "synthetic-ivif"),
+                                             ("seafusion", "synthetic-ivif")])
+def test_paper_methods_rows_carry_downstream_miou(method: str, dataset: str, capsys: pytest.CaptureFixture,
+                                                  tmp_path: Path, tiny_budgets: None) -> None:
+    """`bench` rows of the paper methods have fused-image metrics and the downstream SegFormer mIoU; AMDANet's
+    also its own head's mIoU (native_miou). Smoke methods, 1-epoch SegFormer (plumbing of the columns)."""
+    pytest.importorskip("transformers")
+    root = ["--root", str(get_datamodule("fmb").dataset_class.make_fake(tmp_path / "fmb", seed=0))] \
+        if dataset == "fmb" else []
+    argv = ["bench", "--method", method, "--dataset", dataset, *root, "--downstream", "seg",
+            "--no-downstream-baselines", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "runs"),
+            "--leaderboard-dir", str(tmp_path / "lb")]
+    assert main(argv) == 0, capsys.readouterr().err
+    (row,) = read_rows(tmp_path / "lb" / "raw" / f"{dataset}.csv")
+    assert math.isfinite(float(row["Qabf"])) and math.isfinite(float(row["EN"]))
+    assert 0 <= float(row["seg_miou"]) <= 1
+    if method == "amdanet":
+        assert 0 <= float(row["native_miou"]) <= 1
+    else:
+        assert "native_miou" not in row
