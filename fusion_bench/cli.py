@@ -59,6 +59,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fusion_bench.registry import EVALUATORS
+
     parser = argparse.ArgumentParser(prog="fusion-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("downstream", help="train and score one downstream evaluator on folders of fused images")
-    p.add_argument("evaluator", choices=("seg", "det"), help="seg: SegFormer mIoU; det: YOLO mAP")
+    p.add_argument("evaluator", choices=sorted(EVALUATORS), help="seg: SegFormer mIoU; det: YOLO mAP")
     p.add_argument("--fused", type=Path, required=True,
                    help="folder with train/ and test/ (and optionally val/) subfolders of <sample name>.png")
     p.add_argument("--dataset", required=True, help="dataset whose labels and splits the fused images follow")
@@ -156,9 +158,11 @@ def _protocol_seeds(dataset: str, preset: str) -> list[int]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from fusion_bench.benchmark.runner import BenchSpec, leaderboard_text, run_bench
+    from fusion_bench.benchmark.runner import BASELINE_METHODS, BenchSpec, leaderboard_text, run_bench
 
-    methods, datasets = _csv_list(args.method), _csv_list(args.dataset)
+    # source_a/source_b first: the other methods then reuse their downstream rows instead of recomputing them
+    methods = sorted(_csv_list(args.method), key=lambda m: m not in BASELINE_METHODS)
+    datasets = _csv_list(args.dataset)
     specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset,
                        seeds=args.seeds if args.seeds is not None else _protocol_seeds(d, args.preset), out=args.out,
                        leaderboard_dir=args.leaderboard_dir, device=args.device, num_workers=args.num_workers,
@@ -231,48 +235,45 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 def _cmd_downstream(args: argparse.Namespace) -> int:
     import json
 
-    from fusion_bench.benchmark.downstream import ROW_COLUMNS, applicable, evaluator_config, needs_val
+    import pandas as pd
+
+    from fusion_bench.benchmark.downstream import evaluator_config, needs_val, resolve_evaluators, run_evaluator
     from fusion_bench.benchmark.protocol import load_protocol
     from fusion_bench.benchmark.runner import BenchError
     from fusion_bench.evaluators.common import resolve_device
-    from fusion_bench.registry import get_datamodule, get_evaluator
+    from fusion_bench.registry import get_datamodule
 
     datamodule_cls = get_datamodule(args.dataset)
     dataset_cls = datamodule_cls.dataset_class
     root = datamodule_cls.resolve_root(args.root)
     options = dict(args.dataset_options)
     splits = dataset_cls.available_splits(root, **options)
+    test_set = dataset_cls(root, "test", **options)
+    try:
+        resolve_evaluators((args.evaluator,), {}, test_set, splits)
+    except ValueError as err:
+        raise BenchError(str(err)) from err
     config = evaluator_config(args.evaluator, args.preset, load_protocol(args.dataset, dataset_cls.task))
-    wanted = ["train", "test"] + (["val"] if "val" in splits and needs_val(args.evaluator, config)
-                                  and (args.fused / "val").is_dir() else [])
-    for split in ("train", "test"):
-        if split not in splits:
-            raise BenchError(f"dataset {args.dataset!r} has no {split} split here (splits: {', '.join(splits)})")
-        if not (args.fused / split).is_dir():
-            raise BenchError(f"{args.fused / split} is missing: --fused must hold train/ and test/ folders of fused "
-                             f"<sample name>.png (e.g. from `fusion-bench fuse --split {split} --out "
-                             f"{args.fused / split}`)")
-    if "val" in splits and needs_val(args.evaluator, config) and "val" not in wanted:
-        print(f"note: no {args.fused / 'val'} folder: validation holds out part of the fused training images",
-              file=sys.stderr)
-    datasets = {split: dataset_cls(root, split, **options) for split in wanted}
-    reason = applicable(datasets["test"], args.evaluator)
-    if reason is not None:
-        raise BenchError(f"downstream {args.evaluator} cannot run: {reason}")
+    fused = {split: args.fused / split for split in ("train", "test")}
+    for split, folder in fused.items():
+        if not folder.is_dir():
+            raise BenchError(f"{folder} is missing: --fused must hold train/ and test/ folders of fused "
+                             f"<sample name>.png (e.g. from `fusion-bench fuse --split {split} --out {folder}`)")
+    if "val" in splits and needs_val(args.evaluator, config):
+        if (args.fused / "val").is_dir():
+            fused["val"] = args.fused / "val"
+        else:
+            print(f"note: no {args.fused / 'val'} folder: validation holds out part of the fused training images",
+                  file=sys.stderr)
     out = args.out or args.fused / f"downstream-{args.evaluator}-{args.preset}-seed{args.seed}"
-    result_file = out / ("seg_result.json" if args.evaluator == "seg" else "det_result.json")
-    if result_file.exists():
-        raise BenchError(f"{result_file} already exists: pass another --out (results are never overwritten)")
-    val = {"fused_val": args.fused / "val", "val_set": datasets["val"]} if "val" in datasets else {}
-    result = get_evaluator(args.evaluator)(args.fused / "train", args.fused / "test", datasets["train"],
-                                           datasets["test"], config, seed=args.seed,
-                                           device=resolve_device(args.device), log_dir=out,
-                                           progress=not args.no_progress, **val)
-    per_class_key = "seg_iou_per_class" if args.evaluator == "seg" else "det_ap50_per_class"
-    summary = {col: result[col] for col in ROW_COLUMNS[args.evaluator]}
-    summary[per_class_key] = result[per_class_key]
-    print(json.dumps(summary, indent=1))
-    print(f"full result and training log: {out}")
+    if out.exists() and any(out.iterdir()):
+        raise BenchError(f"{out} is not empty: pass another --out (results are never overwritten)")
+    datasets = {split: test_set if split == "test" else dataset_cls(root, split, **options) for split in fused}
+    scores, per_class = run_evaluator(args.evaluator, config, fused, datasets, args.seed,
+                                      resolve_device(args.device), out, not args.no_progress)
+    pd.DataFrame(per_class).to_csv(out / "per_class.csv", index=False)
+    print(json.dumps(scores, indent=1))
+    print(f"per-class values: {out / 'per_class.csv'}; full result and training log: {out}")
     return 0
 
 

@@ -178,10 +178,10 @@ def test_bench_adds_downstream_columns_and_reuses_baselines(capsys: pytest.Captu
     assert len(list((run_dir / "fused_train").glob("*.png"))) == 64
     assert (run_dir / "downstream" / "seg" / "seg_train_log.csv").is_file()
     assert (run_dir / "downstream" / "det" / "train" / "results.csv").is_file()
-    # a second method reuses the baseline rows; the same seed of max appends a new max row only
-    assert main(argv[:2] + ["mean"] + argv[3:]) == 0
+    # later methods reuse the baseline rows; a requested baseline runs first, so it is not computed twice
+    assert main(argv[:2] + ["mean,source_a"] + argv[3:]) == 0
     assert [r["method"] for r in read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")] == [
-        "max", "source_a", "source_b", "mean"]
+        "max", "source_a", "source_b", "source_a", "mean"]
     board = (tmp_path / "lb" / "synthetic-ivif.csv").read_text()
     assert "seg_miou_mean" in board and "det_map50_mean" in board
 
@@ -203,11 +203,13 @@ def test_downstream_command_scores_any_folder(capsys: pytest.CaptureFixture, ivi
     assert main(argv) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[:out.rindex("}") + 1])
-    assert 0 <= summary["seg_miou"] <= 1 and set(summary["seg_iou_per_class"]) == set(SyntheticIVIF.class_names)
+    assert set(summary) == {"seg_miou", "seg_pixel_acc"} and 0 <= summary["seg_miou"] <= 1
     result_dir = tmp_path / "fused" / "downstream-seg-smoke-seed0"
     assert (result_dir / "seg_result.json").is_file()
+    per_class = (result_dir / "per_class.csv").read_text().splitlines()
+    assert per_class[0] == "evaluator,class,metric,value" and len(per_class) == 1 + len(SyntheticIVIF.class_names)
     assert main(argv) == 2  # never overwrites a result
-    assert "already exists" in capsys.readouterr().err
+    assert "is not empty" in capsys.readouterr().err
     (tmp_path / "nofused").mkdir()
     assert main(["downstream", "det", "--fused", str(tmp_path / "nofused"), "--dataset", "synthetic-ivif",
                  "--root", str(ivif_root)]) == 2

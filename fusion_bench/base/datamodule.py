@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from fusion_bench.data.base import FusionDataset
+from fusion_bench.data.base import FusionDataset, holdout_indices
 from fusion_bench.data.transforms import Compose, PairedRandomCrop, PairedRandomFlip, collate_samples
 
 
@@ -87,7 +87,7 @@ class PairedDataModule(L.LightningDataModule):
             self.train_set = self.dataset("train", train_transforms=True)
             self.val_set = self.dataset("val") if "val" in splits else None
             if self.val_set is None and self.val_fraction > 0:
-                train_idx, val_idx = self.holdout_indices(len(self.train_set))
+                train_idx, val_idx = holdout_indices(len(self.train_set), self.val_fraction, self.seed)
                 self.val_set = torch.utils.data.Subset(self.dataset("train"), val_idx)
                 self.train_set = torch.utils.data.Subset(self.train_set, train_idx)
         if stage in (None, "test", "predict"):
@@ -96,14 +96,6 @@ class PairedDataModule(L.LightningDataModule):
     @property
     def has_validation(self) -> bool:
         return "val" in self.available_splits() or self.val_fraction > 0
-
-    def holdout_indices(self, n: int) -> tuple[list[int], list[int]]:
-        """(train, val) indices: a seeded random `val_fraction` of n samples (at least one) is held out."""
-        n_val = max(1, round(n * self.val_fraction))
-        if n_val >= n:
-            raise ValueError(f"{self.name}: val_fraction {self.val_fraction} leaves no training sample of {n}")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        return sorted(order[n_val:]), sorted(order[:n_val])
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

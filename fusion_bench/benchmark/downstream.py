@@ -18,9 +18,10 @@ from torch.utils.data import DataLoader
 
 from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.transforms import collate_samples
+from fusion_bench.registry import EVALUATORS
 from fusion_bench.types import MASK
 
-EVALUATOR_NAMES = ("seg", "det")
+EVALUATOR_NAMES = tuple(EVALUATORS)  # seg, det
 DOWNSTREAM_ENV = "FUSION_BENCH_DOWNSTREAM"
 # the result-row columns each evaluator fills; the rest of its output goes to the run directory
 ROW_COLUMNS = {"seg": ("seg_miou", "seg_pixel_acc"), "det": ("det_map50", "det_map50_95")}
@@ -64,9 +65,10 @@ def resolve_evaluators(requested: tuple[str, ...] | None, protocol: dict[str, An
         if reason is None and "train" not in splits:
             reason = f"dataset {test_set.name!r} has no train split here (splits: {', '.join(splits)})"
         if reason is not None:
-            source = "requested" if requested is not None else "listed in its protocol"
-            raise ValueError(f"downstream evaluator {name!r} ({source}) cannot run: {reason}; "
-                             "pass --downstream none (or another evaluator list) to skip it")
+            if requested is not None:
+                raise ValueError(f"downstream evaluator {name!r} (requested) cannot run: {reason}")
+            raise ValueError(f"downstream evaluator {name!r} (listed in its protocol) cannot run: {reason}; pass "
+                             "--downstream none (or another evaluator list) to skip it")
     return names
 
 

@@ -52,6 +52,7 @@ from fusion_bench.benchmark.provenance import provenance
 from fusion_bench.benchmark.results import append_rows, read_rows
 from fusion_bench.data.io import read_image, write_png
 from fusion_bench.data.transforms import collate_samples
+from fusion_bench.evaluators.common import DownstreamError, resolve_device
 from fusion_bench.registry import get_datamodule, get_method
 from fusion_bench.types import GT, NAME, TARGET, Task
 
@@ -121,7 +122,7 @@ class PreparedRun:
     config_hash: str
     device: torch.device
     metric_names: list[str] | None = field(default=None)
-    evaluators: tuple[str, ...] = ()
+    evaluators: dict[str, Any] = field(default_factory=dict)  # downstream evaluator name -> config
 
     @property
     def dialect(self) -> str | None:
@@ -130,15 +131,6 @@ class PreparedRun:
     def run_dir(self, seed: int) -> Path:
         s = self.spec
         return Path(s.out) / s.method / s.dataset / s.preset / self.config_hash / f"seed{seed}"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def prepare(spec: BenchSpec) -> PreparedRun:
@@ -166,11 +158,16 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         test_set = datamodule_cls.dataset_class(root, "test", **spec.dataset_options)
     except TypeError as err:
         raise BenchError(f"dataset {spec.dataset!r} does not take these options {spec.dataset_options}: {err}") from err
-    evaluators: tuple[str, ...] = ()
+    try:
+        device = resolve_device(spec.device)
+    except DownstreamError as err:
+        raise BenchError(f"--{err}") from err  # "--device cuda: CUDA is not available ..."
+    evaluators: dict[str, Any] = {}  # evaluator name -> its effective config for this preset
     if task is not Task.CLASSIFICATION:
         try:
             splits = datamodule_cls.dataset_class.available_splits(root, **spec.dataset_options)
-            evaluators = resolve_evaluators(parse_downstream(spec.downstream), protocol, test_set, splits)
+            names = resolve_evaluators(parse_downstream(spec.downstream), protocol, test_set, splits)
+            evaluators = {name: evaluator_config(name, spec.preset, protocol) for name in names}
         except ValueError as err:
             raise BenchError(str(err)) from err
     payload = {
@@ -185,9 +182,9 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         "version": fusion_bench.__version__,
     }
     if evaluators:  # the effective evaluator configs; absent without downstream, so those runs keep their hashes
-        payload["downstream"] = {name: asdict(evaluator_config(name, spec.preset, protocol)) for name in evaluators}
+        payload["downstream"] = {name: asdict(config) for name, config in evaluators.items()}
     return PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
-                       resolve_device(spec.device), protocol.get("metrics"), evaluators)
+                       device, protocol.get("metrics"), evaluators)
 
 
 def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.LightningModule:
@@ -453,22 +450,17 @@ def run_downstream(prep: PreparedRun, model: L.LightningModule, datamodule: Pair
         values.update(native)
         per_class += records
     if prep.evaluators:
-        configs = {name: evaluator_config(name, prep.spec.preset, prep.protocol) for name in prep.evaluators}
         splits = ["train"]
-        if "val" in datamodule.available_splits() and any(
-                needs_val(name, config) for name, config in configs.items()):
+        if "val" in datamodule.available_splits() and any(needs_val(n, c) for n, c in prep.evaluators.items()):
             splits.append("val")
         fused = {"test": run_dir / "fused"}
         for split in splits:
             fused[split] = run_dir / f"fused_{split}"
             fuse_split(prep, model, datamodule, fused[split], split=split)
         datasets = {split: datamodule.dataset(split) for split in fused}
-        for name, config in configs.items():
-            if not needs_val(name, config):
-                fused_for, datasets_for = {k: v for k, v in fused.items() if k != "val"}, datasets
-            else:
-                fused_for, datasets_for = fused, datasets
-            scores, records = run_evaluator(name, config, fused_for, datasets_for, seed, prep.device,
+        for name, config in prep.evaluators.items():
+            own = fused if needs_val(name, config) else {k: v for k, v in fused.items() if k != "val"}
+            scores, records = run_evaluator(name, config, own, datasets, seed, prep.device,
                                             run_dir / "downstream" / name, prep.spec.progress)
             values.update(scores)
             per_class += records

@@ -351,3 +351,18 @@ def read_split_file(path: Path) -> list[str]:
         if line and not line.startswith("#"):
             names.append(Path(line).stem if Path(line).suffix.lower() in (".png", ".jpg", ".bmp") else line)
     return names
+
+
+def holdout_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded hold-out of `fraction` of n samples: (train, val) sorted index lists.
+
+    fraction 0 gives (all, []); otherwise round(n * fraction) samples, at least one, are held out, and at least
+    one must stay for training (ValueError otherwise).
+    """
+    if fraction <= 0:
+        return list(range(n)), []
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise ValueError(f"holding out {fraction:g} of {n} samples leaves none for training")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_val:]), sorted(order[:n_val])

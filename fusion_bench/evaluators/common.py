@@ -70,6 +70,7 @@ def to_rgb(image: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA device on a machine without CUDA is an error."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":

@@ -28,7 +28,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from fusion_bench.data.base import FusionDataset
+from fusion_bench.data.base import FusionDataset, holdout_indices
 from fusion_bench.evaluators.common import DownstreamError, fused_paths, require_extra, resolve_device, write_json
 from fusion_bench.types import BOXES, LABELS
 
@@ -149,14 +149,6 @@ def write_yolo_split(view_dir: Path, split: str, images: Sequence[Path], dataset
     return n_boxes
 
 
-def _split_train_val(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    if fraction <= 0 or n < 2:
-        return list(range(n)), []
-    n_val = max(1, round(n * fraction))
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
 # ------------------------------------------------------------------------------------------------
 # evaluation
 # ------------------------------------------------------------------------------------------------
@@ -196,7 +188,10 @@ def evaluate_detection_folders(fused_train: str | Path, fused_test: str | Path, 
         write_yolo_split(view, "val", val_images, val_set, progress=progress)
         n_val = len(val_images)
     else:
-        train_idx, val_idx = _split_train_val(n_train, config.val_fraction, seed)
+        try:
+            train_idx, val_idx = holdout_indices(n_train, config.val_fraction, seed)
+        except ValueError as err:
+            raise DownstreamError(f"detection validation split of {train_set.name}/train: {err}") from err
         write_yolo_split(view, "train", train_images, train_set, train_idx, progress=progress)
         if val_idx:
             write_yolo_split(view, "val", train_images, train_set, val_idx, progress=progress)

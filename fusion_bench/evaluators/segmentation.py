@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from fusion_bench.data.base import FusionDataset
+from fusion_bench.data.base import FusionDataset, holdout_indices
 from fusion_bench.evaluators.common import (
     CsvLog,
     DownstreamError,
@@ -382,10 +382,12 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
     with seeded(seed, deterministic=dev.type == "cuda"):
         # validation: the given split, else a seeded hold-out of the training images (early stopping only)
         if val_images is None and config.early_stopping_patience and config.val_fraction > 0:
-            n_val = max(1, round(len(train_images) * config.val_fraction))
-            order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed)).tolist()
-            val_images, val_masks = _Subset(train_images, order[:n_val]), _Subset(train_masks, order[:n_val])
-            train_images, train_masks = _Subset(train_images, order[n_val:]), _Subset(train_masks, order[n_val:])
+            try:
+                train_idx, val_idx = holdout_indices(len(train_images), config.val_fraction, seed)
+            except ValueError as err:
+                raise DownstreamError(f"segmentation validation split: {err}") from err
+            val_images, val_masks = _Subset(train_images, val_idx), _Subset(train_masks, val_idx)
+            train_images, train_masks = _Subset(train_images, train_idx), _Subset(train_masks, train_idx)
         use_val = bool(config.early_stopping_patience) and val_images is not None and val_masks is not None
 
         model = build_segformer(config, num_classes).to(dev)
