@@ -53,8 +53,8 @@ def run_side_by_side(dialects: list[str], per_folder: int, device: str, skip_ref
             chosen.append(t)
             seen[folder] += 1
     mpx = sum(kr.load_rgb_or_gray(t[3]).shape[0] * kr.load_rgb_or_gray(t[3]).shape[1] for t in chosen) / 1e6
-    lines = [f"Device: {device}; torch threads: {torch.get_num_threads()}; {len(chosen)} real triples "
-             f"({mpx:.1f} Mpx in all), {per_folder} per fused folder.\n"]
+    lines = [f"Device: {device}; torch threads (= metric workers on CPU): {torch.get_num_threads()}; "
+             f"{len(chosen)} real triples ({mpx:.1f} Mpx in all), {per_folder} per fused folder.\n"]
     for name in dialects:
         d = get_dialect(name)
         ref_time = ours_time = 0.0
@@ -123,7 +123,7 @@ def throughput(device: str, batch: int, seconds: float) -> str:
 
 def pair_speed(repeats: int, threads: tuple[int, ...], image: str = "VIFB/fused_SeAFusion/carLight") -> str:
     """Issue #3 target: the full mmif dialect vs the NumPy/SciPy port of the CDD evaluator on one 460x630 VIFB
-    pair, interleaved in one process (reference, then ours at each thread count, repeated) so that the load
+    pair, interleaved in one process (reference, then ours at each worker count, repeated) so that the load
     of other jobs hits both alike; medians of the repeats."""
     key, pa, pb, pf = next(t for t in triples() if t[0] == image)
     a, b, f = (kr.load_rgb_or_gray(p) for p in (pa, pb, pf))
@@ -143,7 +143,7 @@ def pair_speed(repeats: int, threads: tuple[int, ...], image: str = "VIFB/fused_
             torch.set_num_threads(n)
             t0 = time.perf_counter()
             got = d.compute(ta, tb, tf)
-            times[f"ours, {n} thread(s)"].append(time.perf_counter() - t0)
+            times[f"ours, {n} worker(s)"].append(time.perf_counter() - t0)
     torch.set_num_threads(saved)
     after = os.getloadavg()
     worst = max(abs(got[k].item() - v) / max(abs(v), 1e-12) for k, v in ref.items())
@@ -162,13 +162,14 @@ def main() -> None:
     p.add_argument("--dialects", default="mmif,vifb,tang")
     p.add_argument("--per-folder", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads = metric workers on CPU (0: leave the default)")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--throughput", action="store_true", help="only the mmif batch throughput")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--pair", action="store_true", help="only the interleaved one-pair mmif speed comparison")
     p.add_argument("--repeats", type=int, default=11)
-    p.add_argument("--pair-threads", default="1,2", help="torch thread counts for --pair")
+    p.add_argument("--pair-threads", default="1,2", help="worker counts for --pair (metrics on N threads)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     if args.threads:

@@ -1,6 +1,6 @@
 """Metrics offered by every dialect on request (not part of a kit's default list): standard MS-SSIM, MEF-SSIM,
-NMI, FMI_pixel / FMI_gradient, DeltaE (CIEDE2000 vs the colour source) and the reference-based PSNR_ref /
-SSIM_ref (need ``gt``)."""
+NMI, FMI_pixel / FMI_gradient / FMI_dct / FMI_w, DeltaE (CIEDE2000 vs the colour source) and the reference-based
+PSNR_ref / SSIM_ref (need ``gt``)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,5 @@ def add_extras(d: Dialect, ms_ssim_name: str = "MS_SSIM") -> None:
           needs_gt=True)
     d.add("SSIM_ref", _ssim_ref, True, "standard SSIM(F, GT): Gaussian 11/1.5, L=255, per channel mean",
           needs_gt=True)
+    d.set_costs({ms_ssim_name: 5, "MEF_SSIM": 12, "NMI": 1.5, "DeltaE": 14,
+                 **{fmi.fmi_name(ft): 500 for ft in fmi.FEATURES}})

@@ -49,3 +49,4 @@ MMIF.add("SSIM", lambda x: ssim.ssim_skimage_sum(x.gf, [x.ga, x.gb], 2.0, intege
 MMIF.default = tuple(n for n in ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM", "AG", "CC", "MSE", "PSNR")
                      if n in MMIF.specs)
 add_extras(MMIF)
+MMIF.set_costs({"VIF": 7, "Qabf": 2.5, "SSIM": 1.5, "MI": 1.5})

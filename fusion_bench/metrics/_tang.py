@@ -49,3 +49,5 @@ TANG.add("MS_SSIM", lambda x: ssim.mef_ssim(x.ga, x.gb, x.gf), True,
 TANG.add("Nabf_fixed_order", lambda x: qabf.nabf(x.gf, x.ga, x.gb), False,
          "Nabf with the fused image in the fused slot (the intended order)", default=False)
 add_extras(TANG, ms_ssim_name="MS_SSIM_std")
+TANG.set_costs({"MS_SSIM": 10, "VIF": 7.5, "Nabf": 7.5, "Nabf_fixed_order": 7.5, "SSIM": 4, "Qabf": 2.5,
+                "MI": 1.5})

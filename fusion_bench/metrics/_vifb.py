@@ -69,3 +69,4 @@ VIFB.add("SSIM", per_channel(_ssim_sum), True, "SSIM(VI,F)+SSIM(IR,F): 11x11 Gau
 VIFB.add("Qcb", per_channel(chen.qcb), True, "Chen-Blum contrast-preservation quality")
 VIFB.add("Qcv", per_channel(chen.qcv), False, "Chen-Varshney CSF-weighted regional error (unbounded)")
 add_extras(VIFB)
+VIFB.set_costs({"Qcb": 50, "Qabf": 25, "Qcv": 22, "SSIM": 16, "CE": 3, "MI": 2.5, "EI": 2})

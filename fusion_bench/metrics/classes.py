@@ -81,9 +81,9 @@ def _make(name: str) -> type[FusionMetric]:
                                             "__doc__": doc, "__module__": __name__})
 
 
-METRIC_NAMES = ("EN", "SD", "SF", "AG", "EI", "MI", "NMI", "FMI_pixel", "FMI_gradient", "SCD", "VIF", "Qabf", "Nabf",
-                "Nabf_fixed_order", "SSIM", "MS_SSIM", "MS_SSIM_std", "MEF_SSIM", "CC", "MSE", "RMSE", "PSNR", "CE",
-                "Qcb", "Qcv", "DeltaE", "PSNR_ref", "SSIM_ref")
+METRIC_NAMES = ("EN", "SD", "SF", "AG", "EI", "MI", "NMI", "FMI_pixel", "FMI_gradient", "FMI_dct", "FMI_w", "SCD",
+                "VIF", "Qabf", "Nabf", "Nabf_fixed_order", "SSIM", "MS_SSIM", "MS_SSIM_std", "MEF_SSIM", "CC", "MSE",
+                "RMSE", "PSNR", "CE", "Qcb", "Qcv", "DeltaE", "PSNR_ref", "SSIM_ref")
 METRIC_CLASSES: dict[str, type[FusionMetric]] = {n: _make(n) for n in METRIC_NAMES}
 globals().update({c.__name__: c for c in METRIC_CLASSES.values()})
 

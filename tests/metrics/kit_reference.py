@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 from PIL import Image
 from scipy import ndimage
 from scipy.signal import convolve2d
@@ -537,6 +538,15 @@ def _fmi_feature(x: np.ndarray, feature: str) -> np.ndarray:
         return x.astype(np.float64)
     if feature == "gradient":  # MATLAB gradient(I) with one output: d/dx only
         return _matlab_gradient(x)[0]
+    if feature == "dct":  # MATLAB dct2 = orthonormal DCT-II along both axes
+        return scipy.fft.dctn(x.astype(np.float64), type=2, norm="ortho")
+    if feature == "wavelet":  # rerange([cA, cH; cV, cD]) of dwt2(x, 'dmey') in MATLAB's default 'sym' mode
+        import pywt
+
+        ca, (ch, cv, cd) = pywt.dwt2(x.astype(np.float64), "dmey", mode="symmetric")
+        m = np.block([[ca, ch], [cv, cd]])
+        lo, hi = m.min(), m.max()
+        return np.ones_like(m) if hi == lo else (m - lo) / (hi - lo)
     raise ValueError(feature)
 
 

@@ -58,6 +58,25 @@ def test_batch_equals_one_by_one(name: str) -> None:
             torch.testing.assert_close(v[0], full[k][i], rtol=1e-12, atol=1e-12, equal_nan=True, msg=k)
 
 
+@pytest.mark.parametrize("name", ["mmif", "vifb", "tang"])
+def test_parallel_workers_give_identical_numbers(name: str) -> None:
+    """Metrics on 3 worker threads = serial, bit for bit (every metric runs single-threaded either way), and
+    the caller's torch thread count is restored."""
+    d = get_dialect(name)
+    a, b, f = _rand(2, 1, 64, 70, seed=7), _rand(2, 3, 64, 70, seed=8), _rand(2, 3, 64, 70, seed=9)
+    names = [n for n in d.all_metric_names if not d.specs[n].needs_gt and not n.startswith("FMI")]
+    torch.set_num_threads(2)
+    serial = d.compute(a, b, f, names, workers=1)
+    assert torch.get_num_threads() == 2
+    parallel = d.compute(a, b, f, names, workers=3)
+    assert torch.get_num_threads() == 2
+    assert list(parallel) == names
+    for k in names:
+        assert torch.equal(serial[k].nan_to_num(-9.0), parallel[k].nan_to_num(-9.0)), k
+    with pytest.raises(ValueError, match="workers"):
+        d.compute(a, b, f, workers=0)
+
+
 def test_metric_class_accumulates_mean() -> None:
     a, b, f = _rand(4, 1, seed=7), _rand(4, 1, seed=8), _rand(4, 1, seed=9)
     m = METRIC_CLASSES["EN"](dialect="mmif")

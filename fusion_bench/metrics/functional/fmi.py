@@ -6,8 +6,10 @@ normalised (a flat window becomes all ones), divided by its sum to give a PDF ov
 MATLAB's column-major order, and the joint PDF with the fused window is built by Nelsen's method from the
 Frechet bound (upper bound for a non-negative Pearson correlation of the two PDFs, lower bound otherwise);
 FMI_XF = 2 MI / (H_X + H_F) per window (1 where the windows are identical, 0 where MI == 0), and the score is
-the mean over windows of (FMI_AF + FMI_BF) / 2. Features: ``none`` (the pixels) and ``gradient`` (MATLAB
-``gradient(I)`` with one output, i.e. the x derivative only).
+the mean over windows of (FMI_AF + FMI_BF) / 2. Features (``analysis_fmi``'s names): ``none`` (the pixels),
+``gradient`` (MATLAB ``gradient(I)`` with one output, i.e. the x derivative only), ``dct`` (MATLAB ``dct2`` of
+the whole image) and ``wavelet`` (``rerange([cA, cH; cV, cD])`` of a one-level discrete-Meyer ``dwt2``). TANG's
+``analysis_Reference`` reports ``FMI_pixel``, ``FMI_dct`` and ``FMI_w``.
 """
 
 from __future__ import annotations
@@ -16,17 +18,23 @@ import torch
 from torch import Tensor
 
 from fusion_bench.metrics.functional.basic import matlab_gradient
+from fusion_bench.metrics.functional.transforms import dct2, wavelet_mosaic
 
-FEATURES = ("none", "gradient")
+FEATURES = ("none", "gradient", "dct", "wavelet")
+_NAMES = {"none": "FMI_pixel", "gradient": "FMI_gradient", "dct": "FMI_dct", "wavelet": "FMI_w"}
 _CHUNK = 4096  # windows per chunk: the w^2 x w^2 joint tables of a chunk stay ~2.7 MB (cache-sized) for w = 3
 
 
 def fmi_features(x: Tensor, feature: str) -> Tensor:
-    """Feature image of Bx1xHxW float64: 'none' -> x, 'gradient' -> MATLAB gradient's x derivative."""
+    """Feature image of Bx1xHxW float64 (see the module docstring). The wavelet mosaic is larger than x."""
     if feature == "none":
         return x
     if feature == "gradient":
         return matlab_gradient(x)[0]
+    if feature == "dct":
+        return dct2(x)
+    if feature == "wavelet":
+        return wavelet_mosaic(x, "dmey")
     raise ValueError(f"FMI feature must be one of {FEATURES}, got {feature!r}")
 
 
@@ -97,10 +105,13 @@ def fmi(a: Tensor, b: Tensor, f: Tensor, feature: str = "none", window: int = 3)
         raise ValueError(f"FMI window must be a positive int, got {window!r}")
     half = window // 2
     win = 2 * half + 1  # the kits use floor(w / 2) on each side
-    feats = [fmi_features(t.to(torch.float64), feature) for t in (a, b, f)]
-    bsz, h, w = f.shape[0], f.shape[-2], f.shape[-1]
-    if h < win or w < win:
+    if feature not in FEATURES:
+        raise ValueError(f"FMI feature must be one of {FEATURES}, got {feature!r}")
+    bsz = f.shape[0]
+    if f.shape[-2] < win or f.shape[-1] < win:
         return torch.full((bsz,), float("nan"), dtype=torch.float64, device=f.device)
+    feats = [fmi_features(t.to(torch.float64), feature) for t in (a, b, f)]
+    h, w = feats[2].shape[-2], feats[2].shape[-1]
     fa, fb, ff = (_windows(t.reshape(bsz, h, w), win) for t in feats)
     n = fa.shape[0]
     out = torch.empty(n, dtype=torch.float64, device=f.device)
@@ -117,6 +128,6 @@ def fmi(a: Tensor, b: Tensor, f: Tensor, feature: str = "none", window: int = 3)
 
 
 def fmi_name(feature: str) -> str:
-    """Metric name of a feature: FMI_pixel for 'none', else FMI_<feature>."""
-    return "FMI_pixel" if feature == "none" else f"FMI_{feature}"
+    """Metric name of a feature, as TANG names them: FMI_pixel, FMI_gradient, FMI_dct, FMI_w."""
+    return _NAMES[feature]
 
