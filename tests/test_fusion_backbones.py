@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from fusion_bench.base.losses import gradient_loss, sobel_magnitude, ssim
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
-from methods.seafusion.loss import SeAFusionContentLoss, sobel_magnitude_zero_pad, texture_max_loss
+from methods.seafusion.loss import SeAFusionContentLoss
 from methods.seafusion.model import SeAFusionNet
 from methods.seafusion.module import SeAFusion
-from methods.swinfusion.loss import SwinFusionLoss, ssim, total_variation_loss, weighted_ssim
+from methods.swinfusion.loss import SwinFusionLoss, total_variation_loss, weighted_ssim
 from methods.swinfusion.model import (
     CrossSwinBlock,
     SwinBlock,
@@ -212,12 +213,12 @@ def test_straight_through_clamp_keeps_gradients():
 
 def test_sobel_is_the_authors_zero_padded_operator():
     flat = torch.full((1, 1, 6, 6), 0.5)
-    mag = sobel_magnitude_zero_pad(flat)
+    mag = sobel_magnitude(flat, "zeros")
     assert torch.all(mag[..., 1:-1, 1:-1] == 0)
     assert mag[0, 0, 0, 0] == pytest.approx(3 * 0.5 + 3 * 0.5)  # corner: |Gx| = |Gy| = 3 * 0.5 with zeros outside
     delta = torch.zeros(1, 1, 5, 5)
     delta[0, 0, 2, 2] = 1.0
-    assert sobel_magnitude_zero_pad(delta)[0, 0, 2, 1] == 2 and sobel_magnitude_zero_pad(delta)[0, 0, 1, 1] == 2
+    assert sobel_magnitude(delta, "zeros")[0, 0, 2, 1] == 2 and sobel_magnitude(delta, "zeros")[0, 0, 1, 1] == 2
 
 
 def test_seafusion_content_loss_terms():
@@ -230,7 +231,7 @@ def test_seafusion_content_loss_terms():
     assert at_max["loss_int"] == 0 and at_max["loss_grad"] > 0
     dark = torch.zeros_like(a)
     only_a = loss(a, a, dark)  # the gradient target is |grad a| itself (dark has no gradient inside)
-    assert only_a["loss_int"] == 0 and texture_max_loss(a, a, dark) == only_a["loss_grad"]
+    assert only_a["loss_int"] == 0 and gradient_loss(a, a, dark, "zeros") == only_a["loss_grad"]
     assert only_a["loss_grad"] < 1e-6
     worse = loss(torch.full_like(a, 0.5), a, b)
     assert worse["loss"] == pytest.approx(worse["loss_int"].item() + 10 * worse["loss_grad"].item(), rel=1e-6)
@@ -358,3 +359,18 @@ def test_bench_synthetic_ivif_smoke(method, tmp_path):
         assert math.isfinite(float(row[metric])), metric
     assert float(row["params_m"]) > 0 and int(row["n_images"]) > 0
     assert list((tmp_path / "runs").rglob("fused/*.png"))
+
+
+def test_training_ssim_matches_the_float64_metric_implementation():
+    """The shared training SSIM (fusion_bench.base.losses.ssim, float32 separable convs) against the metrics
+    package's independent float64 SSIM map with the same window, constants and zero padding."""
+    from fusion_bench.metrics.functional.filters import gaussian_1d
+    from fusion_bench.metrics.functional.ssim import _ssim_map
+
+    torch.manual_seed(3)
+    x = torch.rand(2, 1, 30, 41)
+    y = (0.6 * x + 0.4 * torch.rand(2, 1, 30, 41)).clamp(0, 1)
+    want = _ssim_map(x.double()[:, 0], y.double()[:, 0], gaussian_1d(11, 1.5), 0.01**2, 0.03**2,
+                     padding="zeros").mean()
+    assert ssim(x, y).item() == pytest.approx(want.item(), rel=1e-5)
+    assert ssim(x, y, sigma=3.0).item() != pytest.approx(want.item(), rel=1e-3)  # the window matters

@@ -160,8 +160,9 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         raise BenchError(f"dataset {spec.dataset!r} does not take these options {spec.dataset_options}: {err}") from err
     try:
         device = resolve_device(spec.device)
-    except DownstreamError as err:
-        raise BenchError(f"--{err}") from err  # "--device cuda: CUDA is not available ..."
+    except DownstreamError as err:  # the only error it raises: a CUDA device without CUDA
+        raise BenchError(f"--device {spec.device}: CUDA is not available on this machine; use --device cpu or auto"
+                         ) from err
     evaluators: dict[str, Any] = {}  # evaluator name -> its effective config for this preset
     if task is not Task.CLASSIFICATION:
         try:
@@ -181,7 +182,9 @@ def prepare(spec: BenchSpec) -> PreparedRun:
                             if k not in ("seeds", *EVALUATOR_NAMES)},
         "version": fusion_bench.__version__,
     }
-    if evaluators:  # the effective evaluator configs; absent without downstream, so those runs keep their hashes
+    # downstream settings enter the hash only as the effective evaluator configs of the evaluators that run (the
+    # protocol preset's seg/det blocks are left out above), so runs without downstream do not depend on them
+    if evaluators:
         payload["downstream"] = {name: asdict(config) for name, config in evaluators.items()}
     return PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
                        device, protocol.get("metrics"), evaluators)
@@ -422,13 +425,15 @@ def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
         per_image = score_fused(prep, datamodule, partial / "fused")
         per_image.to_csv(partial / "metrics_per_image.csv", index=False)
         row.update({m: float(per_image[m].mean()) for m in per_image.columns if m != "name"})
+    peak_mem = peak_memory_mb(prep.device)  # the method's own peak: the in-process SegFormer evaluator resets it
+    if prep.task is not Task.CLASSIFICATION:
         row.update(run_downstream(prep, model, datamodule, partial, seed))
     row.update({
         "params_m": count_params_m(model),
         "gflops": _gflops(prep, model, datamodule),
         "fuse_ms_per_image": fuse_ms,
         "train_s": train_s,
-        "peak_mem_mb": peak_memory_mb(prep.device),
+        "peak_mem_mb": peak_mem,
         "n_images": n_images,
         "split_hash": split_hash,
         **provenance(prep.device),

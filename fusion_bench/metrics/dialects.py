@@ -31,7 +31,6 @@ class Inputs:
         self._gray = gray
         self.cache: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
 
     def _levels(self, key: str) -> Tensor | None:
         raw = self._raw[key]
@@ -58,8 +57,7 @@ class Inputs:
         """The cached value of key, made once (thread-safe: metrics may run on several threads)."""
         if key in self.cache:
             return self.cache[key]
-        with self._locks_lock:
-            lock = self._locks.setdefault(key, threading.Lock())
+        lock = self._locks.setdefault(key, threading.Lock())  # atomic under the GIL
         with lock:  # derived keys only depend on more basic ones, so the locks cannot deadlock
             if key not in self.cache:
                 self.cache[key] = make()
@@ -164,10 +162,12 @@ class Dialect:
 
         Returns {metric: float64 tensor of shape (B,)} on the inputs' device.
 
-        workers (CPU only): the metrics run concurrently on this many Python threads, each with one intra-op
-        torch thread (the heavy kernels release the GIL); default ``torch.get_num_threads()``. This uses the
-        cores better than intra-op threading for images of this size, does not busy-wait on a loaded machine,
-        and gives the same numbers for any worker count (every metric runs single-threaded).
+        workers (CPU only): with N >= 2 the metrics run concurrently on N Python threads, each metric with one
+        intra-op torch thread (the heavy kernels release the GIL); default ``torch.get_num_threads()``. This
+        uses the cores better than intra-op threading for images of this size and does not busy-wait on a
+        loaded machine; the numbers are the same for every N >= 2 and for a caller running torch on one thread
+        (every metric runs single-threaded). With one worker (or one metric) the metrics run in order with the
+        caller's torch threads.
         """
         names = self.resolve(metrics, gt is not None)
         check_inputs(a, b, fused, gt)
@@ -176,15 +176,17 @@ class Dialect:
         if not isinstance(n_workers, int) or n_workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
         n_workers = min(n_workers, len(names))
-        if fused.device.type != "cpu":
+        if fused.device.type != "cpu" or n_workers < 2:
             return {n: self.specs[n].fn(inp).to(torch.float64).reshape(-1) for n in names}
-        with single_intra_op_thread():
-            if n_workers < 2:
-                return {n: self.specs[n].fn(inp).to(torch.float64).reshape(-1) for n in names}
-            with ThreadPoolExecutor(n_workers, thread_name_prefix="metric") as pool:
-                order = sorted(names, key=lambda n: -self.specs[n].cost)  # longest first
-                futures = {n: pool.submit(_run_single_threaded, self.specs[n].fn, inp) for n in order}
-                return {n: futures[n].result().to(torch.float64).reshape(-1) for n in names}
+        saved = torch.get_num_threads()
+        pool = ThreadPoolExecutor(n_workers, thread_name_prefix="metric")
+        try:
+            order = sorted(names, key=lambda n: -self.specs[n].cost)  # longest first
+            futures = {n: pool.submit(_run_single_threaded, self.specs[n].fn, inp) for n in order}
+            return {n: futures[n].result().to(torch.float64).reshape(-1) for n in names}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on an error, do not wait for the queued metrics
+            torch.set_num_threads(saved)  # the workers set torch's global count to 1
 
     def __repr__(self) -> str:
         return f"Dialect({self.name!r}, metrics={self.metric_names})"
@@ -195,19 +197,6 @@ class Dialect:
 
     def __deepcopy__(self, memo: dict) -> Dialect:
         return self
-
-
-class single_intra_op_thread:  # noqa: N801  (used like a function)
-    """Context: torch runs its CPU ops on one thread inside, the previous setting is restored on exit."""
-
-    def __enter__(self) -> None:
-        self._saved = torch.get_num_threads()
-        if self._saved != 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved != 1:
-            torch.set_num_threads(self._saved)
 
 
 def _run_single_threaded(fn: MetricFn, inp: Inputs) -> Tensor:

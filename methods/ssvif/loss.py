@@ -11,37 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_bench.base.colour import rgb_to_ycbcr
-from fusion_bench.base.losses import gradient_loss, intensity_loss
-
-
-def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-coords**2 / (2 * sigma**2))
-    return (g / g.sum()).to(like)
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
-         data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM (Wang et al. 2004) over channels and pixels, Gaussian window 11 / sigma 1.5, zero padding
-    (as in the SwinFusion / SeAFusion training losses); differentiable."""
-    if x.shape != y.shape:
-        raise ValueError(f"ssim: x {tuple(x.shape)} and y {tuple(y.shape)} must have the same shape")
-    c = x.shape[1]
-    g = _gaussian_window(window, sigma, x)
-    kernel_h = g.view(1, 1, 1, window).expand(c, 1, 1, window)
-    kernel_v = g.view(1, 1, window, 1).expand(c, 1, window, 1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        t = F.conv2d(t, kernel_h, padding=(0, window // 2), groups=c)
-        return F.conv2d(t, kernel_v, padding=(window // 2, 0), groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean()
+from fusion_bench.base.losses import gradient_loss, intensity_loss, ssim
 
 
 def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:

@@ -7,41 +7,13 @@ MED: 20 * intensity + 100 * texture + 50 * (1 - SSIM(A, F) / 2 - SSIM(B, F) / 2)
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.seafusion.loss import intensity_max_loss, sobel_magnitude_zero_pad, texture_max_loss
+from fusion_bench.base.losses import gradient_loss, intensity_loss, sobel_magnitude, ssim
 
 SSIM_WEIGHTINGS = ("gradient", "equal")
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Normalised size x size Gaussian (outer product of the 1-D kernel)."""
-    g = torch.tensor([math.exp(-((i - size // 2) ** 2) / (2 * sigma**2)) for i in range(size)])
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM map with an 11x11 Gaussian (sigma 1.5), zero padding ("same" size), C1 = 0.01^2,
-    C2 = 0.03^2, data range 1: the pytorch-ssim convention the authors use (models/loss_ssim.py)."""
-    c = x.shape[1]
-    win = gaussian_window(window_size, sigma).to(x).expand(c, 1, window_size, window_size)
-    pad = window_size // 2
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, win, padding=pad, groups=c)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean()
 
 
 def total_variation_loss(fused: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
@@ -57,7 +29,7 @@ def weighted_ssim(fused: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor, weigh
     """w_A SSIM(A, F) + w_B SSIM(B, F). "gradient": w proportional to the batch-mean Sobel magnitude of each source
     (VIF); "equal": 0.5 each (medical)."""
     if weighting == "gradient":
-        g1, g2 = sobel_magnitude_zero_pad(y1).mean(), sobel_magnitude_zero_pad(y2).mean()
+        g1, g2 = sobel_magnitude(y1, "zeros").mean(), sobel_magnitude(y2, "zeros").mean()
         total = (g1 + g2).clamp_min(1e-12)
         w1, w2 = g1 / total, g2 / total
     elif weighting == "equal":
@@ -84,9 +56,9 @@ class SwinFusionLoss(nn.Module):
 
     def forward(self, fused: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {
-            "loss_int": intensity_max_loss(fused, y1, y2),
+            "loss_int": intensity_loss(fused, y1, y2),
             "loss_tv": total_variation_loss(fused, y1, y2),
-            "loss_grad": texture_max_loss(fused, y1, y2),
+            "loss_grad": gradient_loss(fused, y1, y2, padding="zeros"),
             "loss_ssim": 1 - weighted_ssim(fused, y1, y2, self.ssim_weighting),
         }
         terms["loss"] = (self.w_int * terms["loss_int"] + self.w_tv * terms["loss_tv"]

@@ -60,21 +60,35 @@ def test_batch_equals_one_by_one(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["mmif", "vifb", "tang"])
 def test_parallel_workers_give_identical_numbers(name: str) -> None:
-    """Metrics on 3 worker threads = serial, bit for bit (every metric runs single-threaded either way), and
-    the caller's torch thread count is restored."""
+    """Metrics on 2 or 3 worker threads = serial on one torch thread, bit for bit (every metric single-threaded),
+    and the caller's torch thread count is restored."""
     d = get_dialect(name)
     a, b, f = _rand(2, 1, 64, 70, seed=7), _rand(2, 3, 64, 70, seed=8), _rand(2, 3, 64, 70, seed=9)
     names = [n for n in d.all_metric_names if not d.specs[n].needs_gt and not n.startswith("FMI")]
+    serial = d.compute(a, b, f, names, workers=1)  # the fixture runs torch on one thread
     torch.set_num_threads(2)
-    serial = d.compute(a, b, f, names, workers=1)
-    assert torch.get_num_threads() == 2
-    parallel = d.compute(a, b, f, names, workers=3)
-    assert torch.get_num_threads() == 2
-    assert list(parallel) == names
-    for k in names:
-        assert torch.equal(serial[k].nan_to_num(-9.0), parallel[k].nan_to_num(-9.0)), k
+    for workers in (2, 3):
+        parallel = d.compute(a, b, f, names, workers=workers)
+        assert torch.get_num_threads() == 2
+        assert list(parallel) == names
+        for k in names:
+            assert torch.equal(serial[k].nan_to_num(-9.0), parallel[k].nan_to_num(-9.0)), (workers, k)
     with pytest.raises(ValueError, match="workers"):
         d.compute(a, b, f, workers=0)
+
+
+def test_a_failing_metric_surfaces_and_restores_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = get_dialect("mmif")
+    spec = d.specs["SSIM"]
+
+    def boom(x: object) -> torch.Tensor:
+        raise RuntimeError("metric failed")
+
+    monkeypatch.setitem(d.specs, "SSIM", type(spec)(spec.name, boom, spec.higher_is_better))
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="metric failed"):
+        d.compute(_rand(1, 1), _rand(1, 1), _rand(1, 1), workers=2)
+    assert torch.get_num_threads() == 2
 
 
 def test_metric_class_accumulates_mean() -> None:

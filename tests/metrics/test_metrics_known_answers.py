@@ -202,6 +202,12 @@ def test_exact_moment_path_matches_two_pass(dialect: str, monkeypatch: pytest.Mo
     plain = get_dialect(dialect).compute(a, b, f, names)
     for k in names:
         torch.testing.assert_close(exact[k], plain[k], rtol=1e-13, atol=0, msg=k)
+    # MSE (and so PSNR) take the exact path at any size: check it against the plain per-pixel mean directly
+    la, lb, lf = (torch.from_numpy(z)[None, None] for z in (_texture(5), _texture(6), np.round((_texture(5) +
+                                                                                              _texture(6)) / 2)))
+    want = correlation.fusion_mse(la, lb, lf)
+    torch.testing.assert_close(correlation.fusion_mse_exact(correlation.IntegerMoments(la, lb, lf)), want,
+                               rtol=1e-13, atol=0)
     shifted = _img(_texture(6) + 1)  # F - B constant -> r(F - B, A) is 0/0
     monkeypatch.setattr(correlation, "EXACT_MAX_PIXELS", 5_000_000)
     assert math.isnan(get_dialect(dialect).compute(a, b, shifted, ["SCD"])["SCD"].item())

@@ -17,16 +17,6 @@ def pearson(x: Tensor, y: Tensor) -> Tensor:
     return (xc * yc).sum(1) / torch.sqrt((xc * xc).sum(1) * (yc * yc).sum(1))
 
 
-def correlation_coefficient(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
-    """CC = (r(A,F) + r(B,F)) / 2."""
-    return (pearson(a, f) + pearson(b, f)) / 2
-
-
-def scd(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
-    """SCD (Aslantas & Bendes 2015) = r(F - B, A) + r(F - A, B); range [-2, 2]."""
-    return pearson(f - b, a) + pearson(f - a, b)
-
-
 def mse(x: Tensor, y: Tensor) -> Tensor:
     """Mean squared error per image. Shape (B,)."""
     d = (x - y).reshape(x.shape[0], -1)
@@ -36,12 +26,6 @@ def mse(x: Tensor, y: Tensor) -> Tensor:
 def fusion_mse(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
     """(MSE(A,F) + MSE(B,F)) / 2 on the inputs' scale."""
     return (mse(a, f) + mse(b, f)) / 2
-
-
-def psnr_peak_max(a: Tensor, b: Tensor, f: Tensor) -> Tensor:
-    """CDD PSNR: 10 log10(max(F)^2 / fusion MSE) (peak is the fused image's maximum, not 255)."""
-    peak = f.reshape(f.shape[0], -1).amax(1)
-    return 10 * torch.log10(peak * peak / fusion_mse(a, f=f, b=b))
 
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 255.0) -> Tensor:

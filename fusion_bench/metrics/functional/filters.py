@@ -190,7 +190,8 @@ def sep_filter(x: Tensor, kh: Tensor | list[float], kw: Tensor | list[float] | N
 
 
 def filter_valid_down2(x: Tensor, k: Tensor) -> Tensor:
-    """``filter_valid(x, k)[..., ::2, ::2]`` without computing the discarded rows and columns (CPU)."""
+    """``filter_valid(x, k)[..., ::2, ::2]`` (CPU: OpenCV filters the full image and the result is strided;
+    the SciPy fallback skips the discarded columns before the second pass)."""
     if x.device.type != "cpu" or FORCE_TORCH_BACKEND:
         return filter_valid(x, k)[..., ::2, ::2]
     kl = [float(v) for v in k.tolist()]

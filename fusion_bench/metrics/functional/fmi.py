@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from fusion_bench.metrics.functional.basic import matlab_gradient
-from fusion_bench.metrics.functional.transforms import dct2, wavelet_mosaic
+from fusion_bench.metrics.functional.transforms import dct2, minmax_rows, wavelet_mosaic
 
 FEATURES = ("none", "gradient", "dct", "wavelet")
 _NAMES = {"none": "FMI_pixel", "gradient": "FMI_gradient", "dct": "FMI_dct", "wavelet": "FMI_w"}
@@ -43,14 +43,6 @@ def _windows(x: Tensor, w: int) -> Tensor:
     bsz, h, wd = x.shape
     p = x.unfold(1, w, 1).unfold(2, w, 1)  # B x (H-w+1) x (W-w+1) x w(rows) x w(cols)
     return p.transpose(-1, -2).reshape(bsz * (h - w + 1) * (wd - w + 1), w * w)
-
-
-def _normalise(x: Tensor) -> Tensor:
-    """Per row: (x - min) / (max - min), or all ones when the row is flat."""
-    lo = x.amin(1, keepdim=True)
-    hi = x.amax(1, keepdim=True)
-    flat = hi == lo
-    return torch.where(flat, torch.ones_like(x), (x - lo) / torch.where(flat, torch.ones_like(hi), hi - lo))
 
 
 def _xlog2x_neg(p: Tensor) -> Tensor:
@@ -118,11 +110,11 @@ def fmi(a: Tensor, b: Tensor, f: Tensor, feature: str = "none", window: int = 3)
     for s in range(0, n, _CHUNK):
         wa, wb, wf = fa[s : s + _CHUNK], fb[s : s + _CHUNK], ff[s : s + _CHUNK]
         same_af = (wa == wf).all(1)
-        fn = _normalise(wf)
-        fmi_af = torch.where(same_af, torch.ones_like(same_af, dtype=torch.float64), _fmi_pair(_normalise(wa), fn))
+        fn = minmax_rows(wf)
+        fmi_af = torch.where(same_af, torch.ones_like(same_af, dtype=torch.float64), _fmi_pair(minmax_rows(wa), fn))
         f_after_a = torch.where(same_af[:, None], wf, fn)
         same_bf = (wb == f_after_a).all(1)
-        fmi_bf = torch.where(same_bf, torch.ones_like(same_bf, dtype=torch.float64), _fmi_pair(_normalise(wb), fn))
+        fmi_bf = torch.where(same_bf, torch.ones_like(same_bf, dtype=torch.float64), _fmi_pair(minmax_rows(wb), fn))
         out[s : s + _CHUNK] = (fmi_af + fmi_bf) / 2
     return out.reshape(bsz, -1).mean(1)
 

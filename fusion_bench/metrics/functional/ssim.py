@@ -60,7 +60,7 @@ def _ssim_maps_shared(x: Tensor, ys: list[Tensor], c1: float, c2: float, win: Te
 
 def ssim_skimage_sum(x: Tensor, ys: list[Tensor], data_range: float, win_size: int = 7,
                      integer_levels: bool = False) -> Tensor:
-    """sum_y ssim_skimage(x, y): the moments of x are filtered once. Shape (B,).
+    """sum_y of scikit-image's structural_similarity(x, y) defaults: the moments of x are filtered once. Shape (B,).
 
     integer_levels=True (whole 8-bit levels): exact window sums (see :func:`box_sum_valid_integer`).
     """
@@ -71,14 +71,6 @@ def ssim_skimage_sum(x: Tensor, ys: list[Tensor], data_range: float, win_size: i
     else:
         maps = _ssim_maps_shared(x, ys, c1, c2, win=box_1d(win_size), cov_norm=cn)
     return sum(s.flatten(1).mean(1) for s in maps)
-
-
-def ssim_skimage(x: Tensor, y: Tensor, data_range: float, win_size: int = 7) -> Tensor:
-    """scikit-image ``structural_similarity`` defaults: uniform window, sample covariance, map cropped by
-    (win-1)/2 (equivalent to 'valid' filtering) then averaged. Shape (B,)."""
-    np_ = win_size * win_size
-    s = _ssim_map(x, y, box_1d(win_size), (0.01 * data_range) ** 2, (0.03 * data_range) ** 2, np_ / (np_ - 1))
-    return s.flatten(1).mean(1)
 
 
 def ssim_gaussian_valid(x: Tensor, y: Tensor, data_range: float = 255.0) -> Tensor:

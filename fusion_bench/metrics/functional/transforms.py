@@ -13,13 +13,14 @@ import torch
 from torch import Tensor
 
 
+@lru_cache(maxsize=16)
 def _dct_matrix(n: int, device: torch.device) -> Tensor:
     """Orthonormal DCT-II matrix C (n x n): dct(x) = C @ x, as MATLAB ``dct``."""
     k = torch.arange(n, dtype=torch.float64, device=device)[:, None]
     i = torch.arange(n, dtype=torch.float64, device=device)[None, :]
     c = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
     c[0] /= math.sqrt(2.0)
-    return c
+    return c  # cached: used read-only
 
 
 def dct2(x: Tensor) -> Tensor:
@@ -77,13 +78,17 @@ def dwt2(x: Tensor, wavelet: str = "dmey") -> tuple[Tensor, Tensor, Tensor, Tens
     return ca, ch, cv, cd
 
 
+def minmax_rows(x: Tensor) -> Tensor:
+    """Per row of an N x M tensor: (x - min) / (max - min), or all ones where the row is flat (fmi.m's rule)."""
+    lo = x.amin(1, keepdim=True)
+    hi = x.amax(1, keepdim=True)
+    flat = hi == lo
+    return torch.where(flat, torch.ones_like(x), (x - lo) / torch.where(flat, torch.ones_like(hi), hi - lo))
+
+
 def rerange(x: Tensor) -> Tensor:
     """Per image (last two dims) min-max to [0, 1]; all ones for a flat image (``rerange`` in fmi.m)."""
-    flat = x.reshape(*x.shape[:-2], -1)
-    lo = flat.amin(-1)[..., None, None]
-    hi = flat.amax(-1)[..., None, None]
-    same = hi == lo
-    return torch.where(same, torch.ones_like(x), (x - lo) / torch.where(same, torch.ones_like(hi), hi - lo))
+    return minmax_rows(x.reshape(-1, x.shape[-2] * x.shape[-1])).reshape(x.shape)
 
 
 def wavelet_mosaic(x: Tensor, wavelet: str = "dmey") -> Tensor:

@@ -1,7 +1,8 @@
 """VIF: Sheikh & Bovik's pixel-domain multiscale VIF (LIVE ``vifp_mscale``), as used by the fusion kits.
 
-Float64 throughout: the LIVE code compares local variances with 1e-10, so the moment filters must be direct
-float64 sums (float32 cancellation noise in ``E[x^2] - mu^2`` would be ~1e-2 on 0..255 data).
+Moments, variances and the thresholds in float64: the LIVE code compares local variances with 1e-10, so the
+moment filters must be direct float64 sums (float32 cancellation noise in ``E[x^2] - mu^2`` would be ~1e-2 on
+0..255 data). Only the non-negative log terms are float32 (see :func:`_terms`).
 """
 
 from __future__ import annotations
