@@ -264,11 +264,14 @@ def test_paper_preset_on_cuda(evaluator: str, ivif_root: Path, tmp_path: Path) -
                                           seg_preset("paper", epochs=2, freeze_backbone_epochs=1), device="cuda",
                                           log_dir=tmp_path / "seg", progress=False)
         print(f"seg paper: {r['seg_seconds_per_epoch']:.2f} s/epoch, peak {r['seg_peak_mem_mb']:.0f} MiB")
+        assert 0 <= r["seg_miou"] <= 1
     else:
         r = evaluate_detection_folders(tmp_path / "fused" / "train", tmp_path / "fused" / "test", train, test,
                                        det_preset("paper", epochs=2), device="cuda", log_dir=tmp_path / "det",
                                        progress=False)
         print(f"det paper: {r['det_seconds_per_epoch']:.2f} s/epoch, peak {r['det_peak_mem_mb']:.0f} MiB")
+        assert 0 <= r["det_map50"] <= 1
+    assert r[f"{evaluator}_seconds_per_epoch"] > 0 and r[f"{evaluator}_peak_mem_mb"] > 0
 
 
 @pytest.mark.parametrize("method, dataset", [("amdanet", "synthetic-ivif"), ("amdanet", "fmb"),
