@@ -1,7 +1,5 @@
-"""`python -m fusion_bench` entry point."""
+"""`python -m fusion_bench` entry point (same as the `fusion-bench` command)."""
 
-import sys
+from fusion_bench.launcher import run
 
-from fusion_bench.cli import main
-
-sys.exit(main())
+run()

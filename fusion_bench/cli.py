@@ -326,8 +326,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_regress(args: argparse.Namespace) -> int:
-    from fusion_bench.benchmark.regress import regress
+    from fusion_bench import numerics
+    from fusion_bench.benchmark.regress import environment_report, regress
 
+    if not numerics.is_pinned():
+        print("note: the numerics are not pinned (FUSION_BENCH_NUMERICS is not 'pinned', or this CPU cannot pin): "
+              "trained methods' numbers may differ from the expected ones", file=sys.stderr)
     drifts = regress(args.suite, update=args.update, out=args.out, progress=args.progress)
     if args.update:
         print(f"expected numbers of suite {args.suite} rewritten")
@@ -335,6 +339,7 @@ def _cmd_regress(args: argparse.Namespace) -> int:
     if drifts:
         print(f"suite {args.suite}: {len(drifts)} drift(s):", file=sys.stderr)
         print("\n".join(f"  {d}" for d in drifts), file=sys.stderr)
+        print(environment_report(args.suite), file=sys.stderr)
         return 1
     print(f"suite {args.suite}: no drift")
     return 0
@@ -397,6 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and usage errors
         return int(exc.code or 0)
+    from fusion_bench import numerics
+
+    try:
+        numerics.apply_runtime()  # oneDNN/NNPACK off and one thread when the numerics are pinned
+    except ValueError as err:  # a bad FUSION_BENCH_NUMERICS value
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from fusion_bench.evaluators.common import DownstreamError
 
     expected_errors: tuple[type[BaseException], ...] = (BenchError, DatasetError, ImageReadError, UnknownNameError,

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
-import pytest
-import torch
+from fusion_bench import numerics
 
-from fusion_bench.cli import main
+# The tests run with the pinned numerics of `fusion-bench regress` (fusion_bench.numerics: AVX2 kernels, MKL's
+# COMPATIBLE branch, oneDNN off, one thread), so numbers compared in tests repeat on every x86-64 machine.
+# FUSION_BENCH_NUMERICS=native runs them with the libraries' own choices instead.
+if numerics.requested_mode() != numerics.NATIVE and numerics.can_pin():
+    if "torch" in sys.modules:
+        raise RuntimeError("torch was imported before tests/conftest.py could pin the numerics")
+    os.environ.update(numerics.pinned_environment())
 
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fusion_bench.cli import main  # noqa: E402
+
+numerics.apply_runtime()
 # Tests use tiny tensors: one intra-op thread is faster than two (and much faster on a shared, loaded CPU).
 torch.set_num_threads(1)
 

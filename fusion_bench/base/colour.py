@@ -5,23 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-# ITU-R BT.601 full-range YCbCr (the convention of the fusion literature's OpenCV/MATLAB code).
-_RGB2YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_YCBCR2RGB = torch.linalg.inv(_RGB2YCBCR)
+# ITU-R BT.601 full-range YCbCr (JPEG/JFIF; the convention of the fusion literature's OpenCV/MATLAB code).
+# The conversions are written as element-wise arithmetic in a fixed order (not as a 1x1 convolution or a matrix
+# product, whose summation order depends on the thread count and the CPU's instruction set), so a training-free
+# rule gives the same fused image on every machine.
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     """Bx3xHxW RGB in [0, 1] -> YCbCr with Cb, Cr centred at 0.5."""
-    offset = torch.tensor([0.0, 0.5, 0.5]).to(rgb)
-    return F.conv2d(rgb, _RGB2YCBCR.to(rgb)[:, :, None, None], offset)
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 0.5
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 0.5
+    return torch.cat([y, cb, cr], dim=1)
 
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
-    m = _YCBCR2RGB.to(ycbcr)
-    bias = -(m @ torch.tensor([0.0, 0.5, 0.5]).to(ycbcr))
-    return F.conv2d(ycbcr, m[:, :, None, None], bias).clamp(0, 1)
+    """Inverse of :func:`rgb_to_ycbcr` (JFIF coefficients), clamped to [0, 1]."""
+    y, cb, cr = ycbcr[:, 0:1], ycbcr[:, 1:2] - 0.5, ycbcr[:, 2:3] - 0.5
+    r = y + 1.402 * cr
+    g = y - 0.344136 * cb - 0.714136 * cr
+    b = y + 1.772 * cb
+    return torch.cat([r, g, b], dim=1).clamp(0, 1)
 
 
 def split_luminance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -50,11 +50,19 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(device: torch.device) -> dict[str, object]:
+    """git state, package versions, device, the numeric environment (fusion_bench.numerics) and a timestamp."""
+    from fusion_bench import numerics
+
     sha, dirty = git_state()
+    env = numerics.environment()
     return {
         "git_sha": sha,
         "git_dirty": dirty,
         "packages": package_versions(),
         "device": device_name(device),
+        "numerics": f"{env['numerics']};MKL_CBWR={env['mkl_cbwr'] or 'unset'};oneDNN={env['onednn']}",
+        "cpu_capability": env["cpu_capability"],
+        "threads": env["threads"],
+        "cpu": env["cpu"],
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -65,8 +65,43 @@ def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: dict[str, A
     return drifts
 
 
+ENV_PREFIX = "# environment: "
+
+
+def environment_line() -> str:
+    """The numeric environment of this process and the packages that shape the numbers, one line."""
+    from fusion_bench import numerics
+    from fusion_bench.benchmark.provenance import package_versions
+
+    return f"{numerics.describe(numerics.environment())}; {package_versions()}"
+
+
+def expected_environment(path: Path) -> str | None:
+    """The environment recorded in an expected file's `# environment:` comment line, if any."""
+    with path.open() as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                return None
+            if line.startswith(ENV_PREFIX):
+                return line[len(ENV_PREFIX):].strip()
+    return None
+
+
+def write_expected(frame: pd.DataFrame, path: Path, command: str) -> None:
+    """The expected numbers, with comment lines saying how and where they were made."""
+    header = f"# written by `{command}`\n{ENV_PREFIX}{environment_line()}\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(header + frame.to_csv(index=False, float_format="%.10g"))
+    tmp.replace(path)
+
+
+def read_expected(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, comment="#")
+
+
 def regress(name: str, update: bool = False, out: Path | None = None, progress: bool = False) -> list[str]:
-    """Re-run suite `name`; returns the drift lines (empty = no drift). `update` rewrites the expected file."""
+    """Re-run suite `name`; returns the drift lines (empty = no drift). `update` rewrites the expected file
+    (with the numeric environment it was made in: see `environment_report`)."""
     suite, path = load_suite(name)
     expected_path = SUITE_DIR / suite.get("expected", f"{name}.expected.csv")
     tolerance = suite.get("tolerance", {})
@@ -74,9 +109,16 @@ def regress(name: str, update: bool = False, out: Path | None = None, progress: 
         actual = run_suite(suite, Path(out) if out else Path(tmp), progress=progress)
     actual = actual.sort_values(KEY).reset_index(drop=True)
     if update:
-        actual.to_csv(expected_path, index=False, float_format="%.10g")
+        write_expected(actual, expected_path, f"fusion-bench regress --suite {name} --update")
         return []
     if not expected_path.is_file():
         return [f"{expected_path} does not exist; create it with `fusion-bench regress --suite {name} --update`"]
-    expected = pd.read_csv(expected_path)
-    return compare(expected, actual, tolerance)
+    return compare(read_expected(expected_path), actual, tolerance)
+
+
+def environment_report(name: str) -> str:
+    """Two lines for a drift report: this run's numeric environment and the expected file's."""
+    suite, _ = load_suite(name)
+    path = SUITE_DIR / suite.get("expected", f"{name}.expected.csv")
+    recorded = expected_environment(path) if path.is_file() else None
+    return f"this run:      {environment_line()}\nexpected file: {recorded or 'no environment recorded'}"

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from fusion_bench.base import FusionMethod
 from fusion_bench.base.colour import fuse_on_luminance
+from fusion_bench.base.exact import resize_bilinear, separable_filter
 
 
 class TrainingFreeFusion(FusionMethod):
@@ -55,20 +55,12 @@ class SourceB(TrainingFreeFusion):
         return x2.clone()
 
 
-_BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+_BINOMIAL_5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
-    """Separable 5-tap binomial blur with reflect borders (Burt & Adelson's generating kernel)."""
-    k = _BINOMIAL_5.to(x)
-    c = x.shape[1]
-    pad_w = min(2, x.shape[-1] - 1)
-    pad_h = min(2, x.shape[-2] - 1)
-    x = F.pad(x, (pad_w, pad_w, 0, 0), mode="reflect") if pad_w else x
-    x = F.conv2d(x, k.view(1, 1, 1, 5)[..., 2 - pad_w:3 + pad_w].expand(c, 1, 1, -1).contiguous(), groups=c)
-    x = F.pad(x, (0, 0, pad_h, pad_h), mode="reflect") if pad_h else x
-    x = F.conv2d(x, k.view(1, 1, 5, 1)[..., 2 - pad_h:3 + pad_h, :].expand(c, 1, -1, 1).contiguous(), groups=c)
-    return x
+    """Separable 5-tap binomial blur with reflect borders (Burt & Adelson's generating kernel), order-fixed."""
+    return separable_filter(x, _BINOMIAL_5)
 
 
 def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
@@ -79,7 +71,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
         if min(current.shape[-2:]) < 4:
             break
         down = _blur(current)[..., ::2, ::2]
-        up = _blur(F.interpolate(down, size=current.shape[-2:], mode="bilinear", align_corners=False))
+        up = _blur(resize_bilinear(down, current.shape[-2:]))
         pyramid.append(current - up)
         current = down
     pyramid.append(current)
@@ -89,7 +81,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
 def reconstruct(pyramid: list[torch.Tensor]) -> torch.Tensor:
     current = pyramid[-1]
     for detail in reversed(pyramid[:-1]):
-        current = detail + _blur(F.interpolate(current, size=detail.shape[-2:], mode="bilinear", align_corners=False))
+        current = detail + _blur(resize_bilinear(current, detail.shape[-2:]))
     return current
 
 

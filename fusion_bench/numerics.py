@@ -1,0 +1,143 @@
+"""Pinned CPU numerics: the same smoke numbers on every x86-64 machine.
+
+The numbers of a trained method depend on how its kernels sum: ATen picks AVX2 or AVX-512 code at run time, MKL
+and oneDNN choose kernels (and blockings) by CPU model and cache size, and the thread count splits reductions.
+"Pinned" numerics remove every one of these choices:
+
+- ATen runs its AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``; every x86-64 CPU of the last decade has AVX2);
+- MKL (torch's BLAS) runs its conditional-numerical-reproducibility branch ``COMPATIBLE,STRICT``: the one code
+  path Intel documents as giving the same results on Intel and non-Intel processors;
+- oneDNN and NNPACK are switched off, so convolutions run ATen's own kernels (im2col + MKL GEMM);
+- one intra-op thread (``OMP_NUM_THREADS=MKL_NUM_THREADS=1``, ``torch.set_num_threads(1)``).
+
+The environment variables must be set before torch is imported; `fusion-bench` re-executes itself with them when a
+command needs pinned numerics (`regress`, and `bench`/`train`/`fuse`/`downstream` with the `smoke` preset). The
+runtime switches (oneDNN, NNPACK, threads) are applied by :func:`apply_runtime` in every process that computes
+(the CLI, the YOLO worker, the test session). ``FUSION_BENCH_NUMERICS=native`` turns pinning off (the libraries'
+own choices: fastest, but numbers then depend on the CPU and thread count).
+
+This module must not import torch at module level (it runs before the re-exec).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+MODE_ENV = "FUSION_BENCH_NUMERICS"  # "pinned" (set by the re-exec or by the user), "native", or unset
+PINNED, NATIVE = "pinned", "native"
+PINNED_ENV: dict[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "COMPATIBLE,STRICT",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+# Commands whose numbers are pinned by default, and for which preset (None: always).
+PINNED_COMMANDS: dict[str, str | None] = {"regress": None, "bench": "smoke", "train": "smoke", "fuse": "smoke",
+                                          "downstream": "smoke"}
+
+
+def requested_mode() -> str | None:
+    mode = os.environ.get(MODE_ENV)
+    if mode not in (None, "", PINNED, NATIVE):
+        raise ValueError(f"{MODE_ENV}={mode!r}: expected {PINNED!r} or {NATIVE!r}")
+    return mode or None
+
+
+def can_pin() -> bool:
+    """Pinning needs an x86-64 CPU with AVX2 (elsewhere the libraries' own paths run and numbers may differ)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return " avx2" in fh.read()
+    except OSError:  # not Linux: assume a modern x86-64
+        return True
+
+
+def wants_pinning(argv: Sequence[str]) -> bool:
+    """Whether a `fusion-bench` command line runs with pinned numerics by default."""
+    args = list(argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in PINNED_COMMANDS:
+        return False
+    preset = PINNED_COMMANDS[command]
+    if preset is None:
+        return True
+    value = "smoke"  # the CLI's default preset
+    for i, arg in enumerate(args):
+        if arg == "--preset" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--preset="):
+            value = arg.split("=", 1)[1]
+    return value == preset
+
+
+def pinned_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.update(PINNED_ENV)
+    env[MODE_ENV] = PINNED
+    return env
+
+
+def reexec_if_needed(argv: Sequence[str]) -> None:
+    """Re-run this `fusion-bench` process with the pinned environment when the command asks for it.
+
+    Called by the console entry point before anything imports torch. Does nothing when the mode is already set
+    (by an earlier re-exec or by the user), when the command is not pinned by default, or when the CPU cannot pin.
+    """
+    if requested_mode() is not None or not wants_pinning(argv) or not can_pin() or "torch" in sys.modules:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "fusion_bench", *argv], pinned_environment())
+
+
+def is_pinned() -> bool:
+    return requested_mode() == PINNED
+
+
+def apply_runtime() -> None:
+    """In a pinned process: switch off oneDNN and NNPACK and use one intra-op thread (call after importing torch
+    and anything that sets torch's threads, e.g. ultralytics)."""
+    if not is_pinned():
+        return
+    import torch
+
+    torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
+    torch.set_num_threads(1)
+
+
+def environment() -> dict[str, Any]:
+    """The numeric environment of this process, for result rows and the regression report."""
+    import torch
+
+    return {
+        "numerics": requested_mode() or "default",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
+        "onednn": "on" if torch.backends.mkldnn.enabled else "off",
+        "cpu": cpu_model(),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe(env: dict[str, Any]) -> str:
+    """One line: `pinned: AVX2 kernels, 1 thread, MKL COMPATIBLE,STRICT, oneDNN off on <cpu>`."""
+    return (f"{env.get('numerics')}: {env.get('cpu_capability')} kernels, {env.get('threads')} thread(s), "
+            f"MKL_CBWR={env.get('mkl_cbwr') or '-'}, oneDNN {env.get('onednn')} on {env.get('cpu')}")
