@@ -22,7 +22,8 @@ METHODS: dict[str, str] = {
     # paper methods
     "cfi": "methods.cfi.module:CFIFusion",
     "amdanet": "methods.amdanet.module:AMDANet",
-    "seafusion": "methods.seafusion.module:SeAFusion",
+    "seafusion": "methods.seafusion.module:SeAFusion",  # published semantic-aware training (needs seg labels)
+    "seafusion_content": "methods.seafusion.module:SeAFusionContent",  # content loss only, not the published method
     "swinfusion": "methods.swinfusion.module:SwinFusion",
     "ssvif": "methods.ssvif.module:SSVIF",
 }

@@ -14,7 +14,7 @@ from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
 from methods.seafusion.loss import SeAFusionContentLoss
 from methods.seafusion.model import SeAFusionNet
-from methods.seafusion.module import SeAFusion
+from methods.seafusion.module import SeAFusionContent
 from methods.swinfusion.loss import SwinFusionLoss, total_variation_loss, weighted_ssim
 from methods.swinfusion.model import (
     CrossSwinBlock,
@@ -279,7 +279,7 @@ def test_module_fuse_keeps_colour_and_size_and_is_seeded(name):
     def make() -> torch.nn.Module:
         torch.manual_seed(7)
         if name == "seafusion":
-            return SeAFusion(channels=TINY_SEA["channels"])
+            return SeAFusionContent(channels=TINY_SEA["channels"])
         return SwinFusion(**TINY_SWIN, ema_decay=0.0)
 
     m1, m2 = make().eval(), make().eval()
@@ -302,7 +302,7 @@ def test_module_fuse_keeps_colour_and_size_and_is_seeded(name):
 
 
 def test_seafusion_learning_rate_decays_per_epoch():
-    module = SeAFusion(channels=TINY_SEA["channels"], lr=1e-3, lr_decay=0.75)
+    module = SeAFusionContent(channels=TINY_SEA["channels"], lr=1e-3, lr_decay=0.75)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert config["lr_scheduler"]["interval"] == "epoch"
@@ -338,7 +338,7 @@ def test_presets_follow_the_authors_training_scripts():
     assert med["optim"]["lr"] == 2e-4 and (med["train"]["batch_size"], med["train"]["crop_size"]) == (16, 64)
     module = SwinFusion(**load_method_config(SwinFusion, "swinfusion", "smoke", "harvard_pet_mri")["model"])
     assert (module.criterion.w_grad, module.criterion.ssim_weighting) == (100.0, "equal")
-    sea = load_method_config(SeAFusion, "seafusion", "paper", "msrs")
+    sea = load_method_config(SeAFusionContent, "seafusion_content", "paper", "msrs")
     assert sea["model"]["channels"] == [16, 32, 48] and sea["train"]["batch_size"] == 16
     assert "crop_size" not in sea["train"] and sea["train"]["max_epochs"] == 10
     for epoch in range(10):  # the authors' train.py: 1e-3 * 0.75 ** (epoch - 1)
@@ -348,7 +348,7 @@ def test_presets_follow_the_authors_training_scripts():
 # ---------------------------------------------------------------- CLI (smoke preset, CPU)
 
 
-@pytest.mark.parametrize("method", ["seafusion", "swinfusion"])
+@pytest.mark.parametrize("method", ["seafusion_content", "swinfusion"])  # seafusion: tests/test_seafusion.py
 def test_bench_synthetic_ivif_smoke(method, tmp_path):
     code = main(["bench", "--method", method, "--dataset", "synthetic-ivif", "--preset", "smoke", "--device", "cpu",
                  "--out", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "lb"), "--no-progress"])

@@ -67,6 +67,8 @@ class FusionMethod(L.LightningModule):
 
     trainable: ClassVar[bool] = True
     tasks: ClassVar[frozenset[Task]] = FUSION_TASKS
+    # trains on segmentation labels: the runner passes `num_classes` and refuses a dataset without class labels
+    needs_class_labels: ClassVar[bool] = False
 
     def __init__(self, modalities: tuple[str, str] = ("ir", "vis"), lr: float = 1e-3, weight_decay: float = 0.0):
         super().__init__()
@@ -125,6 +127,8 @@ class LuminanceFusionMethod(FusionMethod):
 
 class SegFusionMethod(FusionMethod):
     """A fusion method that also predicts a segmentation: `segment(x1, x2) -> logits BxKxHxW`."""
+
+    needs_class_labels: ClassVar[bool] = True
 
     def __init__(self, num_classes: int = 2, **kwargs: Any):
         super().__init__(**kwargs)

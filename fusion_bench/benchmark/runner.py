@@ -158,6 +158,10 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         test_set = datamodule_cls.dataset_class(root, "test", **spec.dataset_options)
     except TypeError as err:
         raise BenchError(f"dataset {spec.dataset!r} does not take these options {spec.dataset_options}: {err}") from err
+    if getattr(method_cls, "needs_class_labels", False) and test_set.class_names is None:
+        raise BenchError(f"method {spec.method!r} trains on segmentation labels; dataset {spec.dataset!r} has no "
+                         "class labels (use one with segmentation masks, e.g. msrs, fmb, mfnet, pst900, "
+                         "synthetic-ivif)")
     try:
         device = resolve_device(spec.device)
     except DownstreamError as err:  # the only error it raises: a CUDA device without CUDA
@@ -192,7 +196,7 @@ def prepare(spec: BenchSpec) -> PreparedRun:
 
 def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.LightningModule:
     kwargs: dict[str, Any] = {"modalities": datamodule.modalities, **prep.config["model"], **prep.config["optim"]}
-    if issubclass(prep.method_cls, (SegFusionMethod, MultimodalClassifier)):
+    if issubclass(prep.method_cls, MultimodalClassifier) or getattr(prep.method_cls, "needs_class_labels", False):
         class_names = datamodule.dataset("test").class_names  # an instance: options may change the classes
         if class_names is None:
             raise BenchError(f"method {prep.spec.method!r} needs class labels; dataset {prep.spec.dataset!r} has none")

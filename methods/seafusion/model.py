@@ -1,11 +1,17 @@
-"""SeAFusion fusion network (Tang et al., Information Fusion 2022) as a pure nn.Module (no Lightning here).
+"""SeAFusion's networks (Tang et al., Information Fusion 2022) as pure nn.Modules (no Lightning here).
 
-Two encoders (infrared and visible) of a 3x3 conv followed by two gradient residual dense blocks (GRDB), the
-features concatenated (the cross-modal fusion) and a four-layer conv decoder. Layout read from the authors'
-FusionNet.py (github.com/Linfeng-Tang/SeAFusion); own implementation.
+- `SeAFusionNet`: two encoders (infrared and visible) of a 3x3 conv followed by two gradient residual dense blocks
+  (GRDB), the features concatenated (the cross-modal fusion) and a four-layer conv decoder. Layout read from the
+  authors' FusionNet.py (github.com/Linfeng-Tang/SeAFusion); own implementation.
+- `SemanticSegmenter`: the training-only segmentation network of the semantic loss. The authors use a BiSeNet
+  (ResNet-18 context path, main head at stride 8, auxiliary head on the stride-16 features); this stand-in is the
+  suite's SegFormer (built by `fusion_bench.evaluators.segmentation.build_segformer`, never downloaded) with a
+  BiSeNet-style auxiliary head on the stride-16 encoder stage.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -109,3 +115,63 @@ class SeAFusionNet(nn.Module):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return self.decode(self.features(x1, x2))
+
+
+class AuxiliaryHead(nn.Module):
+    """The authors' `BiSeNetOutput` layout: conv3x3 (no bias) + BN + LeakyReLU(0.01), conv1x1 (no bias) to classes."""
+
+    def __init__(self, in_channels: int, mid_channels: int, num_classes: int):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
+                                    nn.BatchNorm2d(mid_channels), nn.LeakyReLU(0.01),
+                                    nn.Conv2d(mid_channels, num_classes, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SemanticSegmenter(nn.Module):
+    """SegFormer (MiT encoder + all-MLP decoder) plus an auxiliary head on encoder stage `aux_stage` (0-based;
+    2 = stride 16, where BiSeNet's auxiliary head sits). `forward(image) -> (main, aux)` logits, both bilinearly
+    upsampled to the image size. The image (Bx1 or Bx3 x H x W in [0, 1]) goes in unnormalised, as the authors
+    feed BiSeNet, unless `normalize` (ImageNet mean/std, for pretrained MiT weights).
+
+    `segformer`: architecture keys of `methods.ssvif.model.SEGFORMER_ARCH_KEYS` (variant b0..b5, widths, a local
+    `pretrained` path); the model starts from the current torch RNG state unless `pretrained` is given.
+    """
+
+    def __init__(self, num_classes: int, segformer: dict[str, Any] | None = None, aux_stage: int = 2,
+                 aux_channels: int = 64, normalize: bool = False):
+        super().__init__()
+        from fusion_bench.evaluators.segmentation import IMAGENET_MEAN, IMAGENET_STD, build_segformer
+        from methods.ssvif.model import segformer_config
+
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.model = build_segformer(segformer_config(segformer), num_classes)
+        hidden = tuple(self.model.config.hidden_sizes)
+        if not 0 <= aux_stage < len(hidden):
+            raise ValueError(f"aux_stage must be in 0..{len(hidden) - 1} (an encoder stage), got {aux_stage}")
+        if aux_channels < 1:
+            raise ValueError(f"aux_channels must be >= 1, got {aux_channels}")
+        self.aux_stage = aux_stage
+        self.aux_head = AuxiliaryHead(hidden[aux_stage], aux_channels, num_classes)
+        self.normalize = normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def head_modules(self) -> tuple[nn.Module, ...]:
+        """The output heads (the authors' optimiser gives BiSeNet's output heads 10x the learning rate)."""
+        return self.model.decode_head, self.aux_head
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from methods.ssvif.model import to_three_channels
+
+        image = to_three_channels(image, "fused image")
+        pixels = (image - self.mean) / self.std if self.normalize else image
+        out = self.model(pixel_values=pixels, output_hidden_states=True)
+        size = image.shape[-2:]
+        main = F.interpolate(out.logits, size=size, mode="bilinear", align_corners=False)
+        aux = F.interpolate(self.aux_head(out.hidden_states[self.aux_stage]), size=size, mode="bilinear",
+                            align_corners=False)
+        return main, aux
