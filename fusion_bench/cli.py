@@ -49,7 +49,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
     p.add_argument("--dataset", required=True, help=f"dataset name{what}")
     p.add_argument("--root", default=None, help="dataset root (default: $FUSION_BENCH_DATA/<name>, else data/<name>; "
                                                  "synthetic datasets: the user cache)")
-    p.add_argument("--preset", default="smoke", choices=PRESETS, help="smoke (CPU, tiny) or paper (paper settings)")
+    p.add_argument("--preset", default="smoke", choices=PRESETS,
+                   help="smoke (CPU, tiny), paper (what produced the published numbers: the authors' code) or "
+                        "paper_text (a method's reading of its paper's text where the code differs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -150,11 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _protocol_seeds(dataset: str, preset: str) -> list[int]:
     """The seeds a dataset's protocol lists for a preset (`presets: {<preset>: {seeds: [...]}}`), else [0]."""
-    from fusion_bench.benchmark.protocol import load_protocol
+    from fusion_bench.benchmark.protocol import load_protocol, protocol_preset
     from fusion_bench.registry import get_datamodule
 
     protocol = load_protocol(dataset, get_datamodule(dataset).dataset_class.task)
-    return [int(s) for s in ((protocol.get("presets") or {}).get(preset) or {}).get("seeds", [0])]
+    return [int(s) for s in ((protocol.get("presets") or {}).get(protocol_preset(preset)) or {}).get("seeds", [0])]
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

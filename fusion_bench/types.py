@@ -24,6 +24,7 @@ VIS = "vis"  # visible image, float [0, 1], 3xHxW (or 1xHxW for gray visible)
 IR = "ir"  # infrared/thermal image, float [0, 1], 1xHxW
 GT = "gt"  # all-in-focus / well-exposed reference image, float [0, 1]
 MASK = "mask"  # long HxW class indices, IGNORE_INDEX where unlabeled
+VALID = "valid"  # float HxW, 1 on the source image and 0 on padding added by a training crop (optional)
 BOXES = "boxes"  # float Nx4 absolute pixel xyxy
 LABELS = "labels"  # long N box class indices
 AUDIO = "audio"  # float spectrogram 1xFxT

@@ -1,5 +1,7 @@
 """AMDANet: SCI, FDAM and MFML on small tensors (equations, shapes, masking rate, gradients), the paper's loss
-terms, weight loading, the LightningModule contract, and CPU smoke benches on synthetic-ivif and a fake FMB."""
+terms, the authors' code configuration (loss against a port of their MakeLoss/FusionLoss/DiceLoss, heads,
+schedule, evaluation windows, presets), weight loading, the LightningModule contract, and CPU smoke benches on
+synthetic-ivif and a fake FMB."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 
 from fusion_bench.base.colour import rgb_to_ycbcr
+from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.types import IGNORE_INDEX
+from fusion_bench.types import IGNORE_INDEX, VALID
 from methods.amdanet.loss import (
     AMDANetLoss,
     colour_consistency_loss,
@@ -31,7 +35,7 @@ from methods.amdanet.model import (
     load_mit_weights,
     mutual_feature_mask,
 )
-from methods.amdanet.module import AMDANet, random_rescale, warmup_poly_factor
+from methods.amdanet.module import AMDANet, lr_factor, sliding_window, warmup_poly_factor
 
 TINY = {"encoder": None, "hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1], "heads": [1, 2, 2, 4],
         "drop_path_rate": 0.0, "decoder_dim": 16, "fusion_width": 4}
@@ -188,10 +192,12 @@ def test_total_loss_weights_and_consistency_term():
     target[0, 0] = IGNORE_INDEX
     out = AMDANetLoss()(logits, fused, target, vis, ir, masked_logits=masked)
     seg = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
-    cr = F.cross_entropy(masked, logits.argmax(1))
+    pseudo = logits.argmax(1)
+    pseudo[0, 0] = IGNORE_INDEX  # padded / unlabelled pixels are left out of L_cr
+    cr = F.cross_entropy(masked, pseudo, ignore_index=IGNORE_INDEX)
     fus = salient_information_loss(fused, vis, ir) + colour_consistency_loss(fused, vis)
     assert torch.isclose(out["loss_seg"], seg) and torch.isclose(out["loss_cr"], cr)
-    assert torch.isclose(out["loss_fus"], fus) and torch.isclose(consistency_loss(masked, logits), cr)
+    assert torch.isclose(out["loss_fus"], fus) and torch.isclose(consistency_loss(masked, logits, target), cr)
     assert torch.isclose(out["loss"], 1.0 * seg + 0.5 * fus + 0.5 * cr)
     code = AMDANetLoss(fusion="code", cr="code", w_dice=2.0, w_dice_masked=0.5)(
         logits, fused, target, vis, ir, masked_logits=masked, masked_fused=fused)
@@ -261,7 +267,7 @@ def test_training_step_is_deterministic_and_trains_lambda(mfml: str):
     losses = []
     for _ in range(2):
         torch.manual_seed(11)
-        module = tiny_module(mfml=mfml, cr_mode=mfml, scales=[0.75, 1.25], augment_seed=3)
+        module = tiny_module(mfml=mfml, cr_mode=mfml, augment_seed=3)
         out = module.compute_losses(batch)
         out["loss"].backward()
         losses.append(out["loss"].item())
@@ -271,17 +277,222 @@ def test_training_step_is_deterministic_and_trains_lambda(mfml: str):
         tiny_module().compute_losses({"ir": batch["ir"], "vis": batch["vis"]})
 
 
-def test_schedule_and_rescale():
+def test_schedule():
     assert warmup_poly_factor(0, 100, 10) == 0.0 and warmup_poly_factor(5, 100, 10) == 0.5
     assert warmup_poly_factor(10, 100, 10) == pytest.approx(0.9 ** 0.9)
     assert warmup_poly_factor(100, 100, 10) == 0.0 and warmup_poly_factor(0, 100, 0) == 1.0
-    gen = torch.Generator().manual_seed(0)
-    mask = torch.zeros(1, 8, 12, dtype=torch.long)
-    (small,), small_mask = random_rescale([torch.ones(1, 3, 8, 12)], mask, 0.5, gen)
-    assert small.shape == (1, 3, 8, 12) and small_mask.shape == (1, 8, 12)
-    assert (small_mask == IGNORE_INDEX).sum() == 96 - 24 and (small == 0).sum() == 3 * (96 - 24)
-    (big,), big_mask = random_rescale([torch.ones(1, 3, 8, 12)], mask, 1.5, gen)
-    assert big.shape == (1, 3, 8, 12) and (big_mask == 0).all()
+    # the authors set the rate after optimizer.step(): step 0 at the base rate, step k at the value of k - 1
+    assert [lr_factor(k, 100, 10, lag=True) for k in (0, 1, 2, 11)] == [1.0, 0.0, 0.1, pytest.approx(0.9 ** 0.9)]
+    assert lr_factor(6, 100, 10) == warmup_poly_factor(6, 100, 10)
+
+
+# -- the authors' code configuration -----------------------------------------------------------------------------
+# Ports, written for these tests from a reading of github.com/Zhonghaifeng6/AMDANet utils/loss_utils.py (HEAD
+# 88e4562): FusionLoss (MRFS), DiceLoss and MakeLoss, on CPU, with the same tensor manipulations.
+def _authors_rgb2ycrcb(img: torch.Tensor) -> torch.Tensor:
+    flat = img.transpose(1, 3).transpose(1, 2).reshape(-1, 3)
+    r, g, b = flat[:, 0], flat[:, 1], flat[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cr = (r - y) * 0.713 + 0.5
+    cb = (b - y) * 0.564 + 0.5
+    out = torch.cat([y.unsqueeze(1), cr.unsqueeze(1), cb.unsqueeze(1)], dim=1)
+    return out.reshape(img.shape[0], img.shape[2], img.shape[3], 3).transpose(1, 3).transpose(2, 3)
+
+
+def _authors_sobelxy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]).view(1, 1, 3, 3)
+    ky = torch.tensor([[1.0, 2, 1], [0, 0, 0], [-1, -2, -1]]).view(1, 1, 3, 3)
+    return F.conv2d(x, kx, padding=1), F.conv2d(x, ky, padding=1)
+
+
+def _authors_grads(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    per_channel = [_authors_sobelxy(img[:, c:c + 1]) for c in range(3)]
+    return torch.cat([g[0] for g in per_channel], 1), torch.cat([g[1] for g in per_channel], 1)
+
+
+def _authors_fusion_loss(vis: torch.Tensor, ir3: torch.Tensor, output: torch.Tensor, mask: torch.Tensor):
+    fuse = output * mask
+    ycrcb_fuse = _authors_rgb2ycrcb(fuse)
+    r_vis = TF.adjust_gamma(vis, 0.8, 1)
+    ycrcb_vis = _authors_rgb2ycrcb(r_vis)
+    r_ir = TF.adjust_contrast(ir3, 1)
+    (fx, fy), (vx, vy), (ix, iy) = _authors_grads(fuse), _authors_grads(r_vis), _authors_grads(r_ir)
+    con = F.l1_loss(fuse, torch.maximum(r_vis, r_ir))
+    grad = 0.5 * F.l1_loss(fx, torch.maximum(vx, ix)) + 0.5 * F.l1_loss(fy, torch.maximum(vy, iy))
+    color = F.l1_loss(ycrcb_fuse[:, 2:], ycrcb_vis[:, 2:]) + F.l1_loss(ycrcb_fuse[:, 1:2], ycrcb_vis[:, 1:2])
+    return 0.5 * con + 1 * grad + 1 * color
+
+
+def _authors_dice(preds: torch.Tensor, targets: torch.Tensor, smooth: float = 1e-5, ignore: int = 255):
+    preds = F.softmax(preds, dim=1)
+    targets = targets.clone()
+    targets[targets == ignore] = 0
+    onehot = F.one_hot(targets, num_classes=preds.shape[1]).permute(0, 3, 1, 2).float()
+    keep = (targets != ignore).unsqueeze(1)
+    preds, onehot = preds * keep, onehot * keep
+    inter = torch.sum(preds * onehot, dim=(0, 2, 3))
+    union = torch.sum(preds + onehot, dim=(0, 2, 3))
+    return 1 - ((2.0 * inter + smooth) / (union + smooth)).mean()
+
+
+def _code_batch():
+    """A fixed batch with a centred-padding valid region (rows 0 and 14-15 padded), as the code's loader makes."""
+    g = torch.Generator().manual_seed(21)
+    vis, ir1 = torch.rand(2, 3, 16, 20, generator=g), torch.rand(2, 1, 16, 20, generator=g)
+    valid = torch.zeros(2, 1, 16, 20)
+    valid[:, :, 1:14] = 1.0
+    vis, ir1 = vis * valid, ir1 * valid
+    target = torch.randint(0, 4, (2, 16, 20), generator=g)
+    target[valid[:, 0] == 0] = IGNORE_INDEX
+    fused, masked_fused = torch.rand(2, 3, 16, 20, generator=g), torch.rand(2, 3, 16, 20, generator=g)
+    logits, masked = torch.randn(2, 4, 16, 20, generator=g), torch.randn(2, 4, 16, 20, generator=g)
+    return vis, ir1, valid, target, fused, masked_fused, logits, masked
+
+
+def test_code_loss_equals_a_port_of_the_authors_makeloss():
+    vis, ir1, valid, target, fused, masked_fused, logits, masked = _code_batch()
+    ir3, mask3 = ir1.expand(-1, 3, -1, -1), valid.expand(-1, 3, -1, -1)
+    port_fus = _authors_fusion_loss(vis, ir3, fused, mask3)
+    ours_fus = mrfs_fusion_loss(fused, vis, ir1, valid=valid)
+    assert torch.allclose(ours_fus, port_fus, rtol=1e-6, atol=1e-7), (ours_fus, port_fus)
+    # the two bugs fixed here each change the value: Sobel-y of the opposite sign, Cb/Cr averaged
+    flipped = torch.tensor([[-1.0, -2, -1], [0, 0, 0], [1, 2, 1]]).view(1, 1, 3, 3)
+    fy = torch.cat([F.conv2d((fused * valid)[:, c:c + 1], flipped, padding=1) for c in range(3)], 1)
+    r_vis = vis.pow(0.8)
+    vy = torch.cat([F.conv2d(r_vis[:, c:c + 1], flipped, padding=1) for c in range(3)], 1)
+    iy = torch.cat([F.conv2d(ir3[:, c:c + 1], flipped, padding=1) for c in range(3)], 1)
+    _, fy_code = _authors_grads(fused * valid)
+    assert not torch.isclose(F.l1_loss(fy, torch.maximum(vy, iy)),
+                             F.l1_loss(fy_code, torch.maximum(*(_authors_grads(t)[1] for t in (r_vis, ir3)))))
+    dice_port = _authors_dice(logits, target)
+    assert torch.allclose(dice_loss(logits, target, ignore="code"), dice_port, rtol=1e-6)
+    assert not torch.isclose(dice_loss(logits, target), dice_port), "skip mode leaves the padding out"
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    ce_r = F.cross_entropy(masked, target, ignore_index=IGNORE_INDEX)
+    port_total = (1 * ce + 0.5 * port_fus + 0.25 * ce_r + 0.25 * _authors_fusion_loss(vis, ir3, masked_fused, mask3)
+                  + 2 * dice_port + 0.5 * _authors_dice(masked, target))
+    out = AMDANetLoss(fusion="code", cr="code", w_dice=2.0, w_dice_masked=0.5, dice_ignore="code")(
+        logits, fused, target, vis, ir1, masked, masked_fused, valid)
+    assert torch.allclose(out["loss"], port_total, rtol=1e-6), (out["loss"], port_total)
+
+
+def test_code_heads_global_alignment_and_drop_path():
+    torch.manual_seed(12)
+    config = MiTConfig.build(None, hidden_sizes=[8, 16, 16, 32], depths=[1, 2, 1, 1], heads=[1, 2, 2, 4],
+                             drop_path_rate=0.1)
+    code = AMDANetModel(3, config, decoder_dim=16, fusion_width=4, local_mode="code", global_mode="code",
+                        head_style="code", drop_path_rule="code")
+    paper = AMDANetModel(3, config, decoder_dim=16, fusion_width=4)
+    rates = [[b.drop_path_rate for b in stream[1].blocks] for stream in (code.encoder_vis, code.encoder_ir)]
+    assert rates == [[0.025, 0.025], [0.05, 0.05]], "the code's stage 2: RGB at dpr[cur], X at dpr[cur + 1]"
+    assert [b.drop_path_rate for b in paper.encoder_vis[1].blocks] == [0.025, 0.05]
+    norms = [m for head in (code.seg_head, code.fusion_head) for m in head.modules()
+             if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.eps == 0.01 and m.momentum == 0.01 for m in norms)
+    assert code.seg_head.fuse[0].bias is not None and paper.seg_head.fuse[0].bias is None
+    conv = code.fusion_head.out[0]  # Kaiming normal, fan_in, ReLU gain; PyTorch's default bias
+    fan_in = conv.weight[0].numel()
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.15)
+    assert conv.bias.abs().max() <= 1 / math.sqrt(fan_in) and conv.bias.abs().sum() > 0
+    embed = code.seg_head.embed[0]  # the decoder's Linear layers keep PyTorch's default init
+    assert embed.weight.abs().max() <= 1 / math.sqrt(embed.in_features) and embed.bias.abs().sum() > 0
+    assert paper.seg_head.embed[0].bias.abs().sum() == 0
+    glob = code.globals[0].eval()  # residuals = the self-enhanced queries, one more Linear at the end
+    f_in, f_vi = torch.randn(2, 8, 16, 24), torch.randn(2, 8, 16, 24)
+    with torch.no_grad():
+        t_in, t_vi = f_in.flatten(2).transpose(1, 2), f_vi.flatten(2).transpose(1, 2)
+        e_in, e_vi = glob.enhance_ir(t_in, 16, 24), glob.enhance_vis(t_vi, 16, 24)
+        mid = glob.vis_to_ir.proj(glob.vis_to_ir.attend(e_vi, e_in, 16, 24) + e_vi)
+        expected = glob.out(glob.ir_to_mid.proj(glob.ir_to_mid.attend(e_in, mid, 16, 24) + e_in))
+        assert torch.allclose(glob(f_in, f_vi), expected.transpose(1, 2).reshape(2, 8, 16, 24), atol=1e-5)
+    with pytest.raises(ValueError, match="head_style"):
+        AMDANetModel(3, config, head_style="mrfs")
+
+
+def test_b4_parameter_counts_match_the_authors_code():
+    """The paper preset is the released network: 135.74 M parameters (the authors' code counted with thop);
+    paper_text (Eq. 6-11 local/global alignment, no extra projection, no head biases) 134.39 M."""
+    counts = {}
+    for preset in ("paper", "paper_text"):
+        config = load_method_config(AMDANet, "amdanet", preset, "fmb")
+        with torch.device("meta"):
+            module = AMDANet(num_classes=15, **config["model"], **config["optim"])
+        counts[preset] = round(sum(p.numel() for p in module.parameters()) / 1e6, 2)
+    assert counts == {"paper": 135.74, "paper_text": 134.39}
+
+
+def test_code_training_step_logs_sci_active_and_keeps_lambda():
+    config = load_method_config(AMDANet, "amdanet", "smoke")
+    model = {**config["model"], **TINY}
+    torch.manual_seed(13)
+    module = AMDANet(num_classes=5, **model, **config["optim"], augment_seed=0)
+    assert not any(s.lambda_.requires_grad for s in module.net.sci), "the code never optimises lambda"
+    vis, ir1, valid, target, *_ = _code_batch()
+    batch = {"ir": F.pad(ir1, (6, 6, 8, 8)), "vis": F.pad(vis, (6, 6, 8, 8)),
+             "mask": F.pad(target, (6, 6, 8, 8), value=IGNORE_INDEX), VALID: F.pad(valid[:, 0], (6, 6, 8, 8))}
+    out = module.compute_losses(batch)
+    assert out["sci_active"] == 1.0 and out["lambda_mean"] == 0.5
+    assert {"loss_dice", "loss_dice_masked", "loss_cr"} <= set(out) and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    paper = tiny_module()
+    paper_out = paper.compute_losses({k: v for k, v in batch.items() if k != VALID})
+    assert 0.0 <= paper_out["sci_active"] <= 1.0
+
+
+def test_sliding_window_follows_the_authors_evaluator():
+    seen = []
+
+    def predict(ir, vis):
+        seen.append(tuple(ir.shape[-2:]))
+        return torch.cat([ir[:, :1], torch.zeros_like(ir[:, :1])], 1)
+
+    ir = torch.rand(1, 3, 60, 80) + 1.0
+    out = sliding_window(predict, ir, ir, (64, 48))  # FMB's [640, 480] scaled down: one pass padded to 64x80
+    assert seen == [(64, 80)] and torch.equal(out[:, 0], ir[:, 0])
+    seen.clear()
+    out = sliding_window(lambda a, b: torch.zeros(1, 2, *a.shape[-2:]), ir[..., :10, :12], ir[..., :10, :12], (6, 8))
+    count = torch.ones(10, 12)  # windows at rows 0/4 and columns 0/4 (strides ceil(4.0), ceil(5.33))
+    count[4:6] *= 2
+    count[:, 4:8] *= 2
+    assert torch.allclose(out[0, 0], count.log()), "overlaps add exp(logits), as the code's data_scale"
+
+
+def test_fused_output_minmax_and_fuse_window():
+    torch.manual_seed(14)
+    module = tiny_module(fused_output="minmax", fuse_window=[48, 40]).eval()
+    ir, vis = torch.rand(1, 1, 40, 56), torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        fused = module.fuse(ir, vis)
+        i3, v3 = ir.expand(-1, 3, -1, -1), vis
+        raw = module._fuse(F.pad(i3, (0, 0, 4, 4)), F.pad(v3, (0, 0, 4, 4)))[..., 4:44, :]
+    levels = (raw - raw.min()) / (raw.max() - raw.min()) * 255
+    assert torch.equal(fused, levels.floor() / 255) and fused.min() == 0 and fused.max() == 1
+    with pytest.raises(ValueError, match="fused_output"):
+        tiny_module(fused_output="raw")
+
+
+def test_presets_paper_is_the_code_and_paper_text_an_ablation(tmp_path: Path):
+    from fusion_bench.benchmark.protocol import protocol_preset
+    from fusion_bench.benchmark.runner import BenchError, BenchSpec, build_datamodule, prepare
+    from fusion_bench.registry import get_datamodule
+
+    root = get_datamodule("fmb").dataset_class.make_fake(tmp_path / "fmb", seed=0)
+    paper = prepare(BenchSpec(method="amdanet", dataset="fmb", root=root, preset="paper", device="cpu"))
+    text = prepare(BenchSpec(method="amdanet", dataset="fmb", root=root, preset="paper_text", device="cpu"))
+    code_keys = {"sci_gate": "code", "learn_lambda": False, "local_mode": "code", "global_mode": "code",
+                 "mfml": "code", "fusion_loss": "code", "head_style": "code", "w_dice": 2.0,
+                 "eval_window": [640, 480]}
+    assert {k: paper.config["model"][k] for k in code_keys} == code_keys and paper.config["optim"]["lr"] == 3e-5
+    assert text.config["model"]["sci_gate"] == "paper" and text.config["optim"]["lr"] == 6e-5
+    assert protocol_preset("paper_text") == "paper" and paper.config_hash != text.config_hash
+    with pytest.raises(BenchError, match="unknown preset 'paper_text'"):
+        prepare(BenchSpec(method="mean", dataset="fmb", root=root, preset="paper_text", device="cpu"))
+    datamodule = build_datamodule(paper, 0)  # the runner hands train.augment to the datamodule
+    assert datamodule.augment["pad"] == "center" and datamodule.augment["offset"] == "torchseg"
+    datamodule.setup("fit")
+    sample = datamodule.train_set[0]
+    assert sample["vis"].shape[-2:] == (480, 640) and VALID in sample
+    assert ((sample["mask"] == IGNORE_INDEX) >= (sample[VALID] == 0)).all()
 
 
 # -- CLI ---------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +12,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from fusion_bench.data.base import FusionDataset, holdout_indices
-from fusion_bench.data.transforms import Compose, PairedRandomCrop, PairedRandomFlip, collate_samples
+from fusion_bench.data.transforms import (
+    CROP_OFFSETS,
+    CROP_PADS,
+    Compose,
+    PairedRandomCrop,
+    PairedRandomFlip,
+    PairedRandomScale,
+    collate_samples,
+)
+from fusion_bench.types import VALID
+
+AUGMENT_OPTIONS = ("scales", "pad", "offset", "valid_mask")
 
 
 def resolve_root(name: str, root: str | Path | None) -> Path:
@@ -30,13 +42,19 @@ class PairedDataModule(L.LightningDataModule):
     A dataset with no `val` split validates on nothing unless `val_fraction` > 0: then a seeded hold-out of that
     fraction of the training samples (without augmentation) is the validation set and the rest trains (e.g.
     SSVIF's 9:1 split). Val/test loaders use batch size 1 because real images differ in size.
+
+    `augment` (a method's `train.augment`; default none, i.e. crop then flip as above) selects the TorchSeg-style
+    pipeline of the RGB-X segmentation codebases: `scales` (list: each training sample rescaled by a random factor
+    before cropping), `pad` ("corner" or "center": where a crop smaller than `crop_size` is padded), `offset`
+    ("uniform" or "torchseg", see `PairedRandomCrop`), `valid_mask` (bool: add the `valid` key, 1 on real pixels,
+    0 on padding). With any of them set the order is flip -> rescale -> crop (TorchSeg's order).
     """
 
     dataset_class: ClassVar[type[FusionDataset]]
 
     def __init__(self, root: str | Path | None = None, batch_size: int = 4, num_workers: int = 0,
                  crop_size: int | tuple[int, int] | None = None, flip: bool = True, seed: int = 0,
-                 val_fraction: float = 0.0, **dataset_kwargs: Any):
+                 val_fraction: float = 0.0, augment: Mapping[str, Any] | None = None, **dataset_kwargs: Any):
         super().__init__()
         self.root = self.resolve_root(root)
         self.batch_size = batch_size
@@ -47,7 +65,29 @@ class PairedDataModule(L.LightningDataModule):
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = val_fraction
+        self.augment = self.check_augment(augment, crop_size)
         self.dataset_kwargs = dataset_kwargs
+
+    @staticmethod
+    def check_augment(augment: Mapping[str, Any] | None, crop_size: Any) -> dict[str, Any]:
+        """Validate `augment` (see the class docstring); returns it as a dict (empty for none)."""
+        augment = dict(augment or {})
+        unknown = set(augment) - set(AUGMENT_OPTIONS)
+        if unknown:
+            raise ValueError(f"augment: unknown options {sorted(unknown)}; valid: {', '.join(AUGMENT_OPTIONS)}")
+        if augment.get("pad", "corner") not in CROP_PADS:
+            raise ValueError(f"augment.pad must be one of {CROP_PADS}, got {augment['pad']!r}")
+        if augment.get("offset", "uniform") not in CROP_OFFSETS:
+            raise ValueError(f"augment.offset must be one of {CROP_OFFSETS}, got {augment['offset']!r}")
+        if augment.get("offset") == "torchseg" and augment.get("pad") != "center":
+            raise ValueError("augment.offset 'torchseg' needs augment.pad 'center'")
+        scales = augment.get("scales")
+        if scales is not None and (not isinstance(scales, (list, tuple)) or not scales
+                                   or not all(isinstance(v, (int, float)) and v > 0 for v in scales)):
+            raise ValueError(f"augment.scales must be a non-empty list of positive factors, got {scales!r}")
+        if (augment.get("valid_mask") or augment.get("pad") or augment.get("offset")) and not crop_size:
+            raise ValueError("augment.pad/offset/valid_mask need a crop_size")
+        return augment
 
     @classmethod
     def resolve_root(cls, root: str | Path | None) -> Path:
@@ -68,7 +108,16 @@ class PairedDataModule(L.LightningDataModule):
 
     def dataset(self, split: str, train_transforms: bool = False) -> FusionDataset:
         transforms = None
-        if train_transforms:
+        if train_transforms and self.augment:  # TorchSeg order: flip, rescale, crop (+ pad)
+            parts = [PairedRandomFlip()] if self.flip else []
+            if self.augment.get("scales"):
+                parts.append(PairedRandomScale(self.augment["scales"]))
+            if self.crop_size:
+                parts.append(PairedRandomCrop(self.crop_size, pad=self.augment.get("pad", "corner"),
+                                              offset=self.augment.get("offset", "uniform"),
+                                              valid_key=VALID if self.augment.get("valid_mask") else None))
+            transforms = Compose(*parts) if parts else None
+        elif train_transforms:
             parts = []
             if self.crop_size:
                 parts.append(PairedRandomCrop(self.crop_size))

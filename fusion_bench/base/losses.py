@@ -9,16 +9,25 @@ _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 SOBEL_PADDINGS = ("replicate", "zeros")
 
 
-def sobel_magnitude(x: torch.Tensor, padding: str = "replicate") -> torch.Tensor:
-    """|Gx| + |Gy| per channel. padding: 'replicate' borders, or 'zeros' (the authors' SeAFusion / SwinFusion
-    ``Sobelxy``: ``F.conv2d(x, k, padding=1)``); the two differ only on the one-pixel border."""
+def sobel_xy(x: torch.Tensor, padding: str = "zeros") -> tuple[torch.Tensor, torch.Tensor]:
+    """Signed Sobel responses (Gx, Gy) per channel, as the fusion literature's ``Sobelxy`` (SeAFusion, SwinFusion,
+    MRFS) computes them: cross-correlation with kx = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]] and
+    ky = [[1, 2, 1], [0, 0, 0], [-1, -2, -1]] (Gy > 0 where the image gets darker downwards). padding: 'zeros'
+    (their ``F.conv2d(x, k, padding=1)``) or 'replicate'."""
     if padding not in SOBEL_PADDINGS:
         raise ValueError(f"sobel padding must be one of {SOBEL_PADDINGS}, got {padding!r}")
     c = x.shape[1]
     kx = _SOBEL_X.to(x).view(1, 1, 3, 3).expand(c, 1, 3, 3)
-    ky = _SOBEL_X.t().to(x).view(1, 1, 3, 3).expand(c, 1, 3, 3)
+    ky = -_SOBEL_X.t().to(x).view(1, 1, 3, 3).expand(c, 1, 3, 3)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate" if padding == "replicate" else "constant")
-    return F.conv2d(padded, kx, groups=c).abs() + F.conv2d(padded, ky, groups=c).abs()
+    return F.conv2d(padded, kx, groups=c), F.conv2d(padded, ky, groups=c)
+
+
+def sobel_magnitude(x: torch.Tensor, padding: str = "replicate") -> torch.Tensor:
+    """|Gx| + |Gy| per channel (`sobel_xy`). padding: 'replicate' borders, or 'zeros' (the authors' SeAFusion /
+    SwinFusion ``Sobelxy``: ``F.conv2d(x, k, padding=1)``); the two differ only on the one-pixel border."""
+    gx, gy = sobel_xy(x, padding)
+    return gx.abs() + gy.abs()
 
 
 def intensity_loss(fused: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from fusion_bench.benchmark.protocol import protocol_preset
 from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.transforms import collate_samples
 from fusion_bench.registry import EVALUATORS
@@ -74,6 +75,7 @@ def resolve_evaluators(requested: tuple[str, ...] | None, protocol: dict[str, An
 
 def evaluator_config(name: str, preset: str, protocol: dict[str, Any]) -> Any:
     """The evaluator's preset config with the protocol's per-preset overrides applied."""
+    preset = protocol_preset(preset)
     overrides = dict(((protocol.get("presets") or {}).get(preset) or {}).get(name) or {})
     if name == "seg":
         from fusion_bench.evaluators.segmentation import seg_preset

@@ -14,7 +14,10 @@ from fusion_bench.types import Task
 
 PROTOCOL_DIR = REPO_ROOT / "benchmarks" / "protocols"
 SUITE_DIR = REPO_ROOT / "benchmarks" / "suites"
-PRESETS = ("smoke", "paper")
+PRESETS = ("smoke", "paper", "paper_text")
+# Method ablation presets run under the protocol settings (seeds, downstream evaluator configs) of a base preset:
+# `paper_text` is a method's reading of its paper's text where the authors' code (`paper`) differs.
+PRESET_BASE = {"paper_text": "paper"}
 
 
 def default_protocol(dataset: str, task: Task) -> dict[str, Any]:
@@ -44,6 +47,11 @@ def config_hash(payload: dict[str, Any]) -> str:
     """12 hex digits of sha256 over the canonical JSON of everything that defines a run except the seed."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def protocol_preset(preset: str) -> str:
+    """The preset whose protocol settings (seeds, evaluator configs) a method preset uses."""
+    return PRESET_BASE.get(preset, preset)
 
 
 def check_preset(preset: str) -> None:

@@ -47,7 +47,7 @@ from fusion_bench.benchmark.downstream import (
 )
 from fusion_bench.benchmark.leaderboard import aggregate, markdown_table, regenerate
 from fusion_bench.benchmark.profiling import count_gflops, count_params_m, fusion_inputs, peak_memory_mb
-from fusion_bench.benchmark.protocol import check_preset, config_hash, load_protocol
+from fusion_bench.benchmark.protocol import check_preset, config_hash, load_protocol, protocol_preset
 from fusion_bench.benchmark.provenance import provenance
 from fusion_bench.benchmark.results import append_rows, read_rows
 from fusion_bench.data.io import read_image, write_png
@@ -182,7 +182,8 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         "preset": spec.preset,
         "config": config,
         "protocol": {k: protocol.get(k) for k in ("metric_dialect", "metrics")},
-        "protocol_preset": {k: v for k, v in ((protocol.get("presets") or {}).get(spec.preset) or {}).items()
+        "protocol_preset": {k: v for k, v in
+                            ((protocol.get("presets") or {}).get(protocol_preset(spec.preset)) or {}).items()
                             if k not in ("seeds", *EVALUATOR_NAMES)},
         "version": fusion_bench.__version__,
     }
@@ -209,9 +210,13 @@ def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.Lightning
 
 def build_datamodule(prep: PreparedRun, seed: int) -> PairedDataModule:
     train = prep.config["train"]
-    return prep.datamodule_cls(root=prep.root, batch_size=train.get("batch_size", 4),
-                               crop_size=train.get("crop_size"), seed=seed, num_workers=prep.spec.num_workers,
-                               val_fraction=train.get("val_fraction", 0.0), **prep.spec.dataset_options)
+    augment = {"augment": train["augment"]} if train.get("augment") else {}  # PairedDataModule's train augmentation
+    try:
+        return prep.datamodule_cls(root=prep.root, batch_size=train.get("batch_size", 4),
+                                   crop_size=train.get("crop_size"), seed=seed, num_workers=prep.spec.num_workers,
+                                   val_fraction=train.get("val_fraction", 0.0), **augment, **prep.spec.dataset_options)
+    except ValueError as err:
+        raise BenchError(f"method {prep.spec.method!r}: train settings: {err}") from err
 
 
 def _quiet_lightning() -> None:

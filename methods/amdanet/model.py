@@ -26,6 +26,9 @@ MIT_SR_RATIOS = (8, 4, 2, 1)  # spatial reduction of keys/values per stage (SegF
 MIT_PATCH = ((7, 4), (3, 2), (3, 2), (3, 2))  # (kernel, stride) of the overlapping patch embeddings
 SCI_GATES = ("paper", "code")
 LOCAL_MODES = ("paper", "code")
+GLOBAL_MODES = ("paper", "code")
+HEAD_STYLES = ("segformer", "code")
+DROP_PATH_RULES = ("linear", "code")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -49,7 +52,8 @@ class OverlapPatchEmbed(nn.Module):
 
 class ReducedAttention(nn.Module):
     """Multi-head attention whose keys/values come from `context` spatially reduced by a strided convolution
-    (`sr` > 1) + LayerNorm: SegFormer's efficient self-attention when context is the query stream itself."""
+    (`sr` > 1) + LayerNorm (eps 1e-5, as SegFormer's and the authors' `Attention.norm`): SegFormer's efficient
+    self-attention when context is the query stream itself."""
 
     def __init__(self, dim: int, heads: int, sr: int, qkv_bias: bool = True, attn_drop: float = 0.0):
         super().__init__()
@@ -60,7 +64,7 @@ class ReducedAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         if sr > 1:
             self.sr_conv = nn.Conv2d(dim, dim, sr, sr)
-            self.sr_norm = nn.LayerNorm(dim, eps=1e-6)
+            self.sr_norm = nn.LayerNorm(dim)
 
     def attend(self, x: torch.Tensor, context: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """softmax(Q Kᵀ / sqrt(d_head)) V with Q from x and K, V from context (both B x N x C on an h x w grid)."""
@@ -173,15 +177,22 @@ class MiTConfig:
         return config
 
 
-def build_mit_stages(config: MiTConfig, in_channels: int = 3) -> nn.ModuleList:
-    """The four stages of one MiT stream; drop-path rates rise linearly over all blocks (SegFormer rule)."""
+def build_mit_stages(config: MiTConfig, in_channels: int = 3, stage2_rate_offset: int | None = None
+                     ) -> nn.ModuleList:
+    """The four stages of one MiT stream; drop-path rates rise linearly over all blocks (SegFormer rule).
+
+    stage2_rate_offset=k reproduces the authors' `RGBXTransformer`, whose second stage gives every block the rate
+    of block `cur + k` (k = 0 for the RGB stream, 1 for the X stream) instead of `cur + i`."""
     total = sum(config.depths)
     rates = [config.drop_path_rate * i / max(1, total - 1) for i in range(total)]
     stages, start, channels = nn.ModuleList(), 0, in_channels
     for i, (dim, depth) in enumerate(zip(config.hidden_sizes, config.depths)):
         kernel, stride = MIT_PATCH[i]
+        stage_rates = rates[start:start + depth]
+        if i == 1 and stage2_rate_offset is not None:
+            stage_rates = [rates[start + stage2_rate_offset]] * depth
         stages.append(MiTStage(channels, dim, depth, config.heads[i], config.sr_ratios[i], kernel, stride,
-                               rates[start:start + depth]))
+                               stage_rates))
         start, channels = start + depth, dim
     return stages
 
@@ -322,23 +333,31 @@ class CrossModalAttention(ReducedAttention):
 
 
 class GlobalAlignment(nn.Module):
-    """Saliency cross-modal attention (Sec. 3.2.2): self-enhance both streams, then
-    F_mid = Linear(M(Q_vi, K_in, V_in) + F_vi^lo)  (vis -> ir, Eq. 10-11), then
-    F_m   = Linear(M(Q_in, K_mid, V_mid) + F_in^lo) (ir -> mid). Returns the fused B x C x H x W map."""
+    """Saliency cross-modal attention (Sec. 3.2.2): self-enhance both streams (E_in, E_vi), then
+    F_mid = Linear(M(Q_vi, K_in, V_in) + R_vi)  (vis -> ir, Eq. 10-11), then
+    F_m   = Linear(M(Q_in, K_mid, V_mid) + R_in) (ir -> mid). Returns the fused B x C x H x W map.
 
-    def __init__(self, dim: int, heads: int, sr: int, attn_drop: float = 0.0):
+    mode="paper": residuals R = F^lo (Eq. 11). mode="code" (the authors' `Global_Eliminating`): residuals R = the
+    self-enhanced queries E, and one more Linear on F_m."""
+
+    def __init__(self, dim: int, heads: int, sr: int, attn_drop: float = 0.0, mode: str = "paper"):
         super().__init__()
+        if mode not in GLOBAL_MODES:
+            raise ValueError(f"global_mode {mode!r} unknown; valid: {', '.join(GLOBAL_MODES)}")
+        self.mode = mode
         self.enhance_ir = SaliencyEnhancement(dim, heads, sr, attn_drop)
         self.enhance_vis = SaliencyEnhancement(dim, heads, sr, attn_drop)
         self.vis_to_ir = CrossModalAttention(dim, heads, sr, attn_drop)
         self.ir_to_mid = CrossModalAttention(dim, heads, sr, attn_drop)
+        self.out = nn.Linear(dim, dim) if mode == "code" else nn.Identity()
 
     def forward(self, f_in: torch.Tensor, f_vi: torch.Tensor) -> torch.Tensor:
         b, c, h, w = f_in.shape
         t_in, t_vi = f_in.flatten(2).transpose(1, 2), f_vi.flatten(2).transpose(1, 2)
         e_in, e_vi = self.enhance_ir(t_in, h, w), self.enhance_vis(t_vi, h, w)
-        mid = self.vis_to_ir(e_vi, e_in, t_vi, h, w)
-        fused = self.ir_to_mid(e_in, mid, t_in, h, w)
+        r_in, r_vi = (e_in, e_vi) if self.mode == "code" else (t_in, t_vi)
+        mid = self.vis_to_ir(e_vi, e_in, r_vi, h, w)
+        fused = self.out(self.ir_to_mid(e_in, mid, r_in, h, w))
         return fused.transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -361,12 +380,14 @@ def mutual_feature_mask(f_in: torch.Tensor, f_vi: torch.Tensor, mask_ir: torch.T
 
 class SegFormerHead(nn.Module):
     """SegFormer all-MLP decoder: per stage Linear C_i -> E, upsample to stage 1, concat 4E -> 1x1 conv E + BN +
-    ReLU -> Dropout2d(0.1) -> 1x1 conv to classes (logits at 1/4 of the input)."""
+    ReLU -> Dropout2d(0.1) -> 1x1 conv to classes (logits at 1/4 of the input). conv_bias: a bias on the conv
+    before the BN (the authors' `seg_decoder`)."""
 
-    def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1):
+    def __init__(self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
+                 conv_bias: bool = False):
         super().__init__()
         self.embed = nn.ModuleList(nn.Linear(c, embed_dim) for c in in_channels)
-        self.fuse = nn.Sequential(nn.Conv2d(len(in_channels) * embed_dim, embed_dim, 1, bias=False),
+        self.fuse = nn.Sequential(nn.Conv2d(len(in_channels) * embed_dim, embed_dim, 1, bias=conv_bias),
                                   nn.BatchNorm2d(embed_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(embed_dim, num_classes, 1)
@@ -385,15 +406,16 @@ class SegFormerHead(nn.Module):
 class FusionHead(nn.Module):
     """MRFS CNN fusion head: per stage and modality a point conv C_i -> `width` + BN + ReLU, all upsampled to the
     input size and concatenated with the two 3-channel inputs -> conv3x3 `width` + BN + ReLU -> conv1x1 3 ->
-    sigmoid = fused RGB."""
+    sigmoid = fused RGB. conv_bias: biases on the convs before the BNs (MRFS' / the authors' `fuse_decoder`)."""
 
-    def __init__(self, in_channels: Sequence[int], width: int = 16, input_channels: int = 6):
+    def __init__(self, in_channels: Sequence[int], width: int = 16, input_channels: int = 6,
+                 conv_bias: bool = False):
         super().__init__()
         self.points = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+            nn.Sequential(nn.Conv2d(c, width, 1, bias=conv_bias), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
             for c in in_channels for _ in range(2))
         self.out = nn.Sequential(nn.Conv2d(2 * len(in_channels) * width + input_channels, width, 3, padding=1,
-                                           bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                                           bias=conv_bias), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                                  nn.Conv2d(width, 3, 1), nn.Sigmoid())
 
     def forward(self, features: Sequence[tuple[torch.Tensor, torch.Tensor]], x_ir: torch.Tensor,
@@ -424,31 +446,43 @@ class AMDANetModel(nn.Module):
 
     Both inputs are B x 3 x H x W in [0, 1] (replicate a 1-channel IR image first). `encode(..., mfml_mask_ir=...)`
     applies mutual feature masking to the SCI outputs of every stage (one modality per sample).
+
+    Options of the authors' code (see README): sci_gate/sci_swap_streams/learn_lambda (SCI), local_mode="code"
+    (`Local_Eliminating`), global_mode="code" (`Global_Eliminating`), head_style="code" (conv biases, Kaiming
+    fan-in init, BatchNorm eps/momentum 0.01 in both heads), drop_path_rule="code" (the second stage's rates).
     """
 
     def __init__(self, num_classes: int, encoder: MiTConfig | None = None, decoder_dim: int = 512,
                  fusion_width: int = 16, tau: float = 0.4, lambda_init: float = 0.5, sci_gate: str = "paper",
                  sci_swap_streams: bool = False, learn_lambda: bool = True, local_mode: str = "paper",
-                 local_reduction: int = 4, spatial_kernel: int = 7, attn_drop: float = 0.0):
+                 local_reduction: int = 4, spatial_kernel: int = 7, attn_drop: float = 0.0,
+                 global_mode: str = "paper", head_style: str = "segformer", drop_path_rule: str = "linear"):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if local_mode not in LOCAL_MODES:
-            raise ValueError(f"local_mode {local_mode!r} unknown; valid: {', '.join(LOCAL_MODES)}")
+        for name, value, valid in (("local_mode", local_mode, LOCAL_MODES), ("head_style", head_style, HEAD_STYLES),
+                                   ("drop_path_rule", drop_path_rule, DROP_PATH_RULES)):
+            if value not in valid:
+                raise ValueError(f"{name} {value!r} unknown; valid: {', '.join(valid)}")
         self.config = encoder or MiTConfig()
         dims = self.config.hidden_sizes
-        self.encoder_ir = build_mit_stages(self.config)
-        self.encoder_vis = build_mit_stages(self.config)
+        code_rates = drop_path_rule == "code"
+        self.encoder_ir = build_mit_stages(self.config, stage2_rate_offset=1 if code_rates else None)  # X stream
+        self.encoder_vis = build_mit_stages(self.config, stage2_rate_offset=0 if code_rates else None)  # RGB
         self.sci = nn.ModuleList(SemanticConsistencyInference(d, tau, lambda_init, sci_gate, sci_swap_streams,
                                                               learn_lambda) for d in dims)
         self.local = nn.ModuleList(
             LocalAlignment(d, local_reduction, spatial_kernel) if local_mode == "paper"
             else LocalAlignmentCode(d, local_reduction) for d in dims)
-        self.globals = nn.ModuleList(GlobalAlignment(d, h, sr, attn_drop)
+        self.globals = nn.ModuleList(GlobalAlignment(d, h, sr, attn_drop, global_mode)
                                      for d, h, sr in zip(dims, self.config.heads, self.config.sr_ratios))
-        self.seg_head = SegFormerHead(dims, decoder_dim, num_classes)
-        self.fusion_head = FusionHead(dims, fusion_width)
+        code_heads = head_style == "code"
+        self.seg_head = SegFormerHead(dims, decoder_dim, num_classes, conv_bias=code_heads)
+        self.fusion_head = FusionHead(dims, fusion_width, conv_bias=code_heads)
         self.apply(_init_weights)
+        if code_heads:
+            for head in (self.seg_head, self.fusion_head):
+                _init_code_head(head)
 
     def encode(self, x_ir: torch.Tensor, x_vis: torch.Tensor, mfml_mask_ir: torch.Tensor | None = None,
                mfml_ratio: float = 0.15, with_semantic: bool = True, with_vision: bool = True) -> EncoderOutput:
@@ -499,6 +533,21 @@ def _init_weights(m: nn.Module) -> None:
     elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+def _init_code_head(head: nn.Module, bn_eps: float = 0.01, bn_momentum: float = 0.01) -> None:
+    """The authors' `init_weight` on their two decoders: conv weights Kaiming-normal (fan_in, ReLU gain), BatchNorm
+    weight 1 / bias 0 with eps and momentum 0.01; conv biases and the decoder's Linear layers keep PyTorch's default
+    initialisation (their decoders are not covered by the encoder's truncated-normal init)."""
+    for m in head.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            m.reset_parameters()
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            m.eps, m.momentum = bn_eps, bn_momentum
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from fusion_bench.base import SegFusionMethod
-from fusion_bench.types import IGNORE_INDEX, MASK, Task
+from fusion_bench.types import IGNORE_INDEX, MASK, VALID, Task
 from methods.amdanet.loss import AMDANetLoss, to_rgb
 from methods.amdanet.model import AMDANetModel, MiTConfig, load_mit_weights
 
 MFML_MODES = ("paper", "code", "off")
+FUSED_OUTPUTS = ("clamp", "minmax")
 MIN_SIZE = 32  # the encoder downsamples by 32 (and reduces keys by 8 at stride 4)
 
 
@@ -25,22 +27,51 @@ def warmup_poly_factor(step: int, total: int, warmup: int, power: float = 0.9) -
     return max(0.0, 1.0 - step / max(1, total)) ** power
 
 
-def random_rescale(images: Sequence[torch.Tensor], mask: torch.Tensor, scale: float,
-                   generator: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Rescale a batch by `scale` (images bilinear, labels nearest), then crop (scale > 1, one random window) or
-    pad (scale < 1; images with 0, labels with the ignore index) back to the original size."""
-    h, w = mask.shape[-2:]
-    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-    images = [F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False) for x in images]
-    mask = F.interpolate(mask[:, None].float(), size=(sh, sw), mode="nearest")[:, 0].long()
-    if sh < h or sw < w:
-        pad = (0, max(0, w - sw), 0, max(0, h - sh))
-        images = [F.pad(x, pad, value=0.0) for x in images]
-        mask = F.pad(mask, pad, value=IGNORE_INDEX)
-    top = int(torch.randint(0, mask.shape[-2] - h + 1, (1,), generator=generator))
-    left = int(torch.randint(0, mask.shape[-1] - w + 1, (1,), generator=generator))
-    images = [x[..., top:top + h, left:left + w] for x in images]
-    return images, mask[..., top:top + h, left:left + w]
+def lr_factor(step: int, total: int, warmup: int, power: float = 0.9, lag: bool = False) -> float:
+    """`warmup_poly_factor` of optimiser step `step`; lag=True: the authors set the rate after
+    `optimizer.step()`, so step 0 runs at the base rate and step k at the schedule's value for step k - 1."""
+    if lag:
+        if step == 0:
+            return 1.0
+        step -= 1
+    return warmup_poly_factor(step, total, warmup, power)
+
+
+def center_pad(tensors: Sequence[torch.Tensor], height: int, width: int) -> tuple[list[torch.Tensor], int, int]:
+    """Zero-pad B x C x H x W tensors symmetrically (extra pixel at the bottom/right) to at least height x width,
+    as TorchSeg's ``pad_image_to_shape``; returns (padded, top, left)."""
+    h, w = tensors[0].shape[-2:]
+    ph, pw = max(0, height - h), max(0, width - w)
+    top, left = ph // 2, pw // 2
+    if not (ph or pw):
+        return list(tensors), 0, 0
+    return [F.pad(t, (left, pw - left, top, ph - top)) for t in tensors], top, left
+
+
+def sliding_window(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ir: torch.Tensor,
+                   vis: torch.Tensor, window: Sequence[int], stride_rate: float = 2 / 3) -> torch.Tensor:
+    """Sliding-window logits as the authors' `scale_process_rgbX` (one scale, no flip), window = (h, w).
+
+    An image no larger than the window on at least one axis is run once, zero-padded (centred) to at least the
+    window, and the prediction cropped back. Otherwise windows of the window size with strides
+    ceil(stride_rate * size), the last one flush with the border; overlapping windows are combined as the code's
+    sum of exp(logits) (here log-sum-exp, same arg-max, no overflow)."""
+    h, w = ir.shape[-2:]
+    wh, ww = int(window[0]), int(window[1])
+    if h <= wh or w <= ww:
+        (ir_p, vis_p), top, left = center_pad([ir, vis], wh, ww)
+        return predict(ir_p, vis_p)[..., top:top + h, left:left + w]
+    sh, sw = math.ceil(wh * stride_rate), math.ceil(ww * stride_rate)
+    acc: torch.Tensor | None = None
+    for r in range(math.ceil((h - wh) / sh) + 1):
+        for c in range(math.ceil((w - ww) / sw) + 1):
+            y, x = min(r * sh + wh, h) - wh, min(c * sw + ww, w) - ww
+            logits = predict(ir[..., y:y + wh, x:x + ww], vis[..., y:y + wh, x:x + ww])
+            if acc is None:
+                acc = logits.new_full((*logits.shape[:2], h, w), -math.inf)
+            acc[..., y:y + wh, x:x + ww] = torch.logaddexp(acc[..., y:y + wh, x:x + ww], logits)
+    assert acc is not None
+    return acc
 
 
 class AMDANet(SegFusionMethod):
@@ -48,7 +79,8 @@ class AMDANet(SegFusionMethod):
 
     x1 = infrared (1 channel, replicated to 3 for the IR stream), x2 = visible RGB (gray is replicated).
     `fuse` returns the fused RGB image (B x 3 x H x W in [0, 1]); `segment` the logits (B x K x H x W).
-    Training uses the `mask` of each batch (ignore index 255) and, with MFML, a second, masked forward.
+    Training uses the `mask` of each batch (ignore index 255), the optional `valid` crop mask and, with MFML, a
+    masked branch. The `paper` preset is the authors' code; `paper_text` the paper's text (see README.md).
     """
 
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.IVIF})
@@ -58,39 +90,51 @@ class AMDANet(SegFusionMethod):
                  sr_ratios: Sequence[int] | None = None, drop_path_rate: float = 0.1, decoder_dim: int = 512,
                  fusion_width: int = 16, tau: float = 0.4, lambda_init: float = 0.5, sci_gate: str = "paper",
                  sci_swap_streams: bool = False, learn_lambda: bool = True, local_mode: str = "paper",
+                 global_mode: str = "paper", head_style: str = "segformer", drop_path_rule: str = "linear",
                  spatial_kernel: int = 7, mfml: str = "paper", mfml_ratio: float = 0.15, w_seg: float = 1.0,
                  w_fus: float = 0.5, w_cr: float = 0.5, fusion_loss: str = "paper", cr_mode: str = "paper",
                  gamma: float = 0.8, contrast: float = 1.0, w_dice: float = 0.0, w_dice_masked: float = 0.0,
-                 scales: Sequence[float] | None = None, pretrained: str | None = None, lr: float = 6e-5,
-                 weight_decay: float = 0.01, betas: Sequence[float] = (0.9, 0.999), warmup_ratio: float = 0.0,
-                 poly_power: float = 0.9, augment_seed: int | None = None, **kwargs: Any):
+                 dice_ignore: str = "skip", eval_window: Sequence[int] | None = None, eval_stride_rate: float = 2 / 3,
+                 fuse_window: Sequence[int] | None = None, fused_output: str = "clamp", pretrained: str | None = None,
+                 lr: float = 6e-5, weight_decay: float = 0.01, betas: Sequence[float] = (0.9, 0.999),
+                 warmup_ratio: float = 0.0, poly_power: float = 0.9, lr_lag: bool = False,
+                 augment_seed: int | None = None, **kwargs: Any):
         super().__init__(num_classes=num_classes, lr=lr, weight_decay=weight_decay, **kwargs)
         self.save_hyperparameters()
         if mfml not in MFML_MODES:
             raise ValueError(f"mfml {mfml!r} unknown; valid: {', '.join(MFML_MODES)}")
+        if fused_output not in FUSED_OUTPUTS:
+            raise ValueError(f"fused_output {fused_output!r} unknown; valid: {', '.join(FUSED_OUTPUTS)}")
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-        if scales is not None and (not scales or min(scales) <= 0):
-            raise ValueError(f"scales must be a non-empty list of positive factors or null, got {scales}")
+        for name, window in (("eval_window", eval_window), ("fuse_window", fuse_window)):
+            if window is not None and (len(window) != 2 or min(window) < MIN_SIZE):
+                raise ValueError(f"{name} must be [height, width] of at least {MIN_SIZE} pixels or null, got {window}")
+        if not 0.0 < eval_stride_rate <= 1.0:
+            raise ValueError(f"eval_stride_rate must be in (0, 1], got {eval_stride_rate}")
         config = MiTConfig.build(encoder, hidden_sizes, depths, heads, sr_ratios, drop_path_rate)
         self.net = AMDANetModel(num_classes, config, decoder_dim=decoder_dim, fusion_width=fusion_width, tau=tau,
                                 lambda_init=lambda_init, sci_gate=sci_gate, sci_swap_streams=sci_swap_streams,
-                                learn_lambda=learn_lambda, local_mode=local_mode, spatial_kernel=spatial_kernel)
+                                learn_lambda=learn_lambda, local_mode=local_mode, spatial_kernel=spatial_kernel,
+                                global_mode=global_mode, head_style=head_style, drop_path_rule=drop_path_rule)
         self.criterion = AMDANetLoss(w_seg=w_seg, w_fus=w_fus, w_cr=w_cr, fusion=fusion_loss, cr=cr_mode,
-                                     gamma=gamma, contrast=contrast, w_dice=w_dice, w_dice_masked=w_dice_masked)
+                                     gamma=gamma, contrast=contrast, w_dice=w_dice, w_dice_masked=w_dice_masked,
+                                     dice_ignore=dice_ignore)
         if pretrained:
             load_mit_weights(self.net, pretrained)
         self.mfml, self.mfml_ratio = mfml, mfml_ratio
-        self.scales = tuple(scales) if scales else None
+        self.eval_window = tuple(eval_window) if eval_window else None
+        self.fuse_window = tuple(fuse_window) if fuse_window else None
+        self.eval_stride_rate, self.fused_output = eval_stride_rate, fused_output
         self.betas = tuple(betas)
-        self.warmup_ratio, self.poly_power = warmup_ratio, poly_power
+        self.warmup_ratio, self.poly_power, self.lr_lag = warmup_ratio, poly_power, lr_lag
         self.augment_seed = augment_seed
         self._generator: torch.Generator | None = None
 
     @property
     def generator(self) -> torch.Generator:
-        """CPU generator for the scale augmentation and the MFML branch choice; seeded from `augment_seed`, else
-        from the global seed (Lightning's seed_everything), on first use."""
+        """CPU generator for the MFML branch/modality choice; seeded from `augment_seed`, else from the global seed
+        (Lightning's seed_everything), on first use."""
         if self._generator is None:
             seed = self.augment_seed if self.augment_seed is not None else torch.initial_seed()
             self._generator = torch.Generator().manual_seed(int(seed))
@@ -106,56 +150,82 @@ class AMDANet(SegFusionMethod):
         if min(x1.shape[-2:]) < MIN_SIZE:
             raise ValueError(f"AMDANet needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got "
                              f"{tuple(x1.shape[-2:])}")
-        return to_rgb(x1), to_rgb(x2)
+        return to_rgb(x1, "x1"), to_rgb(x2, "x2")
+
+    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        return self.net.fuse(self.net.encode(ir, vis, with_semantic=False).vision, ir, vis)
+
+    def _segment(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        return self.net.segment(self.net.encode(ir, vis, with_vision=False).semantic, ir.shape[-2:])
 
     def fuse(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Fused RGB in [0, 1]. `fuse_window`: run once zero-padded (centred) to at least this size, as the
+        authors' predict_fusion scripts; `fused_output="minmax"`: per-image min-max to 0-255, truncated to 8-bit
+        levels (their saved PNGs)."""
         ir, vis = self.prepare_inputs(x1, x2)
-        features = self.net.encode(ir, vis, with_semantic=False)
-        return self.net.fuse(features.vision, ir, vis).float().clamp(0, 1)
+        if self.fuse_window is not None:
+            h, w = ir.shape[-2:]
+            (ir_p, vis_p), top, left = center_pad([ir, vis], *self.fuse_window)
+            fused = self._fuse(ir_p, vis_p)[..., top:top + h, left:left + w].float()
+        else:
+            fused = self._fuse(ir, vis).float()
+        if self.fused_output == "minmax":
+            low = fused.amin(dim=(1, 2, 3), keepdim=True)
+            span = (fused.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-12)
+            return torch.floor((fused - low) / span * 255.0) / 255.0
+        return fused.clamp(0, 1)
 
     def segment(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Logits at the input size; with `eval_window`, the authors' sliding-window evaluation."""
         ir, vis = self.prepare_inputs(x1, x2)
-        features = self.net.encode(ir, vis, with_vision=False)
-        return self.net.segment(features.semantic, ir.shape[-2:]).float()
+        if self.eval_window is not None:
+            return sliding_window(self._segment, ir, vis, self.eval_window, self.eval_stride_rate).float()
+        return self._segment(ir, vis).float()
 
     # -- training -------------------------------------------------------------------------------------
-    def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if MASK not in batch:
             raise KeyError(f"AMDANet trains on segmentation labels: the batch has no {MASK!r} key (keys: "
                            f"{sorted(batch)}); use a dataset with masks (e.g. fmb, mfnet, pst900, msrs)")
         x1, x2 = self.inputs(batch)
         ir, vis = self.prepare_inputs(x1, x2)
-        return ir, vis, batch[MASK].long()
+        valid = batch.get(VALID)
+        return ir, vis, batch[MASK].long(), None if valid is None else valid.unsqueeze(1).to(ir.dtype)
 
     def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Clean forward, MFML masked forward, and the loss terms (`loss` is the total)."""
-        ir, vis, target = self._batch(batch)
-        if self.scales:
-            scale = self.scales[int(torch.randint(len(self.scales), (1,), generator=self.generator))]
-            if scale != 1.0:
-                (ir, vis), target = random_rescale([ir, vis], target, scale, self.generator)
+        """Clean forward, the MFML masked branch, and the loss terms (`loss` is the total)."""
+        ir, vis, target, valid = self._batch(batch)
         size = target.shape[-2:]
         features = self.net.encode(ir, vis)
-        logits = self.net.segment(features.semantic, size)
-        fused = self.net.fuse(features.vision, ir, vis)
         masked_logits = masked_fused = None
+        if self.mfml == "code" and self.criterion.w_cr:
+            # the authors' encode_decode: one coin per batch (randint(1, 3) == 1) masks 15 % of the elements of
+            # either the four semantic maps or the eight vision maps; both heads run again on the (partly masked)
+            # set, so the unmasked head differs from the clean pass only by its dropout draw. Head calls in the
+            # code's order (masked seg, seg, fuse, masked fuse: the BatchNorm running statistics follow it).
+            keep = 1.0 - self.mfml_ratio
+            semantic, vision = features.semantic, features.vision
+            if float(torch.rand(1, generator=self.generator)) < 0.5:
+                semantic = [f * (torch.rand_like(f) < keep) for f in semantic]
+            else:
+                vision = [(a * (torch.rand_like(a) < keep), b * (torch.rand_like(b) < keep)) for a, b in vision]
+            masked_logits = self.net.segment(semantic, size)
+            logits = self.net.segment(features.semantic, size)
+            fused = self.net.fuse(features.vision, ir, vis)
+            masked_fused = self.net.fuse(vision, ir, vis)
+        else:
+            logits = self.net.segment(features.semantic, size)
+            fused = self.net.fuse(features.vision, ir, vis)
         if self.mfml == "paper" and self.criterion.w_cr:
             mask_ir = torch.rand(ir.shape[0], generator=self.generator) < 0.5
             masked = self.net.encode(ir, vis, mfml_mask_ir=mask_ir.to(ir.device), mfml_ratio=self.mfml_ratio)
             masked_logits = self.net.segment(masked.semantic, size)
             if self.criterion.cr == "code":
                 masked_fused = self.net.fuse(masked.vision, ir, vis)
-        elif self.mfml == "code" and self.criterion.w_cr:
-            keep = 1.0 - self.mfml_ratio
-            if float(torch.rand(1, generator=self.generator)) < 0.5:  # the code's randint(1, 3) == 1
-                semantic = [f * (torch.rand_like(f) < keep) for f in features.semantic]
-                masked_logits, masked_fused = self.net.segment(semantic, size), fused
-            else:
-                vision = [(a * (torch.rand_like(a) < keep), b * (torch.rand_like(b) < keep))
-                          for a, b in features.vision]
-                masked_logits, masked_fused = logits, self.net.fuse(vision, ir, vis)
-        losses = self.criterion(logits, fused, target, vis, ir, masked_logits, masked_fused)
-        losses["lambda_mean"] = torch.stack([m.lambda_.detach() for m in self.net.sci]).mean()
+        losses = self.criterion(logits, fused, target, vis, ir, masked_logits, masked_fused, valid)
+        with torch.no_grad():
+            losses["lambda_mean"] = torch.stack([m.lambda_.detach() for m in self.net.sci]).mean()
+            losses["sci_active"] = torch.stack([info["active"].float().mean() for info in features.sci]).mean()
         return losses
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -163,16 +233,17 @@ class AMDANet(SegFusionMethod):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Segmentation and fusion losses of the clean forward, and the batch's pixel accuracy."""
-        ir, vis, target = self._batch(batch)
+        ir, vis, target, valid = self._batch(batch)
         logits, fused = self.net(ir, vis)
-        losses = self.criterion(logits, fused, target, vis, ir)
-        valid = target != IGNORE_INDEX
-        losses["pixel_acc"] = (logits.argmax(1)[valid] == target[valid]).float().mean()
+        losses = self.criterion(logits, fused, target, vis, ir, valid=valid)
+        labelled = target != IGNORE_INDEX
+        losses["pixel_acc"] = (logits.argmax(1)[labelled] == target[labelled]).float().mean()
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=ir.shape[0])
         return losses["loss"]
 
     def configure_optimizers(self):
-        """AdamW (no weight decay on biases, norms and the SCI lambdas) with warm-up + poly decay per step."""
+        """AdamW (no weight decay on biases, norms and the SCI lambdas) with warm-up + poly decay per step
+        (`lr_factor`; warm-up = round(warmup_ratio * total steps))."""
         decay, no_decay = [], []
         for name, param in self.named_parameters():
             if not param.requires_grad:
@@ -181,7 +252,7 @@ class AMDANet(SegFusionMethod):
         optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=self.lr,
                                       betas=self.betas, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        warmup = int(self.warmup_ratio * total)
+        warmup = round(self.warmup_ratio * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_poly_factor(step, total, warmup, self.poly_power))
+            optimizer, lambda step: lr_factor(step, total, warmup, self.poly_power, self.lr_lag))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
