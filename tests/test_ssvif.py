@@ -555,6 +555,35 @@ def test_mixed_precision_stage2(tiny, precision):
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
+def test_stage2_step_in_float16_with_a_grad_scaler_on_cpu(tiny):
+    """The fp16 path without a GPU (Lightning turns 16-mixed on a CPU into bf16): float16 autocast on the CPU and a
+    GradScaler; the loss is float32, the GDWA norms are taken on the scaled losses and divided back, and the
+    weight stays a 0-dim device tensor."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(7)
+    module = make_module(tiny)
+    module.build_seg_branches()
+    module.stage = 2
+    batch = trap_batch()
+    with torch.autocast("cpu", dtype=torch.float16):
+        unscaled_losses = module.compute_losses(batch)
+    unscaled = module.grad_norms.clone()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    scaler.scale(torch.ones(()))  # creates the scale tensor, as the first scaled backward does
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler))
+    try:
+        assert float(module._amp_loss_scale()) == 2.0**10
+        module.grad_norms = None
+        with torch.autocast("cpu", dtype=torch.float16):
+            losses = module.compute_losses(batch)
+    finally:
+        module._trainer = None
+    assert unscaled_losses["loss_csc"].dtype == losses["loss_csc"].dtype == losses["loss"].dtype == torch.float32
+    assert torch.allclose(module.grad_norms, unscaled, rtol=0.05) and torch.isfinite(module.grad_norms).all()
+    assert losses["w_csc"].shape == () and torch.isfinite(losses["loss"])
+
+
 # ---------------------------------------------------------------- presets and CLI
 
 
