@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from fusion_bench.base.colour import rgb_to_ycbcr
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
+from fusion_bench.data.transforms import batch_dihedral
 from methods.cfi.loss import (
     CFILoss,
     binary_entropy,
@@ -22,7 +25,7 @@ from methods.cfi.loss import (
     necessity_loss,
 )
 from methods.cfi.model import CFINet, load_official_weights, mean_gate, pooled_cross_attention
-from methods.cfi.module import CFIFusion, dihedral_augment
+from methods.cfi.module import CFIFusion
 
 
 @pytest.fixture
@@ -109,20 +112,21 @@ def test_necessity_modes_have_opposite_effects():
     y = torch.full((1, 1, 4, 4), 0.5)
     far, near = y + 0.3, y + 0.05
     assert necessity_loss(y, far, near, "code").item() == pytest.approx(0.35)
-    assert necessity_loss(y, far, near, "paper", margin=0.1).item() == pytest.approx(0.05)
-    assert necessity_loss(y, far, far, "paper", margin=0.1).item() == 0.0  # both modalities matter: satisfied
+    assert necessity_loss(y, far, near, "hinge", margin=0.1).item() == pytest.approx(0.05)
+    assert necessity_loss(y, far, far, "hinge", margin=0.1).item() == 0.0  # both modalities matter: satisfied
     assert necessity_loss(y, y, y, "code").item() == 0.0
-    assert necessity_loss(y, y, y, "paper", margin=0.1).item() == pytest.approx(0.2)
+    assert necessity_loss(y, y, y, "hinge", margin=0.1).item() == pytest.approx(0.2)
+    assert necessity_loss(y, far, near).item() == pytest.approx(0.35)  # the default is the authors' code
     # gradient on a dropped-modality output that sits close to the full output
     grads = {}
-    for mode in ("code", "paper"):
+    for mode in ("code", "hinge"):
         drop = (y + 0.02).requires_grad_()
         necessity_loss(y, drop, far, mode).backward()
         grads[mode] = drop.grad
     assert (grads["code"] > 0).all(), "code: descent pulls y_drop towards y (similarity)"
-    assert (grads["paper"] < 0).all(), "paper: descent pushes y_drop away from y (each modality necessary)"
-    with pytest.raises(ValueError):
-        necessity_loss(y, y, y, "other")
+    assert (grads["hinge"] < 0).all(), "hinge: descent pushes y_drop away from y (each modality necessary)"
+    with pytest.raises(ValueError, match="valid: code, hinge"):
+        necessity_loss(y, y, y, "paper")  # the former name of the hinge is not silently accepted
     with pytest.raises(ValueError):
         CFILoss(necessity="other")
 
@@ -134,9 +138,9 @@ def test_total_loss_weights():
     d1, d2 = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
     out = CFILoss()(f, a, b, y_do, g_do, d1, d2)
     assert torch.allclose(out["loss"], out["loss_fus"] + 0.1 * out["loss_inv"] + 0.05 * out["loss_nec"])
-    assert torch.allclose(out["loss_nec"], necessity_loss(f, d1, d2, "paper", 0.1))
-    code = CFILoss(necessity="code")(f, a, b, y_do, g_do, d1, d2)
-    assert torch.allclose(code["loss_nec"], F.l1_loss(f, d1) + F.l1_loss(f, d2))
+    assert torch.allclose(out["loss_nec"], F.l1_loss(f, d1) + F.l1_loss(f, d2))  # the authors' Train.py
+    hinge = CFILoss(necessity="hinge")(f, a, b, y_do, g_do, d1, d2)
+    assert torch.allclose(hinge["loss_nec"], necessity_loss(f, d1, d2, "hinge", 0.1))
 
 
 # ---------------------------------------------------------------- module
@@ -145,9 +149,9 @@ def test_total_loss_weights():
 def test_dihedral_augment_is_shared_by_both_inputs():
     g = torch.Generator().manual_seed(0)
     y = torch.rand(16, 1, 8, 8)
-    a, b = dihedral_augment(y, y.clone(), g)
+    a, b = batch_dihedral(y, y.clone(), g)
     assert torch.equal(a, b) and not torch.equal(a, y)
-    a, b = dihedral_augment(torch.rand(4, 1, 8, 6), torch.rand(4, 1, 8, 6), g)  # non-square: flips only
+    a, b = batch_dihedral(torch.rand(4, 1, 8, 6), torch.rand(4, 1, 8, 6), g)  # non-square: flips only
     assert a.shape == (4, 1, 8, 6)
 
 
@@ -188,8 +192,9 @@ def test_presets(registered):
     assert paper["optim"] == {"lr": 1.0e-4}
     assert paper["train"] == {"max_epochs": 50, "batch_size": 16, "crop_size": 256}
     assert paper["model"]["dim"] == 32 and paper["model"]["tokens"] == 8 and paper["model"]["levels"] == 3
-    assert paper["model"]["necessity"] == "paper"
+    assert paper["model"]["necessity"] == "code"  # the authors' Train.py; the hinge is the ablation
     smoke = load_method_config(CFIFusion, "cfi", "smoke")
+    assert smoke["model"]["necessity"] == "hinge"  # unchanged smoke regression numbers
     module = CFIFusion(modalities=("ir", "vis"), **smoke["model"], **smoke["optim"])
     assert module.mask_config.hole_size == (16, 16) and module.mask_config.num_holes == (1, 6)
     assert sum(p.numel() for p in CFIFusion(**paper["model"]).parameters()) == 192_388
@@ -248,3 +253,50 @@ def test_official_state_dict_conversion(tmp_path):
     x1, x2 = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(fresh(x1, x2)[0], net(x1, x2)[0])
+
+
+OFFICIAL_DIR = os.environ.get("FUSION_BENCH_CFI_OFFICIAL_DIR")
+
+
+def _authors_network_class(test_py: Path) -> type[torch.nn.Module]:
+    """The authors' `Network` from their test.py: its imports, functions and classes are executed, the script part
+    (which builds a CUDA model and reads their image folders) is skipped; an import that is not installed (cv2,
+    used only by their I/O helpers) is skipped too."""
+    import ast
+
+    tree = ast.parse(test_py.read_text())
+    namespace: dict = {"__name__": "cfi_authors_test"}
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
+            code = compile(ast.Module(body=[node], type_ignores=[]), str(test_py), "exec")
+            try:
+                exec(code, namespace)  # noqa: S102 - the authors' published code, from a path the user names
+            except ImportError:
+                continue
+    return namespace["Network"]
+
+
+@pytest.mark.skipif(not OFFICIAL_DIR, reason="set FUSION_BENCH_CFI_OFFICIAL_DIR to a checkout of the authors' "
+                    "repository (test.py + best.pth)")
+def test_official_best_pth_reproduces_the_authors_network():
+    """The released best.pth through `load_official_weights` gives the authors' network (their test.py `Network`
+    with the same file) to 1e-6: fused output and the three gates, at sizes that are and are not multiples of 4."""
+    root = Path(OFFICIAL_DIR)
+    weights, code = root / "best.pth", root / "test.py"
+    if not (weights.is_file() and code.is_file()):
+        pytest.skip(f"{root} lacks best.pth or test.py")
+    authors = _authors_network_class(code)()
+    authors.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    ours = CFINet(dim=32, levels=3, tokens=8)
+    load_official_weights(ours, weights)
+    authors.eval(), ours.eval()
+    torch.manual_seed(0)
+    for h, w in ((64, 80), (75, 101)):
+        ir, vis = torch.rand(2, 1, h, w), torch.rand(2, 1, h, w)
+        with torch.no_grad():
+            out_a, _, gates_a = authors(vis, ir)  # the authors' order: (visible Y, infrared)
+            out_o, gates_o = ours(ir, vis)
+        assert (out_a - out_o).abs().max() < 1e-6
+        for name, gate in zip(("g5", "g4", "g3"), gates_o, strict=True):  # ours fine -> coarse
+            assert (gates_a[name] - gate).abs().max() < 1e-6
+    assert sum(p.numel() for p in ours.parameters()) == 192_388

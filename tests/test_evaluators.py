@@ -110,11 +110,16 @@ def test_seg_scores_absent_class_is_nan_and_left_out() -> None:
 
 
 def test_presets_follow_the_protocol() -> None:
-    paper = SEG_PRESETS["paper"]
+    # with pretrained weights (the paper fine-tunes SegMiF's model): frozen 30 epochs, 5e-4 -> 3e-5 -> 0
+    paper = SEG_PRESETS["paper"].replace(pretrained="segmif_b3.safetensors")
     assert (paper.variant, paper.epochs, paper.batch_size, paper.freeze_backbone_epochs) == ("b3", 80, 12, 30)
     assert (paper.lr, paper.lr_unfrozen, paper.early_stopping_patience) == (5e-4, 3e-5, 10)
     assert math.isclose(lr_at(paper, 0), 5e-4) and math.isclose(lr_at(paper, 30), 3e-5)
     assert lr_at(paper, 15) < 5e-4 and lr_at(paper, 79.99) < 1e-6
+    # from scratch: no freeze (a frozen random encoder is no fine-tuning), one cosine 5e-4 -> 0 over 80 epochs
+    scratch = SEG_PRESETS["paper"]
+    assert (scratch.pretrained, scratch.freeze_backbone_epochs, scratch.freeze_skipped_epochs) == (None, 0, 30)
+    assert math.isclose(lr_at(scratch, 0), 5e-4) and math.isclose(lr_at(scratch, 40), 2.5e-4)
     smoke = seg_preset("smoke", epochs=3)
     assert smoke.epochs == 3 and smoke.variant == "b0"
     with pytest.raises(ValueError, match="valid: smoke, paper"):
@@ -167,6 +172,43 @@ def test_pretrained_weights_by_path(tmp_path: Path) -> None:
         build_segformer(cfg.replace(pretrained=str(tmp_path / "missing.pt")), num_classes=6)
 
 
+def test_backbone_freeze_only_with_pretrained_weights(ivif: dict, tmp_path: Path, one_thread: None) -> None:
+    """The paper preset's 30 frozen epochs fine-tune pretrained weights; without weights nothing is frozen, and
+    the effective config (in the result, the row's config hash) says what was dropped."""
+    pytest.importorskip("transformers")
+    from dataclasses import asdict
+
+    from fusion_bench.benchmark.downstream import evaluator_config
+    from fusion_bench.benchmark.protocol import load_protocol
+    from fusion_bench.evaluators.segmentation import build_segformer
+    from fusion_bench.types import Task
+
+    protocol = load_protocol("fmb", Task.IVIF)
+    row_config = asdict(evaluator_config("seg", "paper", protocol))  # what enters the row's config hash
+    assert (row_config["pretrained"], row_config["freeze_backbone_epochs"], row_config["freeze_skipped_epochs"]) \
+        == (None, 0, 30)
+    with_weights = {**protocol, "presets": {"paper": {"seg": {"pretrained": str(tmp_path / "w.pt")}}}}
+    assert evaluator_config("seg", "paper", with_weights).freeze_backbone_epochs == 30
+    # the freeze follows the weights both ways, whatever order the fields are set in
+    paper = seg_preset("paper")
+    assert paper.replace(pretrained="w.pt").freeze_backbone_epochs == 30
+    assert paper.replace(pretrained="w.pt").replace(pretrained=None) == paper
+    assert seg_preset("paper", freeze_backbone_epochs=5).freeze_skipped_epochs == 5
+    # training: a requested freeze without weights leaves the encoder trainable; with weights it is frozen
+    tiny = seg_preset("smoke", epochs=1, batch_size=4, image_size=(32, 40), hidden_sizes=(8, 16, 32, 64),
+                      decoder_hidden_size=8, freeze_backbone_epochs=1)
+    data = (ivif["max_train"][:4], ivif["train_masks"][:4], ivif["max_test"][:2], ivif["test_masks"][:2], 6)
+    scratch = evaluate_segmentation(*data, tiny, seed=0, log_dir=tmp_path / "scratch", progress=False)
+    assert scratch["seg_config"]["freeze_skipped_epochs"] == 1
+    assert (tmp_path / "scratch" / "seg_train_log.csv").read_text().splitlines()[1].split(",")[1] == "False"
+    torch.manual_seed(0)
+    torch.save(build_segformer(tiny, num_classes=6).state_dict(), tmp_path / "w.pt")
+    tuned = evaluate_segmentation(*data, tiny.replace(pretrained=str(tmp_path / "w.pt")), seed=0,
+                                  log_dir=tmp_path / "tuned", progress=False)
+    assert tuned["seg_config"]["freeze_backbone_epochs"] == 1
+    assert (tmp_path / "tuned" / "seg_train_log.csv").read_text().splitlines()[1].split(",")[1] == "True"
+
+
 # ------------------------------------------------------------------------------------------------ sanity
 
 
@@ -213,11 +255,14 @@ def test_segmentation_is_deterministic_and_folder_entry_point(ivif: dict, tmp_pa
 @pytest.mark.slow
 def test_segmentation_early_stopping_and_freeze_schedule(ivif: dict, tmp_path: Path, one_thread: None) -> None:
     pytest.importorskip("transformers")
+    from fusion_bench.evaluators.segmentation import build_segformer
+
+    torch.manual_seed(2)
+    torch.save(build_segformer(seg_preset("smoke"), num_classes=6).state_dict(), tmp_path / "pretrained.pt")
     cfg = seg_preset("smoke", epochs=6, freeze_backbone_epochs=2, early_stopping_patience=1, val_fraction=0.25,
-                     lr_unfrozen=1e-4)
-    with pytest.warns(UserWarning, match="no pretrained weights"):
-        r = evaluate_segmentation(ivif["const_train"], ivif["train_masks"], ivif["const_test"], ivif["test_masks"],
-                                  6, cfg, seed=0, log_dir=tmp_path, progress=False)
+                     lr_unfrozen=1e-4, pretrained=str(tmp_path / "pretrained.pt"))  # the freeze needs weights
+    r = evaluate_segmentation(ivif["const_train"], ivif["train_masks"], ivif["const_test"], ivif["test_masks"],
+                              6, cfg, seed=0, log_dir=tmp_path, progress=False)
     log = (tmp_path / "seg_train_log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,frozen,lr,train_loss,val_miou")
     assert log[1].split(",")[1] == "True" and r["seg_n_train"] == 48

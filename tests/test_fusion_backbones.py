@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fusion_bench.base.losses import gradient_loss, sobel_magnitude, ssim
+from fusion_bench.base.losses import gradient_loss, intensity_loss, sobel_magnitude, ssim
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
@@ -257,6 +257,102 @@ def test_ssim_and_swinfusion_loss_terms():
                                         rel=1e-6)
 
 
+def test_swinfusion_loss_takes_the_sources_sobel_once(monkeypatch):
+    """Three Sobel magnitudes per step (the two sources, shared by the texture term and the SSIM weights, and the
+    fused image), and the same numbers as the terms computed separately."""
+    import methods.swinfusion.loss as swin_loss
+
+    torch.manual_seed(1)
+    fused, a, b = (torch.rand(2, 1, 20, 24) for _ in range(3))
+    calls = []
+
+    def counting(x, padding="replicate"):
+        calls.append(padding)
+        return sobel_magnitude(x, padding)
+
+    monkeypatch.setattr(swin_loss, "sobel_magnitude", counting)
+    terms = SwinFusionLoss()(fused, a, b)
+    assert calls == ["zeros"] * 3
+    assert torch.equal(terms["loss_grad"], gradient_loss(fused, a, b, padding="zeros"))
+    monkeypatch.setattr(swin_loss, "sobel_magnitude", sobel_magnitude)
+    assert torch.equal(terms["loss_ssim"], 1 - weighted_ssim(fused, a, b, "gradient"))
+    assert torch.equal(terms["loss_int"], intensity_loss(fused, a, b))
+
+
+def _kair_modes(img: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 outputs of KAIR's augment_img(img, mode) for mode 0..7 on an HxW image (numpy's rot90 / flipud)."""
+    import numpy as np
+
+    x = img.numpy()
+    modes = [x, np.flipud(np.rot90(x)), np.flipud(x), np.rot90(x, k=3), np.flipud(np.rot90(x, k=2)), np.rot90(x),
+             np.rot90(x, k=2), np.flipud(np.rot90(x, k=3))]
+    return [torch.from_numpy(m.copy()) for m in modes]
+
+
+def test_batch_dihedral_after_the_hflip_draws_the_authors_8_modes_uniformly():
+    """SwinFusion's authors put each crop in mode randint(0, 7) of KAIR's augment_img (the 8 flips/rotations of the
+    square); the datamodule's horizontal flip (p 0.5) followed by `batch_dihedral` draws the same 8 modes with
+    probability 1/8 each, identically for both sources."""
+    from fusion_bench.data.transforms import batch_dihedral
+
+    probe = torch.arange(16.0).view(4, 4)
+    modes = _kair_modes(probe)
+    assert len({tuple(m.flatten().tolist()) for m in modes}) == 8
+    n = 4000
+    gen = torch.Generator().manual_seed(0)
+    hflip = torch.rand(n, generator=gen) < 0.5
+    x1 = probe.expand(n, 1, 4, 4).clone()
+    x1[hflip] = x1[hflip].flip(-1)  # PairedRandomFlip
+    a, b = batch_dihedral(x1, 100 + x1, gen)
+    assert torch.equal(b, 100 + a)  # the same mode for both sources
+    counts = torch.zeros(8)
+    for k, mode in enumerate(modes):
+        counts[k] = (a[:, 0] == mode).flatten(1).all(1).sum()
+    assert counts.sum() == n  # every output is one of the authors' modes
+    assert (counts / n - 1 / 8).abs().max() < 0.025, counts
+
+
+def test_swinfusion_augment_trains_on_a_flipped_rotated_pair(monkeypatch):
+    torch.manual_seed(0)
+    module = SwinFusion(**TINY_SWIN, ema_decay=0.0, augment=True, modalities=("ir", "vis"))
+    seen = []
+    original = module.criterion.forward
+
+    def record(fused, y1, y2):
+        seen.append((y1.clone(), y2.clone()))
+        return original(fused, y1, y2)
+
+    monkeypatch.setattr(module.criterion, "forward", record)
+    monkeypatch.setattr(module, "log_losses", lambda losses, stage, batch: losses["loss"])
+    ir = torch.rand(8, 1, 8, 8)
+    batch = {"ir": ir, "vis": ir.expand(-1, 3, -1, -1).clone()}  # luminance of a gray RGB image = the image
+    assert torch.isfinite(module.training_step(batch, 0))
+    y1, y2 = seen[0]
+    assert torch.allclose(y1, y2, atol=1e-6)  # the same mode for both sources
+    assert not torch.equal(y1, ir)  # some samples moved (p = 1 - 1/4^8 with a vflip/transpose each)
+    for i in range(8):  # each sample is one of the 8 modes of its own original
+        assert any(torch.equal(y1[i, 0], m) for m in _kair_modes(ir[i, 0])), i
+    plain = SwinFusion(**TINY_SWIN, ema_decay=0.0, modalities=("ir", "vis"))
+    assert plain.augment is False  # off unless asked for (the smoke preset)
+
+
+def test_swinfusion_ema_survives_a_checkpoint():
+    torch.manual_seed(0)
+    module = SwinFusion(**TINY_SWIN, ema_decay=0.5)
+    module.on_train_start()
+    with torch.no_grad():
+        for p in module.net.parameters():
+            p.add_(1.0)
+    module.on_train_batch_end(None, None, 0)
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = SwinFusion(**TINY_SWIN, ema_decay=0.5)
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.on_train_start()  # keeps the restored average instead of restarting it from the current weights
+    for k, v in module._ema.items():
+        assert torch.equal(resumed._ema[k], v), k
+
+
 def test_total_variation_of_the_residual():
     target = torch.rand(1, 1, 4, 4)
     assert total_variation_loss(target + 0.3, target, target) == pytest.approx(0.0, abs=1e-12)  # constant residual
@@ -331,11 +427,14 @@ def test_swinfusion_ema_replaces_weights_at_the_end():
 def test_presets_follow_the_authors_training_scripts():
     vif = load_method_config(SwinFusion, "swinfusion", "paper", "msrs")
     assert vif["optim"]["lr"] == 2e-5 and vif["model"]["ema_decay"] == 0.999
+    assert vif["model"]["augment"] is True  # data/dataset_wogt.py: augment_img(mode=randint(0, 7))
+    assert load_method_config(SwinFusion, "swinfusion", "smoke")["model"]["augment"] is False
     assert (vif["train"]["batch_size"], vif["train"]["crop_size"], vif["train"]["max_steps"]) == (12, 128, 10000)
     med = load_method_config(SwinFusion, "swinfusion", "paper", "harvard_ct_mri")
     assert {k: med["model"][k] for k in ("w_int", "w_tv", "w_grad", "w_ssim", "ssim_weighting")} == {
         "w_int": 20.0, "w_tv": 0.0, "w_grad": 100.0, "w_ssim": 50.0, "ssim_weighting": "equal"}
     assert med["optim"]["lr"] == 2e-4 and (med["train"]["batch_size"], med["train"]["crop_size"]) == (16, 64)
+    assert med["model"]["augment"] is True  # the medical runs use the same dataset class
     module = SwinFusion(**load_method_config(SwinFusion, "swinfusion", "smoke", "harvard_pet_mri")["model"])
     assert (module.criterion.w_grad, module.criterion.ssim_weighting) == (100.0, "equal")
     sea = load_method_config(SeAFusionContent, "seafusion_content", "paper", "msrs")

@@ -235,6 +235,51 @@ def test_csc_loss_is_eq6_and_trains_both_branches():
     assert agree["agreement"] == 1
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_csc_loss_is_float32_under_autocast_and_with_half_logits(dtype):
+    """Mixed precision hands the loss half-precision logits: the loss is computed in float32 (the same number as
+    the float32 reference with F.cross_entropy) and the gradient reaches the half-precision logits."""
+    torch.manual_seed(5)
+    a32, b32 = torch.randn(2, 5, 6, 7), torch.randn(2, 5, 6, 7)
+    target = pseudo_label(a32.to(dtype), b32.to(dtype))
+    reference = 0.5 * sum(F.cross_entropy(x.to(dtype).float(), target) + dice_loss(x.to(dtype).float(), target)
+                          for x in (a32, b32))
+    a, b = a32.to(dtype).requires_grad_(), b32.to(dtype).requires_grad_()
+    with torch.autocast("cpu", dtype=dtype):
+        out = csc_loss(a, b)
+    assert out["loss_csc"].dtype == torch.float32
+    assert torch.allclose(out["loss_csc"], reference, rtol=1e-5)
+    out["loss_csc"].backward()
+    assert a.grad.dtype == dtype and torch.isfinite(a.grad.float()).all() and a.grad.abs().sum() > 0
+
+
+def test_csc_loss_avoids_nll_loss():
+    """Root cause of the CUDA failure under deterministic algorithms: F.cross_entropy on BxnxHxW logits runs
+    NLLLoss's 2-D kernel, which has no deterministic CUDA implementation. The CSC loss (forward and backward)
+    must not dispatch any nll_loss op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.name())
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(6)
+    a, b = torch.randn(2, 4, 5, 6, requires_grad=True), torch.randn(2, 4, 5, 6, requires_grad=True)
+    with Ops() as ops:
+        csc_loss(a, b)["loss_csc"].backward()
+    assert any("log_softmax" in n for n in ops.names)  # the recorder sees the loss's ops
+    assert not [n for n in ops.names if "nll_loss" in n], sorted(ops.names)
+    probe = Ops()
+    with probe:
+        F.cross_entropy(torch.randn(2, 4, 5, 6), torch.zeros(2, 5, 6, dtype=torch.long))
+    assert any("nll_loss2d" in n for n in probe.names)  # ... and would see the 2-D NLL kernel
+
+
 def test_segmentation_head_layout():
     head = SegmentationHead(8, 15, hidden_channels=6)
     convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
@@ -294,9 +339,9 @@ def test_shared_grad_norm_is_the_norm_over_fusion_parameters(tiny):
         module.zero_grad()
         losses[name].backward(retain_graph=True)
         manual = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in module.fusion.parameters() if p.grad is not None))
-        assert module.shared_grad_norm(losses[name]) == pytest.approx(manual, rel=1e-5)
+        assert float(module.shared_grad_norm(losses[name])) == pytest.approx(manual, rel=1e-5)
         assert manual > 0
-    g_a, g_b = module.grad_norms
+    g_a, g_b = module.grad_norms.tolist()
     assert losses["w_csc"].item() == pytest.approx(gdwa_csc_weight(g_a, g_b, 1.0, 1.0, 2.0), rel=1e-6)
     assert torch.allclose(losses["loss"], losses["loss_fusion"] + losses["w_csc"] * losses["loss_csc"])
 
@@ -313,7 +358,7 @@ def test_weighting_variants(tiny, weighting):
     elif weighting == "dwa":
         assert weight == pytest.approx(math.exp((0.75 - 0.5) / 2.0))
     else:
-        g_a, g_b = module.grad_norms
+        g_a, g_b = module.grad_norms.tolist()
         assert weight == pytest.approx(gdwa_csc_weight(g_a, g_b, 0.5, 0.75, 2.0), rel=1e-6)
 
 
@@ -368,6 +413,72 @@ def test_automatic_stage_switch_when_the_mean_fusion_loss_rises(tiny):
     module.close_period()  # mean 4.1 > 3.9
     assert module.stage == 2
     assert module.descent_rates() == (1.0, 1.0)  # no complete Stage II periods yet
+
+
+def test_stage_one_is_capped_so_that_stage_two_always_happens(tiny):
+    module = make_module(tiny, stage1_max_periods=3)
+    for period, value in enumerate((5.0, 4.0, 3.0), start=1):  # the mean fusion loss never rises
+        module.periods.add(fusion=value)
+        module.close_period()
+        assert module.stage == (2 if period == 3 else 1)
+    with pytest.raises(ValueError, match="stage1_max_periods caps the automatic stage switch"):
+        make_module(tiny, stage1_steps=3, stage1_max_periods=2)
+    with pytest.raises(ValueError, match="stage1_max_periods must be an integer >= 1"):
+        make_module(tiny, stage1_max_periods=0)
+    with pytest.raises(ValueError, match="early_stopping: unknown keys \\['metric'\\]"):
+        make_module(tiny, early_stopping={"metric": "val/loss"})
+
+
+def _fake_trainer(**metrics: float):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn, TrainerState
+
+    state = TrainerState()
+    state.fn = TrainerFn.FITTING
+    return SimpleNamespace(callback_metrics={k: torch.tensor(v) for k, v in metrics.items()}, fast_dev_run=False,
+                           sanity_checking=False, should_stop=False, current_epoch=0, state=state,
+                           strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all=False: decision))
+
+
+def test_stage_two_early_stopping_ignores_stage_one_and_resets_at_the_switch(tiny):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from methods.ssvif.callbacks import StageTwoEarlyStopping
+
+    module = make_module(tiny, early_stopping={"monitor": "val/loss_total", "patience": 2})
+    (callback,) = module.configure_callbacks()
+    assert isinstance(callback, StageTwoEarlyStopping) and isinstance(callback, EarlyStopping)
+    assert (callback.monitor, callback.patience, callback.mode) == ("val/loss_total", 2, "min")
+    assert make_module(tiny).configure_callbacks() == []
+    plain = EarlyStopping(monitor="val/loss_total", patience=2, check_on_train_epoch_end=False)
+    history = [(1, 0.5), (1, 0.4), (1, None)]  # Stage I: a low (or absent) value that must not count
+    history += [(2, 5.0), (2, 4.0), (2, 4.5), (2, 4.6)]  # Stage II: the fusion loss rose at the switch
+    stops, plain_stops = [], []
+    for stage, value in history:
+        trainer = _fake_trainer(**({"val/loss_total": value} if value is not None else {"val/loss": 1.0}))
+        callback.on_validation_end(trainer, SimpleNamespace(stage=stage))
+        stops.append(trainer.should_stop)
+        if value is not None:
+            plain_trainer = _fake_trainer(**{"val/loss_total": value})
+            plain.on_validation_end(plain_trainer, module)
+            plain_stops.append(plain_trainer.should_stop)
+    assert stops == [False] * 6 + [True]  # two Stage II validations without improving on 4.0
+    assert float(callback.best_score) == 4.0 and callback.stage2_validations == 4
+    # the stage-blind callback keeps Stage I's best (0.4) and stops at the second Stage II validation
+    assert plain_stops == [False, False, False, True, True, True]
+    restored = StageTwoEarlyStopping(patience=2)
+    restored.load_state_dict(callback.state_dict())
+    assert restored.stage2_validations == 4 and float(restored.best_score) == 4.0
+
+
+def test_stage_two_early_stopping_needs_validation_data(tiny):
+    L.seed_everything(0, verbose=False)
+    module = make_module(tiny, stage1_steps=1, early_stopping={"patience": 2})
+    with pytest.raises(ValueError, match="early_stopping .* needs validation data"):
+        tiny_trainer(max_steps=2).fit(module, train_dataloaders=trap_loader())
 
 
 def test_argument_errors(tiny):
@@ -434,11 +545,43 @@ def test_mixed_precision_stage2(tiny, precision):
     L.seed_everything(0, verbose=False)
     module = make_module(tiny, stage1_steps=1, period_steps=1)
     recorder = StepRecorder()
-    trainer = tiny_trainer(max_steps=4, precision=precision, accelerator=accelerator, callbacks=[recorder])
+    # as the runner: strict determinism on the CPU, warn-only on CUDA, where bilinear upsampling's backward
+    # (SegFormer, the segmentation head) has no deterministic kernel
+    trainer = tiny_trainer(max_steps=4, precision=precision, accelerator=accelerator, callbacks=[recorder],
+                           deterministic=True if accelerator == "cpu" else "warn")
     trainer.fit(module, train_dataloaders=trap_loader(n=8))
     assert [s["stage"] for s in recorder.steps] == [1, 2, 2, 2]
     assert module.grad_norms is not None and all(math.isfinite(g) and g > 0 for g in module.grad_norms)
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_stage2_step_in_float16_with_a_grad_scaler_on_cpu(tiny):
+    """The fp16 path without a GPU (Lightning turns 16-mixed on a CPU into bf16): float16 autocast on the CPU and a
+    GradScaler; the loss is float32, the GDWA norms are taken on the scaled losses and divided back, and the
+    weight stays a 0-dim device tensor."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(7)
+    module = make_module(tiny)
+    module.build_seg_branches()
+    module.stage = 2
+    batch = trap_batch()
+    with torch.autocast("cpu", dtype=torch.float16):
+        unscaled_losses = module.compute_losses(batch)
+    unscaled = module.grad_norms.clone()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    scaler.scale(torch.ones(()))  # creates the scale tensor, as the first scaled backward does
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler))
+    try:
+        assert float(module._amp_loss_scale()) == 2.0**10
+        module.grad_norms = None
+        with torch.autocast("cpu", dtype=torch.float16):
+            losses = module.compute_losses(batch)
+    finally:
+        module._trainer = None
+    assert unscaled_losses["loss_csc"].dtype == losses["loss_csc"].dtype == losses["loss"].dtype == torch.float32
+    assert torch.allclose(module.grad_norms, unscaled, rtol=0.05) and torch.isfinite(module.grad_norms).all()
+    assert losses["w_csc"].shape == () and torch.isfinite(losses["loss"])
 
 
 # ---------------------------------------------------------------- presets and CLI
@@ -450,10 +593,12 @@ def test_presets():
     assert model["backbone"] == "swinfusion" and model["num_seg_classes"] == 15
     assert model["segformer"] == {"variant": "b3"} and model["weighting"] == "gdwa"
     assert (model["w_int"], model["w_grad"], model["w_ssim"], model["w_color"]) == (20, 20, 10, 20)
-    assert "stage1_steps" not in model and "stage1_epochs" not in model  # the paper's automatic switch
+    assert "stage1_steps" not in model and "stage1_epochs" not in model  # the paper's automatic switch ...
+    assert model["stage1_max_periods"] < paper["train"]["max_epochs"]  # ... capped, so that Stage II runs
+    assert model["early_stopping"] == {"monitor": "val/loss_total", "patience": 10, "mode": "min"}  # stage-aware
     assert paper["optim"] == {"lr": 1.0e-4}
-    assert paper["train"] == {"max_epochs": 110, "batch_size": 10, "crop_size": 160, "val_fraction": 0.1,
-                              "early_stopping": {"monitor": "val/loss", "patience": 10, "mode": "min"}}
+    assert paper["train"] == {"max_epochs": 110, "batch_size": 10, "crop_size": 160, "val_fraction": 0.1}
+    assert "early_stopping" not in paper["train"]  # not the runner's generic (stage-blind) early stopping
     smoke = load_method_config(SSVIF, "ssvif", "smoke")
     assert smoke["model"]["stage1_steps"] < smoke["train"]["max_steps"]  # Stage II is exercised
 
@@ -493,9 +638,10 @@ def test_bench_with_the_other_backbone_as_a_model_kwarg(tmp_path, monkeypatch):
     def with_backbone(cls, name, preset, dataset=None):
         config = original(cls, name, preset, dataset)
         config["model"].update(backbone=other, backbone_args=other_args, stage1_steps=2, period_steps=1)
-        # keep the CPU test short (Stage II still runs); validate every 2 steps under early stopping on val/loss
+        # keep the CPU test short (Stage II still runs); validate every 2 steps under the stage-aware early stopping
+        config["model"].update(early_stopping={"monitor": "val/loss_total", "patience": 5})  # stage-aware
         config["train"].update(max_steps=4, batch_size=2, val_check_interval=2, limit_val_batches=1,
-                               log_every_n_steps=1, early_stopping={"monitor": "val/loss", "patience": 5})
+                               log_every_n_steps=1)
         return config
 
     monkeypatch.setattr(runner, "load_method_config", with_backbone)
@@ -505,31 +651,48 @@ def test_bench_with_the_other_backbone_as_a_model_kwarg(tmp_path, monkeypatch):
     assert float(row["params_m"]) == pytest.approx(expected)
     (metrics_csv,) = (tmp_path / "runs").rglob("logs/metrics.csv")
     text = metrics_csv.read_text()
-    assert "val/loss" in text and "train/loss_csc" in text
+    assert "val/loss" in text and "train/loss_csc" in text and "val/loss_total" in text
 
 
-def test_bench_fake_fmb_with_validation_split_and_early_stopping(tmp_path, monkeypatch):
-    """FMB (the paper's dataset) has no val split: the runner carves one (train.val_fraction) and early stopping
-    monitors the label-free `val/loss` that SSVIF logs."""
+def test_paper_schedule_on_fake_fmb_reaches_stage_two_and_trains_in_it(tmp_path, monkeypatch):
+    """The paper preset's schedule (automatic switch capped by stage1_max_periods, stage-aware early stopping on
+    the Eq. 2 validation loss, a 9:1-style hold-out of FMB's training split), shortened through config and with
+    tiny networks: Stage II is reached and trained in, and early stopping only ever sees Stage II validations."""
+    import pandas as pd
+
     from datamodules.fmb import FMBDataset
 
     FMBDataset.make_fake(tmp_path / "fmb")
     original = runner.load_method_config
+    paper = original(SSVIF, "ssvif", "paper")
+    cap = 2
 
-    def with_validation(cls, name, preset, dataset=None):
+    def shortened(cls, name, preset, dataset=None):
         config = original(cls, name, preset, dataset)
-        config["model"].update(stage1_steps=None, stage1_epochs=1, period_steps=None)
-        config["train"] = {"max_epochs": 2, "batch_size": 2, "crop_size": 32, "val_fraction": 0.5,
-                           "log_every_n_steps": 1,
-                           "early_stopping": {"monitor": "val/loss", "patience": 10, "mode": "min"}}
+        assert preset == "paper" and config["model"]["early_stopping"]["monitor"] == "val/loss_total"
+        config["model"].update(backbone="seafusion", backbone_args={"channels": [4, 8]}, segformer=TINY_SEGFORMER,
+                               head_channels=4, stage1_max_periods=cap,
+                               early_stopping={**config["model"]["early_stopping"], "patience": 2})
+        config["train"].update(max_epochs=5, batch_size=2, crop_size=32, log_every_n_steps=1)
         return config
 
-    monkeypatch.setattr(runner, "load_method_config", with_validation)
-    assert main(["bench", "--method", "ssvif", "--dataset", "fmb", "--root", str(tmp_path / "fmb"), "--device",
-                 "cpu", "--out", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "lb"),
-                 "--no-progress", "--downstream", "none"]) == 0
+    monkeypatch.setattr(runner, "load_method_config", shortened)
+    assert main(["bench", "--method", "ssvif", "--dataset", "fmb", "--root", str(tmp_path / "fmb"), "--preset",
+                 "paper", "--seeds", "0", "--device", "cpu", "--out", str(tmp_path / "runs"), "--leaderboard-dir",
+                 str(tmp_path / "lb"), "--no-progress", "--downstream", "none"]) == 0
     (row,) = read_rows(tmp_path / "lb" / "raw" / "fmb.csv")
-    assert row["method"] == "ssvif" and int(row["n_images"]) > 0
+    assert row["method"] == "ssvif" and row["preset"] == "paper" and int(row["n_images"]) > 0
+    assert "stage1_steps" not in paper["model"] and paper["train"]["val_fraction"] > 0  # the schedule under test
     (metrics_csv,) = (tmp_path / "runs").rglob("logs/metrics.csv")
-    text = metrics_csv.read_text()
-    assert "val/loss" in text and "train/loss_csc" in text  # validated, and Stage II ran in epoch 2
+    log = pd.read_csv(metrics_csv)
+    train = log.dropna(subset=["train/stage"])
+    stage2 = train[train["train/stage"] == 2]
+    assert len(stage2) >= 1 and stage2["train/loss_csc"].notna().all(), "Stage II was never trained in"
+    assert train["train/stage"].is_monotonic_increasing
+    assert train.loc[train["train/stage"] == 1, "epoch"].max() < cap  # switched by epoch `cap` at the latest
+    val = log.dropna(subset=["val/loss"])
+    first_stage2_epoch = stage2["epoch"].min()
+    assert val.loc[val["epoch"] < first_stage2_epoch, "val/loss_total"].isna().all()  # Stage I: no Eq. 2 value
+    assert val.loc[val["epoch"] >= first_stage2_epoch, "val/loss_total"].notna().all()
+    # the stage-aware early stopping (patience 2) starts counting at the first Stage II validation
+    assert val["epoch"].max() >= min(first_stage2_epoch + 2, 4)

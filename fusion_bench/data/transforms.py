@@ -170,3 +170,21 @@ def collate_samples(batch: list[Sample]) -> Sample:
         else:
             out[key] = values
     return out
+
+
+def batch_dihedral(x1: torch.Tensor, x2: torch.Tensor,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-time batch augmentation: per sample, the same vertical flip (p 0.5) and, for square images, the same
+    transpose (p 0.5) on both Bx?xHxW inputs (random draws on the CPU from `generator`, else the global RNG).
+
+    After the datamodules' horizontal flip (`PairedRandomFlip`, p 0.5) every sample is in one of the 8 flip/rotation
+    modes of the square, each with probability 1/8: KAIR's `augment_img(mode=randint(0, 7))` (SwinFusion) and the
+    hflip/vflip/rot90 of CFI's authors. Non-square inputs get the vertical flip only (4 modes with the hflip)."""
+    b = x1.shape[0]
+    vflip = (torch.rand(b, generator=generator) < 0.5).to(x1.device).view(b, 1, 1, 1)
+    x1, x2 = torch.where(vflip, x1.flip(-2), x1), torch.where(vflip, x2.flip(-2), x2)
+    if x1.shape[-1] == x1.shape[-2]:
+        transpose = (torch.rand(b, generator=generator) < 0.5).to(x1.device).view(b, 1, 1, 1)
+        x1 = torch.where(transpose, x1.transpose(-1, -2), x1)
+        x2 = torch.where(transpose, x2.transpose(-1, -2), x2)
+    return x1, x2

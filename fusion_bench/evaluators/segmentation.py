@@ -20,7 +20,6 @@ import copy
 import logging
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -77,6 +76,11 @@ class SegEvalConfig:
     ``lr`` to ``min_lr``). Early stopping (``early_stopping_patience`` epochs without a better validation
     mIoU, counted only once the backbone is unfrozen) restores the best weights; validation images are the
     fused val split when given, else a ``val_fraction`` of the training images held out by seed.
+
+    The backbone freeze fine-tunes *pretrained* weights (the SSVIF protocol starts from SegMiF's model); freezing a
+    randomly initialised encoder would train the decoder on random features. So a config without ``pretrained``
+    never freezes: the requested epochs move to ``freeze_skipped_epochs`` (and the schedule is the single
+    cosine), which the result's ``seg_config`` and the run's config hash show; with ``pretrained`` they move back.
     """
 
     variant: str = "b0"
@@ -93,6 +97,7 @@ class SegEvalConfig:
     lr_unfrozen: float = 3e-5
     min_lr: float = 0.0
     freeze_backbone_epochs: int = 0
+    freeze_skipped_epochs: int = 0
     weight_decay: float = 0.01
     early_stopping_patience: int | None = None
     val_fraction: float = 0.1
@@ -105,7 +110,17 @@ class SegEvalConfig:
     def __post_init__(self) -> None:
         if self.variant not in MIT_VARIANTS:
             raise ValueError(f"unknown SegFormer variant {self.variant!r}; valid: {', '.join(MIT_VARIANTS)}")
-        if not 0 <= self.freeze_backbone_epochs <= self.epochs:
+        if self.freeze_backbone_epochs < 0 or self.freeze_skipped_epochs < 0:
+            raise ValueError("freeze_backbone_epochs and freeze_skipped_epochs must be >= 0")
+        # the effective freeze: only with pretrained weights (see the class docstring)
+        if not self.pretrained and self.freeze_backbone_epochs:
+            object.__setattr__(self, "freeze_skipped_epochs", self.freeze_backbone_epochs)
+            object.__setattr__(self, "freeze_backbone_epochs", 0)
+        elif self.pretrained and self.freeze_skipped_epochs:
+            requested = self.freeze_backbone_epochs or self.freeze_skipped_epochs
+            object.__setattr__(self, "freeze_backbone_epochs", requested)
+            object.__setattr__(self, "freeze_skipped_epochs", 0)
+        if self.freeze_backbone_epochs > self.epochs:
             raise ValueError("freeze_backbone_epochs must be within 0..epochs")
 
     def replace(self, **changes: Any) -> SegEvalConfig:
@@ -119,7 +134,9 @@ SEG_PRESETS: dict[str, SegEvalConfig] = {
                            batch_size=8, lr=2e-3, min_lr=1e-4,
                            weight_decay=0.01, early_stopping_patience=None, val_fraction=0.0),
     # SSVIF appendix (segmentation setup): SegFormer-B3, AdamW, 80 epochs, batch 12, backbone frozen for
-    # 30 epochs, lr 5e-4 then 3e-5 after unfreezing with cosine annealing, early stopping patience 10.
+    # 30 epochs, lr 5e-4 then 3e-5 after unfreezing with cosine annealing, early stopping patience 10. The freeze
+    # applies only with `pretrained` weights (the paper fine-tunes SegMiF's model); from scratch there is none
+    # (freeze_skipped_epochs=30) and the lr follows one cosine from 5e-4 to 0.
     "paper": SegEvalConfig(variant="b3", epochs=80, batch_size=12, lr=5e-4, lr_unfrozen=3e-5, min_lr=0.0,
                            freeze_backbone_epochs=30, weight_decay=0.01, early_stopping_patience=10,
                            val_fraction=0.1),
@@ -391,9 +408,6 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
         use_val = bool(config.early_stopping_patience) and val_images is not None and val_masks is not None
 
         model = build_segformer(config, num_classes).to(dev)
-        if config.freeze_backbone_epochs and not config.pretrained:
-            warnings.warn("SegFormer backbone is frozen for the first epochs but no pretrained weights were given: "
-                          "only the decoder trains on random encoder features until it is unfrozen", stacklevel=2)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loader = torch.utils.data.DataLoader(
             _SegPairs(train_images, train_masks, size), batch_size=config.batch_size, shuffle=True,

@@ -41,12 +41,14 @@ class Encoder(nn.Module):
 
 def pooled_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens: int) -> torch.Tensor:
     """Every query pixel attends to `tokens` x `tokens` average-pooled key/value tokens of the other modality:
-    softmax(Q^T K / sqrt(C)) V. q, k, v: BxCxHxW; returns BxCxHxW."""
+    softmax(Q^T K / sqrt(C)) V. q, k, v: BxCxHxW; returns BxCxHxW. The scores are multiplied by 1/sqrt(C) (not
+    divided by sqrt(C)), the authors' order of operations: with their weights the output is bit-identical to
+    their network in float32."""
     b, c, h, w = q.shape
     kp = F.adaptive_avg_pool2d(k, tokens).flatten(2)  # B x C x T
     vp = F.adaptive_avg_pool2d(v, tokens).flatten(2)  # B x C x T
-    attn = torch.softmax(torch.matmul(q.flatten(2).transpose(1, 2), kp) / math.sqrt(c), dim=-1)  # B x HW x T
-    return torch.matmul(vp, attn.transpose(1, 2)).view(b, c, h, w)
+    attn = torch.softmax(torch.bmm(q.flatten(2).transpose(1, 2), kp) * (1.0 / math.sqrt(c)), dim=-1)  # B x HW x T
+    return torch.bmm(vp, attn.transpose(1, 2)).view(b, c, h, w)
 
 
 class CFI(nn.Module):

@@ -8,26 +8,11 @@ import torch
 
 from fusion_bench.base import FusionMethod
 from fusion_bench.base.colour import fuse_on_luminance, split_luminance
+from fusion_bench.data.transforms import batch_dihedral
 from fusion_bench.interventions import MaskConfig, complementary_masking, modality_dropout, same_masking
 from fusion_bench.types import Task
 from methods.cfi.loss import CFILoss, fusion_loss
 from methods.cfi.model import CFINet, mean_gate
-
-
-def dihedral_augment(y1: torch.Tensor, y2: torch.Tensor,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, the same vertical flip (p 0.5) and, for square crops, transpose (p 0.5) on both inputs.
-
-    With the datamodule's horizontal flip this gives the authors' augmentation (hflip, vflip, rot90 as a
-    transpose, each with probability 0.5)."""
-    b = y1.shape[0]
-    vflip = (torch.rand(b, generator=generator) < 0.5).to(y1.device).view(b, 1, 1, 1)
-    y1, y2 = torch.where(vflip, y1.flip(-2), y1), torch.where(vflip, y2.flip(-2), y2)
-    if y1.shape[-1] == y1.shape[-2]:
-        transpose = (torch.rand(b, generator=generator) < 0.5).to(y1.device).view(b, 1, 1, 1)
-        y1 = torch.where(transpose, y1.transpose(-1, -2), y1)
-        y2 = torch.where(transpose, y2.transpose(-1, -2), y2)
-    return y1, y2
 
 
 class CFIFusion(FusionMethod):
@@ -40,7 +25,7 @@ class CFIFusion(FusionMethod):
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.IVIF, Task.MEDICAL})
 
     def __init__(self, dim: int = 32, levels: int = 3, tokens: int = 8, w_fus: float = 1.0, w_inv: float = 0.1,
-                 w_nec: float = 0.05, necessity: str = "paper", nec_margin: float = 0.1, eta: float = 0.3,
+                 w_nec: float = 0.05, necessity: str = "code", nec_margin: float = 0.1, eta: float = 0.3,
                  w_entropy: float = 1.0, hole_size: tuple[int, int] | list[int] = (16, 16),
                  num_holes: tuple[int, int] | list[int] = (1, 6), p_rect: float = 0.7, augment: bool = True,
                  intervention_seed: int | None = None, lr: float = 1e-4, **kwargs: Any):
@@ -73,7 +58,7 @@ class CFIFusion(FusionMethod):
         y2, _ = split_luminance(x2)
         gen = self.generator
         if self.augment:
-            y1, y2 = dihedral_augment(y1, y2, gen)
+            y1, y2 = batch_dihedral(y1, y2, gen)  # with the datamodule's hflip: the authors' flips/rot90
         fused, _ = self.net(y1, y2)
         size = fused.shape[-2:]
         c1, c2, _, _ = complementary_masking(y1, y2, gen, self.mask_config)

@@ -63,21 +63,36 @@ def pseudo_label(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor
         return torch.where(conf_a > conf_b, label_a, label_b)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Eq. 5: 1 - (1/n) sum_c 2 sum_x p_c(x) t_c(x) / (sum_x p_c(x) + sum_x t_c(x) + eps), sums over the whole
-    batch; p = softmax(logits), t = one-hot(target)."""
-    n = logits.shape[1]
-    prob = logits.float().softmax(1)
-    one_hot = F.one_hot(target, n).permute(0, 3, 1, 2).to(prob)
+def _one_hot(target: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
+    return F.one_hot(target, n).permute(0, 3, 1, 2).to(like)
+
+
+def _dice(prob: torch.Tensor, one_hot: torch.Tensor, eps: float) -> torch.Tensor:
     dims = (0, 2, 3)
     overlap = (prob * one_hot).sum(dims)
     return 1 - (2 * overlap / (prob.sum(dims) + one_hot.sum(dims) + eps)).mean()
 
 
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Eq. 5: 1 - (1/n) sum_c 2 sum_x p_c(x) t_c(x) / (sum_x p_c(x) + sum_x t_c(x) + eps), sums over the whole
+    batch; p = softmax(logits), t = one-hot(target)."""
+    prob = logits.float().softmax(1)
+    return _dice(prob, _one_hot(target, logits.shape[1], prob), eps)
+
+
 def hybrid_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> dict[str, torch.Tensor]:
-    """Eq. 5: L_hyb = L_ce + L_dice (cross-entropy averaged over pixels)."""
-    ce = F.cross_entropy(logits.float(), target)
-    dice = dice_loss(logits, target, eps)
+    """Eq. 5: L_hyb = L_ce + L_dice (cross-entropy averaged over pixels), in float32 whatever the autocast state.
+
+    The cross-entropy is written as -mean_x sum_c t_c(x) log p_c(x) with the one-hot target the Dice term uses:
+    the same number as `F.cross_entropy(logits, target)`, but without NLLLoss, whose 2-D CUDA kernel (mean
+    reduction) has no deterministic implementation (it raises under `torch.use_deterministic_algorithms(True)`
+    and adds atomics noise otherwise); here everything is element-wise ops and ordinary reductions.
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logits = logits.float()
+        one_hot = _one_hot(target, logits.shape[1], logits)
+        ce = -(one_hot * logits.log_softmax(1)).sum(1).mean()
+        dice = _dice(logits.softmax(1), one_hot, eps)
     return {"ce": ce, "dice": dice, "hyb": ce + dice}
 
 

@@ -4,23 +4,26 @@ Stage I trains the fusion backbone with the fusion loss only; Stage II adds the 
 features (p^A), SegFormer on the fused image (p^B) and the cross-segmentation consistency loss, weighted by GDWA
 (or DWA / a fixed weight). Segmentation labels are never read. The segmentation branches exist only while
 training (built in `setup("fit")`, dropped in `on_fit_end` unless `keep_seg_branches`), so saved weights,
-parameter counts and inference are those of the fusion model alone, as in the paper.
+parameter counts and inference are those of the fusion model alone, as in the paper. Early stopping (the
+`early_stopping` option) is stage-aware: `configure_callbacks` returns a `StageTwoEarlyStopping` that acts on
+Stage II validations only.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, ClassVar
 
+import lightning as L
 import torch
 
 from fusion_bench.base import FusionMethod
 from fusion_bench.types import Task
 from methods.ssvif.backbones import build_backbone
+from methods.ssvif.callbacks import EARLY_STOPPING_KEYS, StageTwoEarlyStopping
 from methods.ssvif.loss import SSVIFFusionLoss, csc_loss
 from methods.ssvif.model import FusedImageSegmenter, SegmentationHead, segformer_config, to_three_channels
-from methods.ssvif.weighting import WEIGHTINGS, LossPeriods, dwa_csc_weight, gdwa_csc_weight
+from methods.ssvif.weighting import WEIGHTINGS, LossPeriods, dwa_csc_weight, gdwa_csc_weight_tensor
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,13 @@ class SSVIF(FusionMethod):
     """SSVIF (`ssvif`): three-channel fusion of (IR replicated to RGB, visible RGB) by a registered backbone.
 
     Stage boundary: `stage1_steps` (optimizer steps) or `stage1_epochs`; with neither, the paper's rule: Stage II
-    starts after the first period whose mean fusion loss exceeds the previous period's. A period is an epoch, or
+    starts after the first period whose mean fusion loss exceeds the previous period's, or after
+    `stage1_max_periods` periods at the latest (so that Stage II always happens). A period is an epoch, or
     `period_steps` steps when set (it also sets the window of the descent rates used by GDWA/DWA).
+
+    `early_stopping: {monitor, patience, mode, min_delta}` adds a `StageTwoEarlyStopping` (needs validation data):
+    Stage II validations only, best value and patience reset at the switch; `val/loss_total` (default) is the
+    validation value of Eq. 2 (see `validation_step`).
     """
 
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.IVIF})
@@ -45,16 +53,25 @@ class SSVIF(FusionMethod):
                  segformer: dict[str, Any] | None = None, w_int: float = 20.0, w_grad: float = 20.0,
                  w_ssim: float = 10.0, w_color: float = 20.0, dice_eps: float = 1e-5, weighting: str = "gdwa",
                  temperature: float = 2.0, csc_weight: float = 0.1, gdwa_every: int = 1,
-                 stage1_steps: int | None = None, stage1_epochs: int | None = None, period_steps: int | None = None,
-                 keep_seg_branches: bool = False, lr: float = 1e-4, **kwargs: Any):
+                 stage1_steps: int | None = None, stage1_epochs: int | None = None,
+                 stage1_max_periods: int | None = None, period_steps: int | None = None,
+                 early_stopping: dict[str, Any] | None = None, keep_seg_branches: bool = False, lr: float = 1e-4,
+                 **kwargs: Any):
         super().__init__(lr=lr, **kwargs)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
         if stage1_steps is not None and stage1_epochs is not None:
             raise ValueError("give at most one of stage1_steps and stage1_epochs (neither = the paper's automatic "
                              "switch when the mean fusion loss of a period rises)")
+        if stage1_max_periods is not None and (stage1_steps is not None or stage1_epochs is not None):
+            raise ValueError("stage1_max_periods caps the automatic stage switch; it cannot be combined with "
+                             "stage1_steps or stage1_epochs")
         _check_count("stage1_steps", stage1_steps, 0)
         _check_count("stage1_epochs", stage1_epochs, 0)
+        _check_count("stage1_max_periods", stage1_max_periods, 1)
+        unknown = sorted(set(early_stopping or {}) - set(EARLY_STOPPING_KEYS))
+        if unknown:
+            raise ValueError(f"early_stopping: unknown keys {unknown}; valid keys: {', '.join(EARLY_STOPPING_KEYS)}")
         _check_count("period_steps", period_steps, 1)
         _check_count("gdwa_every", gdwa_every, 1)
         _check_count("num_seg_classes", num_seg_classes, 2)
@@ -76,14 +93,19 @@ class SSVIF(FusionMethod):
         self.gdwa_every = gdwa_every
         self.stage1_steps = stage1_steps
         self.stage1_epochs = stage1_epochs
+        self.stage1_max_periods = stage1_max_periods
         self.period_steps = period_steps
+        self.early_stopping = dict(early_stopping) if early_stopping else None
         self.keep_seg_branches = keep_seg_branches
         self.seg_head: SegmentationHead | None = None
         self.segmenter: FusedImageSegmenter | None = None
         self.stage = 1
         self.periods = LossPeriods()
-        self.grad_norms: tuple[float, float] | None = None  # last (g_fusion, g_csc) on the shared parameters
+        self.grad_norms: torch.Tensor | None = None  # last (g_fusion, g_csc) on the shared parameters, on device
         self.stage2_steps = 0
+        self._w_sum: torch.Tensor | float = 0.0  # omega_csc of the Stage II steps since the last validation
+        self._w_count = 0
+        self._w_last: torch.Tensor | float = 1.0
 
     # ------------------------------------------------------------------ model
     @property
@@ -132,6 +154,10 @@ class SSVIF(FusionMethod):
         if not self.keep_seg_branches:
             self.drop_seg_branches()
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The stage-aware early stopping when `early_stopping` is set (Lightning merges it with the Trainer's)."""
+        return [StageTwoEarlyStopping(**self.early_stopping)] if self.early_stopping else []
+
     # ------------------------------------------------------------------ stages and weights
     def update_stage(self) -> int:
         """Apply a step- or epoch-based stage boundary (the automatic rule acts in `close_period`)."""
@@ -151,9 +177,11 @@ class SSVIF(FusionMethod):
         means = self.periods.close()
         if means is not None and self.stage == 1 and self.switch_rule == "auto":
             pair = self.periods.last_two("fusion")
+            done = len(self.periods.history)
             if pair is not None and pair[1] > pair[0]:
-                self._enter_stage2(f"the end of period {len(self.periods.history)} (mean fusion loss "
-                                   f"{pair[0]:.4g} -> {pair[1]:.4g})")
+                self._enter_stage2(f"the end of period {done} (mean fusion loss {pair[0]:.4g} -> {pair[1]:.4g})")
+            elif self.stage1_max_periods is not None and done >= self.stage1_max_periods:
+                self._enter_stage2(f"the end of period {done} (stage1_max_periods; the fusion loss had not risen)")
         return means
 
     def descent_rates(self) -> tuple[float, float]:
@@ -161,37 +189,41 @@ class SSVIF(FusionMethod):
         stage2 = LossPeriods(history=[h for h in self.periods.history if "csc" in h])
         return stage2.rate("fusion"), stage2.rate("csc")
 
-    def _amp_loss_scale(self) -> float:
-        """The GradScaler's current scale under fp16 mixed precision (1 otherwise)."""
+    def _amp_loss_scale(self) -> torch.Tensor | float:
+        """The GradScaler's current scale under fp16 mixed precision (1 otherwise); the scaler's device tensor
+        when it holds one, so reading it needs no host sync."""
         if self._trainer is None:
             return 1.0
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+        if scaler is None or not scaler.is_enabled():
+            return 1.0
+        scale = scaler._get_scale_async() if hasattr(scaler, "_get_scale_async") else None
+        return scale if scale is not None else float(scaler.get_scale())
 
-    def shared_grad_norm(self, loss: torch.Tensor) -> float:
-        """g_k = sqrt(sum_i ||dL_k / d theta_i||^2) over the fusion model's parameters (no .grad is touched)."""
+    def shared_grad_norm(self, loss: torch.Tensor) -> torch.Tensor:
+        """g_k = sqrt(sum_i ||dL_k / d theta_i||^2) over the fusion model's parameters (no .grad is touched), a
+        0-dim float32 tensor on the loss's device (no host sync)."""
         params = [p for p in self.fusion.parameters() if p.requires_grad]
         scale = self._amp_loss_scale()
         grads = torch.autograd.grad(loss * scale, params, retain_graph=True, allow_unused=True)
         squares = [g.float().pow(2).sum() for g in grads if g is not None]
         if not squares:
-            return 0.0
-        return float(torch.stack(squares).sum().sqrt()) / scale
+            return loss.new_zeros((), dtype=torch.float32)
+        return torch.stack(squares).sum().sqrt() / scale
 
-    def csc_weight(self, loss_fusion: torch.Tensor, loss_csc: torch.Tensor) -> float:
-        """omega_csc of Eq. 2 under the configured weighting."""
+    def csc_weight(self, loss_fusion: torch.Tensor, loss_csc: torch.Tensor) -> torch.Tensor | float:
+        """omega_csc of Eq. 2 under the configured weighting (GDWA: a 0-dim tensor computed on the device)."""
         if self.weighting == "fixed":
             return self.fixed_csc_weight
         rate_fusion, rate_csc = self.descent_rates()
         if self.weighting == "dwa":
             return dwa_csc_weight(rate_fusion, rate_csc, self.temperature)
         if self.grad_norms is None or self.stage2_steps % self.gdwa_every == 0:
-            norms = self.shared_grad_norm(loss_fusion), self.shared_grad_norm(loss_csc)
-            if all(math.isfinite(n) for n in norms):  # an overflowing fp16 step keeps the last norms
-                self.grad_norms = norms
-        if self.grad_norms is None:
-            return 1.0
-        return gdwa_csc_weight(*self.grad_norms, rate_fusion, rate_csc, self.temperature)
+            norms = torch.stack([self.shared_grad_norm(loss_fusion), self.shared_grad_norm(loss_csc)]).detach()
+            # an overflowing fp16 step keeps the last finite norms (chosen on the device, no sync)
+            self.grad_norms = norms if self.grad_norms is None else torch.where(
+                torch.isfinite(norms).all(), norms, self.grad_norms.to(norms))
+        return gdwa_csc_weight_tensor(self.grad_norms, rate_fusion, rate_csc, self.temperature)
 
     # ------------------------------------------------------------------ steps
     def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -210,8 +242,9 @@ class SSVIF(FusionMethod):
         logits_a = self.seg_head(features, size=tuple(ir.shape[-2:]))
         logits_b = self.segmenter(fused)
         losses.update(csc_loss(logits_a, logits_b, self.dice_eps))
-        weight = self.csc_weight(losses["loss_fusion"], losses["loss_csc"])
-        losses["w_csc"] = torch.tensor(weight)
+        weight = torch.as_tensor(self.csc_weight(losses["loss_fusion"], losses["loss_csc"]),
+                                 dtype=torch.float32, device=losses["loss_csc"].device)
+        losses["w_csc"] = weight
         losses["loss"] = losses["loss_fusion"] + weight * losses["loss_csc"]
         return losses
 
@@ -222,14 +255,16 @@ class SSVIF(FusionMethod):
         logged = {f"train/{k}": v.detach() for k, v in losses.items() if k != "loss"}
         logged["train/stage"] = float(self.stage)
         if self.stage == 2 and self.weighting == "gdwa" and self.grad_norms is not None:
-            logged["train/g_fusion"], logged["train/g_csc"] = self.grad_norms
+            logged["train/g_fusion"], logged["train/g_csc"] = self.grad_norms.unbind()
         self.log_dict(logged, batch_size=batch_size)
         self.log("train/loss", losses["loss"].detach(), prog_bar=True, batch_size=batch_size)
-        if self.stage == 2:
-            self.periods.add(fusion=losses["loss_fusion"].item(), csc=losses["loss_csc"].item())
+        if self.stage == 2:  # detached device tensors: summed on the device, read once per period
+            self.periods.add(fusion=losses["loss_fusion"], csc=losses["loss_csc"])
             self.stage2_steps += 1
+            self._w_sum = self._w_sum + losses["w_csc"].detach()
+            self._w_count += 1
         else:
-            self.periods.add(fusion=losses["loss_fusion"].item())
+            self.periods.add(fusion=losses["loss_fusion"])
         if self.period_steps is not None and self.periods.steps >= self.period_steps:
             self.close_period()
         return losses["loss"]
@@ -238,14 +273,33 @@ class SSVIF(FusionMethod):
         if self.period_steps is None:
             self.close_period()
 
+    def validation_weight(self) -> torch.Tensor | float:
+        """omega_csc for `val/loss_total`: the mean weight of the Stage II training steps since the previous
+        validation (the last such mean when no step ran since; 1 before any)."""
+        if self._w_count:
+            self._w_last = self._w_sum / self._w_count
+        return self._w_last
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """`val/loss` = the fusion loss (Eq. 3) of the plain forward; no labels."""
+        """`val/loss` = the fusion loss (Eq. 3) of the plain forward; no labels. In Stage II (with the
+        segmentation branches) also `val/loss_csc` (Eq. 6 on the validation batch) and `val/loss_total` =
+        val/loss + omega_csc * val/loss_csc (Eq. 2, omega_csc from `validation_weight`), the quantity the
+        stage-aware early stopping monitors by default."""
         ir, vis = self.prepare_inputs(*self.inputs(batch))
-        losses = self.fusion_criterion(self.fusion(ir, vis), ir, vis)
+        features = self.fusion.features(ir, vis)
+        fused = self.fusion.decode(features)
+        losses = self.fusion_criterion(fused, ir, vis)
         batch_size = ir.shape[0]
         self.log("val/loss", losses["loss_fusion"], prog_bar=True, batch_size=batch_size)
         self.log_dict({f"val/{k}": v for k, v in losses.items() if k != "loss_fusion"}, batch_size=batch_size)
+        if self.stage == 2 and self.has_seg_branches:
+            csc = csc_loss(self.seg_head(features, size=tuple(ir.shape[-2:])), self.segmenter(fused), self.dice_eps)
+            total = losses["loss_fusion"] + self.validation_weight() * csc["loss_csc"]
+            self.log_dict({"val/loss_csc": csc["loss_csc"], "val/loss_total": total}, batch_size=batch_size)
         return losses["loss_fusion"]
+
+    def on_validation_epoch_end(self) -> None:
+        self._w_sum, self._w_count = 0.0, 0
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

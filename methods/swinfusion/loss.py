@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_bench.base.losses import gradient_loss, intensity_loss, sobel_magnitude, ssim
+from fusion_bench.base.losses import intensity_loss, sobel_magnitude, ssim
 
 SSIM_WEIGHTINGS = ("gradient", "equal")
 
@@ -25,11 +25,15 @@ def total_variation_loss(fused: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor
     return F.mse_loss(d, down) + F.mse_loss(d, right)
 
 
-def weighted_ssim(fused: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor, weighting: str = "gradient") -> torch.Tensor:
+def weighted_ssim(fused: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor, weighting: str = "gradient",
+                  source_gradients: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """w_A SSIM(A, F) + w_B SSIM(B, F). "gradient": w proportional to the batch-mean Sobel magnitude of each source
-    (VIF); "equal": 0.5 each (medical)."""
+    (VIF; `source_gradients` = the sources' zero-padded Sobel magnitudes when already computed); "equal": 0.5 each
+    (medical)."""
     if weighting == "gradient":
-        g1, g2 = sobel_magnitude(y1, "zeros").mean(), sobel_magnitude(y2, "zeros").mean()
+        if source_gradients is None:
+            source_gradients = sobel_magnitude(y1, "zeros"), sobel_magnitude(y2, "zeros")
+        g1, g2 = source_gradients[0].mean(), source_gradients[1].mean()
         total = (g1 + g2).clamp_min(1e-12)
         w1, w2 = g1 / total, g2 / total
     elif weighting == "equal":
@@ -55,11 +59,14 @@ class SwinFusionLoss(nn.Module):
         self.ssim_weighting = ssim_weighting
 
     def forward(self, fused: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor) -> dict[str, torch.Tensor]:
+        # the sources' Sobel magnitudes serve the texture term and the SSIM weights: computed once per step
+        grad1, grad2 = sobel_magnitude(y1, "zeros"), sobel_magnitude(y2, "zeros")
         terms = {
             "loss_int": intensity_loss(fused, y1, y2),
             "loss_tv": total_variation_loss(fused, y1, y2),
-            "loss_grad": gradient_loss(fused, y1, y2, padding="zeros"),
-            "loss_ssim": 1 - weighted_ssim(fused, y1, y2, self.ssim_weighting),
+            # = fusion_bench.base.losses.gradient_loss(fused, y1, y2, padding="zeros")
+            "loss_grad": F.l1_loss(sobel_magnitude(fused, "zeros"), torch.maximum(grad1, grad2)),
+            "loss_ssim": 1 - weighted_ssim(fused, y1, y2, self.ssim_weighting, source_gradients=(grad1, grad2)),
         }
         terms["loss"] = (self.w_int * terms["loss_int"] + self.w_tv * terms["loss_tv"]
                          + self.w_grad * terms["loss_grad"] + self.w_ssim * terms["loss_ssim"])

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 import torch
 
 from fusion_bench.base import LuminanceFusionMethod
+from fusion_bench.base.colour import split_luminance
+from fusion_bench.data.transforms import batch_dihedral
 from fusion_bench.types import Task
 from methods.swinfusion.loss import SwinFusionLoss
 from methods.swinfusion.model import SwinFusionNet
@@ -16,9 +18,13 @@ class SwinFusion(LuminanceFusionMethod):
     """SwinFusion (`swinfusion`): x1 (`ir`, or the first medical modality) is the authors' stream A, x2 stream B.
 
     Training: the raw (unclamped) network output on the luminance pair against the authors' loss; Adam with
-    MultiStepLR (x `lr_gamma` at `lr_milestones` steps). With `ema_decay` > 0 an exponential moving average of
-    the weights is kept (no bias correction, started from the initial weights, as in KAIR's `update_E`) and copied
-    into the network when training ends, since the authors' test script loads the EMA weights (`*_E.pth`).
+    MultiStepLR (x `lr_gamma` at `lr_milestones` steps). With `augment`, each training pair is put in one of the 8
+    flip/rotation modes of the square at random, the same for both sources (the authors' `augment_img` with
+    `mode = randint(0, 7)`: `batch_dihedral` after the datamodule's horizontal flip; draws from the module's own
+    CPU generator, seeded from the global seed, so the crops are the same with and without it). With `ema_decay` >
+    0 an exponential moving average of the weights is kept (no bias correction, started from the initial weights,
+    as in KAIR's `update_E`) and copied into the network when training ends, since the authors' test script loads
+    the EMA weights (`*_E.pth`); Lightning checkpoints carry it (`swinfusion_ema`) so a resumed run continues it.
     """
 
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.IVIF, Task.MEDICAL})
@@ -29,7 +35,7 @@ class SwinFusion(LuminanceFusionMethod):
                  w_grad: float = 20.0, w_ssim: float = 10.0, ssim_weighting: str = "gradient",
                  ema_decay: float = 0.999, lr_milestones: tuple[int, ...] | list[int] = (250000, 400000, 450000,
                                                                                        475000, 500000),
-                 lr_gamma: float = 0.5, lr: float = 2e-5, **kwargs: Any):
+                 lr_gamma: float = 0.5, augment: bool = False, lr: float = 2e-5, **kwargs: Any):
         super().__init__(lr=lr, **kwargs)
         if not 0 <= ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
@@ -43,16 +49,37 @@ class SwinFusion(LuminanceFusionMethod):
         self.ema_decay = ema_decay
         self.lr_milestones = [int(m) for m in lr_milestones]
         self.lr_gamma = lr_gamma
+        self.augment = augment
+        self._generator: torch.Generator | None = None
         self._ema: dict[str, torch.Tensor] | None = None
 
     def training_output(self, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         return self.net(y1, y2, clamp=False)  # the authors' loss sees the raw output
 
+    @property
+    def generator(self) -> torch.Generator:
+        """CPU generator of the flip/rotation modes, seeded from the global seed (`seed_everything`) on first use."""
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(int(torch.initial_seed()))
+        return self._generator
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if not self.augment:
+            return super().training_step(batch, batch_idx)
+        x1, x2 = self.inputs(batch)
+        y1, y2 = split_luminance(x1)[0], split_luminance(x2)[0]
+        y1, y2 = batch_dihedral(y1, y2, self.generator)  # training only: validation sees the images as they are
+        return self.log_losses(self.criterion(self.training_output(y1, y2), y1, y2), "train", batch)
+
     # ------------------------------------------------------------ EMA of the weights
 
     def on_train_start(self) -> None:
-        if self.ema_decay > 0:
+        if self.ema_decay <= 0:
+            return
+        if self._ema is None:
             self._ema = {k: p.detach().clone() for k, p in self.net.named_parameters()}
+        else:  # restored from a checkpoint (on the checkpoint's device)
+            self._ema = {k: self._ema[k].to(p) for k, p in self.net.named_parameters()}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._ema is None:
@@ -69,6 +96,14 @@ class SwinFusion(LuminanceFusionMethod):
             for k, p in self.net.named_parameters():
                 p.copy_(self._ema[k])
         self._ema = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._ema is not None:
+            checkpoint["swinfusion_ema"] = {k: v.detach().clone() for k, v in self._ema.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "swinfusion_ema" in checkpoint:
+            self._ema = dict(checkpoint["swinfusion_ema"])
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
