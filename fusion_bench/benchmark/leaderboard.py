@@ -67,25 +67,37 @@ def _seed_key(seed: str) -> tuple[int, str]:
     return len(seed), seed
 
 
-def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Mean, std (ddof=1) and n over seeds per leaderboard entry (see the module docstring).
+def latest_rows(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows that count (one per entry and seed: the latest by timestamp, ties to the later row), as strings.
 
-    Returns (one row per entry sorted by GROUP_COLUMNS then split_hash, value columns in order). Columns: the
-    GROUP_COLUMNS, task, n (seeds), seeds, split_hash, n_images, then `<col>_mean`, `<col>_std` per value column.
-    Values that are empty or not numbers are NaN and left out of the mean (std needs two values, else NaN).
+    Rows keep the order in which their (entry, seed) first appears. Returns (rows, value columns in order).
     """
     frame = raw_frame(rows)
     values = value_columns(list(frame.columns))
     for col in (*ENTRY_COLUMNS, "seed", "task", "timestamp", "n_images"):
         if col not in frame.columns:
             frame[col] = ""
-    header = [*GROUP_COLUMNS, *DESCRIPTION_COLUMNS] + [f"{c}_{s}" for c in values for s in ("mean", "std")]
     if frame.empty:
-        return pd.DataFrame(columns=header), values
+        return frame, values
     key = [*ENTRY_COLUMNS, "seed"]
-    frame["_first"] = frame.groupby(key, sort=False).ngroup()  # members keep the order their seeds first appear
-    latest = (frame.sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last")
-              .sort_values("_first", kind="stable"))
+    first = frame.groupby(key, sort=False).ngroup()
+    latest = (frame.assign(_first=first).sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last")
+              .sort_values("_first", kind="stable").drop(columns="_first"))
+    return latest, values
+
+
+def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Mean, std (ddof=1) and n over seeds per leaderboard entry (see the module docstring).
+
+    Returns (one row per entry sorted by GROUP_COLUMNS then split_hash, value columns in order). Columns: the
+    GROUP_COLUMNS, task, n (seeds), seeds, split_hash, n_images, then `<col>_mean`, `<col>_std` per value column.
+    Values that are empty or not numbers are NaN and left out of the mean (std needs two values, else NaN);
+    `nan_counts` counts them.
+    """
+    latest, values = latest_rows(rows)
+    header = [*GROUP_COLUMNS, *DESCRIPTION_COLUMNS] + [f"{c}_{s}" for c in values for s in ("mean", "std")]
+    if latest.empty:
+        return pd.DataFrame(columns=header), values
     numbers = latest[values].apply(pd.to_numeric, errors="coerce")
     grouped = numbers.groupby([latest[c] for c in ENTRY_COLUMNS], sort=True)
     means, stds = grouped.mean(), grouped.std(ddof=1)
@@ -98,6 +110,16 @@ def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataF
         out[f"{col}_mean"] = means[col].to_numpy(dtype=float)
         out[f"{col}_std"] = stds[col].to_numpy(dtype=float)
     return out[header].reset_index(drop=True), values
+
+
+def nan_counts(rows: list[dict[str, str]] | pd.DataFrame) -> pd.DataFrame:
+    """Per leaderboard entry (index: ENTRY_COLUMNS, sorted as `aggregate_frame`), how many of its seeds' values of
+    each value column are empty or not a number (left out of the mean)."""
+    latest, values = latest_rows(rows)
+    if latest.empty:
+        return pd.DataFrame(columns=values)
+    missing = latest[values].apply(pd.to_numeric, errors="coerce").isna()
+    return missing.groupby([latest[c] for c in ENTRY_COLUMNS], sort=True).sum().astype(int)
 
 
 def aggregate(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
@@ -118,6 +140,11 @@ def dataset_csv_text(aggregated: pd.DataFrame | list[dict[str, object]], value_c
     """The text of leaderboards/<dataset>.csv (8 significant digits; NaN as an empty cell)."""
     frame = pd.DataFrame.from_records(aggregated) if isinstance(aggregated, list) else aggregated
     header = [*GROUP_COLUMNS, *DESCRIPTION_COLUMNS] + [f"{c}_{s}" for c in value_cols for s in ("mean", "std")]
+    return csv_text(frame, header)
+
+
+def csv_text(frame: pd.DataFrame, header: Sequence[str]) -> str:
+    """`frame`'s `header` columns as CSV text, floats with 8 significant digits, NaN/missing as empty cells."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -274,4 +301,4 @@ def load_results(dataset: str | None = None, leaderboard_dir: str | Path = "lead
 
 
 __all__ = ["ENTRY_COLUMNS", "GROUP_COLUMNS", "ID_COLUMNS", "LeaderboardError", "aggregate", "aggregate_frame",
-           "load_results", "markdown_table", "regenerate", "write_dataset_csv"]
+           "latest_rows", "load_results", "markdown_table", "nan_counts", "regenerate", "write_dataset_csv"]
