@@ -289,8 +289,9 @@ def test_report_bad_input(bench: dict, tmp_path: Path, cli, capsys) -> None:
     seeds = pd.read_csv(out / "tables" / "seeds.csv")
     assert seeds[(seeds["method"] == "mean")]["ci_low"].isna().all()
     # a second report into the same folder replaces it
-    code, _, stderr = cli(capsys, *base, "--out", out, "--images", "00082D")
+    code, _, stderr = cli(capsys, *base, "--out", out, "--images", "00082D", "--methods", "max,mean")
     assert code == 0, stderr
+    assert "max: fused image missing" not in (out / "index.html").read_text()
 
 
 def test_reproduced_vs_reported(bench: dict, tmp_path: Path) -> None:
@@ -302,8 +303,8 @@ def test_reproduced_vs_reported(bench: dict, tmp_path: Path) -> None:
         "method,our_method,metric,value,source,dialect,note\n"
         "Max rule,max,EN,6.5,A paper (Table 1),mmif,\n"
         "Other,,EN,7.0,A paper (Table 1),tang,not implemented here\n")
-    report = build_report("synthetic-ivif", runs_dir=bench["runs"], leaderboard_dir=bench["boards"],
-                          out=tmp_path / "r", reported_dir=reported, n_images=1)
+    report = build_report("synthetic-ivif", methods=["max", "mean"], runs_dir=bench["runs"],
+                          leaderboard_dir=bench["boards"], out=tmp_path / "r", reported_dir=reported, n_images=1)
     table = pd.read_csv(tmp_path / "r" / "tables" / "reported.csv")
     from fusion_bench import load_results
 
@@ -333,3 +334,60 @@ def test_report_renders_in_a_headless_browser(bench: dict, tmp_path: Path) -> No
     # not blank: the grid tiles (coloured pixels) and the text are drawn
     colourful = (image.max(axis=2).astype(int) - image.min(axis=2)) > 60
     assert colourful.mean() > 0.02 and (image < 80).all(axis=2).mean() > 0.002
+
+
+# ------------------------------------------------------------------------------------------------ predictions
+
+
+def _fused_folders(tmp_path: Path, splits: tuple[str, ...]) -> dict:
+    from fusion_bench.data.io import write_png
+    from fusion_bench.data.synthetic import SyntheticIVIF, ensure_generated
+
+    root = ensure_generated("synthetic-ivif")
+    out = {}
+    for split in splits:
+        dataset = SyntheticIVIF(root, split)
+        for i, ref in enumerate(dataset.samples):
+            write_png(tmp_path / split / f"{ref.name}.png", dataset[i]["vis"])
+        out[split] = dataset
+    return out
+
+
+def test_segmentation_saves_per_image_predictions(tmp_path: Path) -> None:
+    """The evaluator writes each test image's class map; the saved maps give the reported confusion matrix."""
+    pytest.importorskip("transformers")
+    from PIL import Image
+
+    from fusion_bench.evaluators.segmentation import evaluate_segmentation_folders, load_masks, seg_preset
+
+    datasets = _fused_folders(tmp_path, ("train", "test"))
+    result = evaluate_segmentation_folders(tmp_path / "train", tmp_path / "test", datasets["train"], datasets["test"],
+                                           seg_preset("smoke", epochs=1), seed=0, log_dir=tmp_path / "seg",
+                                           progress=False)
+    test = datasets["test"]
+    confusion = np.zeros((len(test.class_names),) * 2, dtype=np.int64)
+    for ref, mask in zip(test.samples, load_masks(test, progress=False)):
+        pred = np.asarray(Image.open(tmp_path / "seg" / "predictions" / f"{ref.name}.png")).astype(np.int64)
+        gt = mask.numpy().astype(np.int64)
+        assert pred.shape == gt.shape and pred.max() < len(test.class_names)
+        keep = gt != test.ignore_index
+        confusion += np.bincount(gt[keep] * len(test.class_names) + pred[keep],
+                                 minlength=confusion.size).reshape(confusion.shape)
+    assert confusion.tolist() == result["seg_confusion"]
+
+
+@pytest.mark.slow
+def test_detection_saves_per_image_predictions(tmp_path: Path) -> None:
+    pytest.importorskip("ultralytics")
+    from fusion_bench.evaluators.detection import det_preset, evaluate_detection_folders
+
+    datasets = _fused_folders(tmp_path, ("train", "test"))
+    evaluate_detection_folders(tmp_path / "train", tmp_path / "test", datasets["train"], datasets["test"],
+                               det_preset("smoke", epochs=1, image_size=64), seed=0, log_dir=tmp_path / "det",
+                               progress=False)
+    labels = tmp_path / "det" / "test" / "labels"
+    files = sorted(labels.glob("*.txt"))
+    assert files and {f.stem for f in files} <= {ref.name for ref in datasets["test"].samples}
+    for line in files[0].read_text().splitlines():
+        cls, *xywh, conf = line.split()
+        assert int(cls) in (0, 1) and all(0 <= float(v) <= 1 for v in xywh) and 0 < float(conf) <= 1

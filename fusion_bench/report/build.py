@@ -276,7 +276,7 @@ def _grid_section(dataset: str, entries: Sequence[Entry], image_names: Sequence[
     class_names = getattr(test_set, "class_names", None)
     box_names = getattr(test_set, "box_class_names", None)
     seg_palette = grid.palette(len(class_names)) if class_names else None
-    box_palette = grid.palette(len(box_names)) if box_names else None
+    box_palette = grid.palette(len(box_names), strong=True) if box_names else None
     protocol_zoom = _protocol_zoom(dataset, getattr(test_set, "task", None)) if test_set is not None else None
     parts = [f"<p>{len(chosen)} of {len(names)} test images, {how}. Each method shows its lowest seed with a run "
              "directory. The orange box is the zoomed region (from --zoom, else the dataset protocol's "
@@ -373,13 +373,15 @@ def _seg_row(sample, sources, images, fused, entries, seeds, name, palette, test
                                     f"{label}: SegFormer"))
             any_pred = True
         else:
+            why = "fused image missing" if label not in images else "no saved prediction"
             figs.append(page.figure(_rel(grid.placeholder(folder / f"seg_{j:02d}.png", mask.shape), out),
-                                    f"{label}: no saved prediction", missing=True))
+                                    f"{label}: {why}", missing=True))
     return page.grid_row("segmentation", _pad(figs, len(sources), base is not None, n)) if any_pred else ""
 
 
 def _det_row(sample, sources, images, fused, entries, seeds, name, palette, folder, out, n) -> str:
     base = _colour_source(sources)
+    mask_like = next(iter(images.values()), np.zeros((64, 64, 3), np.uint8))
     figs = []
     boxes = sample["boxes"].tolist() if hasattr(sample["boxes"], "tolist") else list(sample["boxes"])
     labels = sample["labels"].tolist() if "labels" in sample else [0] * len(boxes)
@@ -398,9 +400,10 @@ def _det_row(sample, sources, images, fused, entries, seeds, name, palette, fold
                                     f"{label}: YOLO ({len(pb)} boxes)"))
             any_pred = True
         else:
-            size = images[label].shape[:2] if label in images else base.shape[:2]
+            size = (images.get(label) if label in images else base if base is not None else mask_like).shape[:2]
+            why = "fused image missing" if label not in images else "no saved prediction"
             figs.append(page.figure(_rel(grid.placeholder(folder / f"det_{j:02d}.png", size), out),
-                                    f"{label}: no saved prediction", missing=True))
+                                    f"{label}: {why}", missing=True))
     return page.grid_row("detection", _pad(figs, len(sources), base is not None, n)) if any_pred else ""
 
 
@@ -691,6 +694,9 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
     split_counts = aggregated["split_hash"].value_counts()
     main_split = str(split_counts.index[0])
     entries: list[Entry] = []
+    if not runs_dir.is_dir():
+        notes.append(("warn", f"runs directory {runs_dir} does not exist: the page shows the leaderboard only (no "
+                              "grids, per-image tests or per-run plots); pass --runs (bench's --out)"))
     for i, (record, label) in enumerate(zip(records, labels)):
         mine = latest
         for col in ENTRY_COLUMNS:
@@ -702,7 +708,7 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
             (run_dirs.__setitem__(seed, run_dir) if run_dir.is_dir() else missing.append(run_dir))
         entries.append(Entry(i, label, record, seeds, run_dirs, missing,
                              {c: pd.to_numeric(mine[c], errors="coerce").to_numpy(dtype=float) for c in value_cols}))
-        if missing:
+        if missing and runs_dir.is_dir():
             notes.append(("warn", f"{label}: run director{'y' if len(missing) == 1 else 'ies'} not found: "
                                   + ", ".join(str(p) for p in missing) + " (grid, plots and per-image tests leave "
                                   "those seeds out)"))

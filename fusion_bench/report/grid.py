@@ -129,13 +129,13 @@ def make_tile(image: np.ndarray, path: Path, box: tuple[int, int, int, int] | No
     return path
 
 
-def palette(n: int) -> np.ndarray:
-    """n distinct RGB colours (matplotlib's tab20, then hsv), uint8."""
+def palette(n: int, strong: bool = False) -> np.ndarray:
+    """n distinct RGB colours, uint8: matplotlib's tab20 (tab10 when `strong`, for thin box outlines), then hsv."""
     from matplotlib import colormaps
 
-    base = colormaps["tab20"].colors
-    colours = [base[i] for i in range(min(n, 20))] + [colormaps["hsv"](i / max(n - 20, 1))[:3]
-                                                      for i in range(max(n - 20, 0))]
+    base = colormaps["tab10" if strong else "tab20"].colors
+    colours = [base[i] for i in range(min(n, len(base)))] + [colormaps["hsv"](i / max(n - len(base), 1))[:3]
+                                                             for i in range(max(n - len(base), 0))]
     return (np.array(colours) * 255).round().astype(np.uint8)
 
 
@@ -156,7 +156,7 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Sequence[float]], labels: Sequ
     """Absolute xyxy boxes drawn in their class colour (2 px), with the confidence when given."""
     canvas = Image.fromarray(image.copy())
     draw = ImageDraw.Draw(canvas)
-    width = max(1, round(max(image.shape[:2]) / 200))
+    width = max(2, round(max(image.shape[:2]) / 250))
     for i, (box, label) in enumerate(zip(boxes, labels)):
         colour = tuple(int(c) for c in colours[int(label) % len(colours)])
         draw.rectangle([float(v) for v in box], outline=colour, width=width)
