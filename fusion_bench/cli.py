@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-downstream-baselines", action="store_true",
                    help="do not add the source_a/source_b downstream rows when they are missing")
     p.add_argument("--no-report", action="store_true",
-                   help="do not regenerate the HTML report (<out>/reports/<dataset>-<preset>/) after the runs")
+                   help="do not regenerate the HTML report (<out>/reports/<dataset>-<preset>/) after the runs "
+                        "(also FUSION_BENCH_REPORT=0)")
 
     p = sub.add_parser("train", help="fit a method and save its weights")
     _add_run_arguments(p)
@@ -211,7 +213,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for dataset in datasets:
         print(f"\n## {dataset} ({args.preset})\n")
         print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))
-    if not args.no_report:
+    if not args.no_report and os.environ.get("FUSION_BENCH_REPORT", "1").lower() not in ("0", "no", "off", "none"):
         _bench_reports(args, datasets)
     return 0
 

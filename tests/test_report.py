@@ -179,6 +179,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory, synthetic_cache: Path) -> di
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FUSION_BENCH_CACHE", str(synthetic_cache))
         mp.setenv("FUSION_BENCH_DOWNSTREAM", "none")
+        mp.setenv("FUSION_BENCH_REPORT", "1")
         mp.delenv("FUSION_BENCH_DATA", raising=False)
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -391,3 +392,13 @@ def test_detection_saves_per_image_predictions(tmp_path: Path) -> None:
     for line in files[0].read_text().splitlines():
         cls, *xywh, conf = line.split()
         assert int(cls) in (0, 1) and all(0 <= float(v) <= 1 for v in xywh) and 0 < float(conf) <= 1
+
+
+def test_bench_report_is_opt_out(tmp_path: Path, cli, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["bench", "--method", "mean", "--dataset", "synthetic-ivif", "--seeds", "0", "--out", tmp_path / "runs",
+            "--leaderboard-dir", tmp_path / "lb", "--no-progress"]
+    code, out, err = cli(capsys, *argv, "--no-report")
+    assert code == 0 and "report:" not in out and not (tmp_path / "runs" / "reports").exists()
+    monkeypatch.setenv("FUSION_BENCH_REPORT", "0")
+    code, out, err = cli(capsys, *argv)
+    assert code == 0 and "report:" not in out and not (tmp_path / "runs" / "reports").exists()
