@@ -265,8 +265,9 @@ def test_report_bad_input(bench: dict, tmp_path: Path, cli, capsys) -> None:
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     assert "is not empty and holds no earlier report" in error("--out", tmp_path / "busy")
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
-    assert "zoom box [0, 0, 999, 10] is not inside the 160x128 image" in error("--zoom", "0,0,999,10")
-    assert "--images: nope not among the test images" in error("--images", "nope")
+    assert "zoom box [0, 0, 999, 10] is not inside the 160x128 image" in error("--zoom", "0,0,999,10", "--methods",
+                                                                                "max")
+    assert "--images: nope not among the test images" in error("--images", "nope", "--methods", "max")
     (boards / "raw" / "empty.csv").write_text("method,dataset,seed\n")
     assert "has no rows" in error("--dataset", "empty")
     # one seed for `mean`, a missing fused image for `max`: the page says so and still renders
@@ -280,7 +281,7 @@ def test_report_bad_input(bench: dict, tmp_path: Path, cli, capsys) -> None:
     victim = fused / "00080D.png"
     victim.unlink()
     out = tmp_path / "report"
-    code, stdout, stderr = cli(capsys, *base, "--out", out, "--images", "00080D,00082D")
+    code, stdout, stderr = cli(capsys, *base, "--out", out, "--images", "00080D,00082D", "--methods", "mean,max")
     assert code == 0, stderr
     page = (out / "index.html").read_text()
     assert f"max: {victim}" in page and "max: fused image missing" in page
@@ -313,7 +314,8 @@ def test_reproduced_vs_reported(bench: dict, tmp_path: Path) -> None:
     assert table.loc[0, "difference"] == pytest.approx(ours - 6.5)
     assert math.isnan(table.loc[1, "ours_mean"])
     page = report.index_html.read_text()
-    assert "A paper (Table 1)" in page and "tang ≠ mmif" in page
+    assert "<h3>A paper (Table 1)</h3>" in page and "same kit as ours" in page
+    assert f"ours {ours:.4g} ± 0</span><span class=\"std\">Δ {ours - 6.5:+.3g}</span>" in page
 
 
 def _browser() -> str | None:
@@ -361,8 +363,8 @@ def test_segmentation_saves_per_image_predictions(tmp_path: Path) -> None:
 
     from fusion_bench.evaluators.segmentation import evaluate_segmentation_folders, load_masks, seg_preset
 
-    datasets = _fused_folders(tmp_path, ("train", "test"))
-    result = evaluate_segmentation_folders(tmp_path / "train", tmp_path / "test", datasets["train"], datasets["test"],
+    datasets = _fused_folders(tmp_path, ("val", "test"))  # the 16 val images stand in for the training split
+    result = evaluate_segmentation_folders(tmp_path / "val", tmp_path / "test", datasets["val"], datasets["test"],
                                            seg_preset("smoke", epochs=1), seed=0, log_dir=tmp_path / "seg",
                                            progress=False)
     test = datasets["test"]

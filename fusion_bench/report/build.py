@@ -31,7 +31,7 @@ from fusion_bench.benchmark.leaderboard import (
     latest_rows,
 )
 from fusion_bench.benchmark.provenance import REPO_ROOT
-from fusion_bench.benchmark.results import DOWNSTREAM_COLUMNS, EFFICIENCY_COLUMNS, read_rows
+from fusion_bench.benchmark.results import EFFICIENCY_COLUMNS, read_rows
 from fusion_bench.report import figures, grid, page, stats
 from fusion_bench.report.formats import build_table, seed_nan_counts, to_html, to_latex
 
@@ -574,7 +574,8 @@ def _stats_section(entries: Sequence[Entry], value_cols: Sequence[str], per_imag
                  "95 % percentile bootstrap interval of the mean over seeds (scipy.stats.bootstrap, 4999 resamples, "
                  "seed 0; with 2-3 seeds it only spans the observed values). Numbers in "
                  "<a href=\"tables/seeds.csv\">seeds.csv</a>.</p>"
-                 + page.plain_table(["column", *[f"{e.label} ({len(e.seeds)} seeds)" for e in entries]],
+                 + page.plain_table(["column", *[f"{e.label} ({len(e.seeds)} seed{'s' * (len(e.seeds) > 1)})"
+                                                 for e in entries]],
                                     [[page.e(c), *cells[c]] for c in columns], raw=True))
     return "\n".join(parts)
 
@@ -601,35 +602,52 @@ def _reported_section(dataset: str, entries: Sequence[Entry], reported_dir, out:
     for entry in entries:
         ours.setdefault(entry.method, entry)
     dialect = str(entries[0].record["metric_dialect"]) if entries else ""
-    rows, records, classes = [], [], []
+    records = []
     for r in reported.itertuples(index=False):
         entry = ours.get(r.our_method) if r.our_method else None
         mean = std = math.nan
         if entry is not None and f"{r.metric}_mean" in entry.record:
             mean, std = float(entry.record[f"{r.metric}_mean"]), float(entry.record[f"{r.metric}_std"])
-        diff = mean - r.value if not math.isnan(mean) else math.nan
-        kit = getattr(r, "dialect", "") or ""
-        same = "" if not kit or r.metric in DOWNSTREAM_COLUMNS else ("same kit" if kit == dialect else f"{kit} ≠ "
-                                                                                                      f"{dialect}")
-        ours_text = ("not run" if entry is None and r.our_method else "—" if not r.our_method else
-                     ("not measured" if math.isnan(mean) else
-                      f"{page.fmt_number(mean)} ± {'–' if math.isnan(std) else page.fmt_number(std, 2)}"))
-        rows.append([r.method, r.our_method or "—", r.metric, page.fmt_number(float(r.value)), ours_text,
-                     "" if math.isnan(diff) else f"{diff:+.4g}" + (f" ({100 * diff / r.value:+.1f} %)"
-                                                                    if r.value else ""),
-                     same, r.source, getattr(r, "note", "")])
-        classes.append([""] * 6 + ["same" if same == "same kit" else ""] + ["", ""])
         records.append({"method": r.method, "our_method": r.our_method, "metric": r.metric, "reported": r.value,
-                        "ours_mean": mean, "ours_std": std, "difference": diff, "source": r.source,
-                        "reported_dialect": kit, "our_dialect": dialect})
-    pd.DataFrame.from_records(records).to_csv(out / "tables" / "reported.csv", index=False)
-    return (f"<p>Numbers the papers report for {page.e(dataset)} (from <code>benchmarks/reported/{page.e(dataset)}.csv"
-            "</code>, with the table they come from), beside our mean ± std for the same method and column of this "
-            "preset when we implement and ran it; difference = ours − reported. Numbers from another metric kit or "
-            "protocol (see the note) are not expected to match. Also in <a href=\"tables/reported.csv\">reported.csv"
-            "</a>.</p>" + page.plain_table(["method (paper)", "ours", "metric", "reported", "our mean ± std",
-                                              "difference", "kit", "source", "note"], rows, left=2,
-                                             cell_class=classes, wrap=(7, 8)))
+                        "ours_mean": mean, "ours_std": std, "difference": mean - r.value, "source": r.source,
+                        "reported_dialect": getattr(r, "dialect", ""), "our_dialect": dialect,
+                        "note": getattr(r, "note", "")})
+    frame = pd.DataFrame.from_records(records)
+    frame.to_csv(out / "tables" / "reported.csv", index=False)
+    parts = [f"<p>Numbers the papers report for {page.e(dataset)} (<code>benchmarks/reported/{page.e(dataset)}.csv"
+             "</code>), one table per source. Where we implement the method and this page has its rows, the cell "
+             "adds our mean ± std over seeds and the difference (ours − reported). A kit or protocol other than "
+             f"ours (metric dialect {page.e(dialect or '-')}, see each note) means the numbers are not expected to "
+             "match. All rows with differences: <a href=\"tables/reported.csv\">reported.csv</a>.</p>"]
+    for source, part in frame.groupby("source", sort=False):
+        metrics = list(dict.fromkeys(part["metric"]))
+        kit = str(part["reported_dialect"].iloc[0] or "")
+        kit_text = "" if not kit else (" · same kit as ours" if kit == dialect else f" · kit: {kit} (ours: {dialect})")
+        rows = []
+        for method, group in part.groupby("method", sort=False):
+            our = str(group["our_method"].iloc[0] or "")
+            ran = our in ours
+            cells: list[str] = [page.e(str(method)),
+                                page.e(our + ("" if ran or not our else " (not run)")) if our else "—"]
+            for metric in metrics:
+                hit = group[group["metric"] == metric]
+                if hit.empty:
+                    cells.append("")
+                    continue
+                h = hit.iloc[0]
+                text = page.e(page.fmt_number(float(h["reported"])))
+                if ran and not math.isnan(h["ours_mean"]):
+                    std = "–" if math.isnan(h["ours_std"]) else page.fmt_number(float(h["ours_std"]), 2)
+                    text += (f'<span class="std">ours {page.e(page.fmt_number(float(h["ours_mean"])))} ± {std}</span>'
+                             f'<span class="std">Δ {float(h["difference"]):+.3g}</span>')
+                elif ran:
+                    text += '<span class="std">ours: not measured</span>'
+                cells.append(text)
+            rows.append(cells)
+        note = str(part["note"].iloc[0] or "")
+        parts.append(f"<h3>{page.e(str(source))}</h3><p class=\"meta\">{page.e(note)}{page.e(kit_text)}</p>"
+                     + page.plain_table(["method", "ours", *metrics], rows, left=2, raw=True))
+    return "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ main

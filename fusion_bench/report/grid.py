@@ -1,7 +1,8 @@
 """Qualitative grids: picking the test images to show, the zoom box, and the tiles (PIL, no fonts downloaded).
 
-Images are shown as stored (8-bit); tiles are downscaled for the page, the zoomed inset is cut from the full
-resolution image and enlarged with nearest-neighbour sampling (no detail is invented).
+Images are shown as stored (8-bit); tiles are scaled to TILE_SIDE on the longest side (Lanczos when shrinking,
+nearest neighbour when enlarging), the zoomed inset is cut from the full resolution image and enlarged with
+nearest-neighbour sampling (no detail is invented).
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ def check_box(box: Sequence[int], size: tuple[int, int], where: str) -> tuple[in
 
 
 def _fit(image: Image.Image, side: int) -> tuple[Image.Image, float]:
-    scale = min(1.0, side / max(image.size))
-    if scale < 1:
+    """Scale the longest side to `side`: Lanczos when shrinking, nearest neighbour when enlarging small images."""
+    scale = side / max(image.size)
+    if scale != 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.LANCZOS)
+                             Image.LANCZOS if scale < 1 else Image.NEAREST)
     return image, scale
 
 
@@ -189,7 +191,7 @@ def read_yolo_predictions(path: Path, size: tuple[int, int],
 def placeholder(path: Path, size: tuple[int, int], side: int = TILE_SIDE) -> Path:
     """A grey tile standing in for a missing image (the page says which file is missing)."""
     h, w = size
-    scale = min(1.0, side / max(h, w))
+    scale = side / max(h, w)
     tile = Image.new("RGB", (max(1, round(w * scale)), max(1, round(h * scale))), (200, 200, 200))
     draw = ImageDraw.Draw(tile)
     draw.line([0, 0, tile.width, tile.height], fill=(150, 150, 150), width=2)

@@ -20,7 +20,7 @@ nav a { margin-right: 14px; font-size: 14px; }
 .notes li.warn { color: #8a4b00; }
 .grid { display: grid; gap: 6px 8px; align-items: start; margin-bottom: 6px; }
 .grid figure { margin: 0; }
-.grid img { display: block; max-width: 100%; height: auto; border: 1px solid #bbb; }
+.grid img { display: block; width: 100%; height: auto; border: 1px solid #bbb; image-rendering: auto; }
 .grid figcaption { font-size: 12px; text-align: center; margin-top: 2px; word-break: break-word; }
 .grid .rowlabel { font-size: 12px; font-weight: bold; align-self: center; text-align: right; padding-right: 4px; }
 .missing figcaption { color: #b00; }
@@ -36,7 +36,7 @@ td.same { color: #888; }
 span.swatch { display: inline-block; width: 11px; height: 11px; border: 1px solid #888; margin: 0 3px 0 10px;
   vertical-align: -1px; }
 .legend { font-size: 12px; margin: 4px 0 8px 0; }
-table.leaderboard span.std, table.leaderboard td span.nan + span.nan { display: block; }
+table.leaderboard span.std, table.plain span.std { display: block; }
 table.leaderboard td { vertical-align: top; }
 """
 
