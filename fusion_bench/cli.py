@@ -148,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images for the grids (default: those where the methods disagree most)")
     p.add_argument("--n-images", type=int, default=4, help="how many images to pick automatically")
     p.add_argument("--zoom", default=None, metavar="X0,Y0,X1,Y1",
-                   help="zoomed inset box (default: protocol report.zoom, else the highest-contrast window)")
+                   help="zoomed inset box, or none (default: protocol report.zoom, else the highest-contrast window)")
     p.add_argument("--metric", default=None, help="quality axis of the efficiency plot (default: seg_miou, "
                                                    "det_map50, ... or the first fusion metric)")
+    p.add_argument("--cost", default=None, choices=("gflops", "params_m"), help="cost axis of the efficiency plot")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the tests")
     p.add_argument("--root", default=None, help="dataset root (sources and labels in the grids), as for bench")
     _add_dataset_options(p)
@@ -391,7 +392,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     report = build_report(args.dataset, preset=args.preset, methods=args.methods, runs_dir=args.runs,
                           leaderboard_dir=args.leaderboard_dir, out=args.out, images=args.images,
-                          n_images=args.n_images, metric=args.metric, zoom=args.zoom, root=args.root,
+                          n_images=args.n_images, metric=args.metric, cost=args.cost, zoom=args.zoom, root=args.root,
                           dataset_options=dict(args.dataset_options), alpha=args.alpha)
     for kind, text in report.notes:
         print(f"{'warning' if kind == 'warn' else 'note'}: {text}", file=sys.stderr)

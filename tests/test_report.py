@@ -296,6 +296,40 @@ def test_report_bad_input(bench: dict, tmp_path: Path, cli, capsys) -> None:
     assert "max: fused image missing" not in (out / "index.html").read_text()
 
 
+def test_report_per_class_training_curves_and_nan(bench: dict, tmp_path: Path, cli, capsys) -> None:
+    """Per-class values and Lightning logs of the runs reach the page; NaN per-image values are counted."""
+    runs, boards = _copy(bench, tmp_path)
+    seeds = sorted((runs / "max" / "synthetic-ivif" / "smoke").glob("*/seed*"))
+    for k, run in enumerate(seeds):  # two seeds: IoU 0.2/0.4 -> mean 0.3; the car class is absent (NaN)
+        pd.DataFrame({"evaluator": ["seg", "seg"], "class": ["road", "car"], "metric": ["iou", "iou"],
+                      "value": [0.2 + 0.2 * k, math.nan]}).to_csv(run / "downstream_per_class.csv", index=False)
+    (seeds[0] / "logs").mkdir()
+    pd.DataFrame({"epoch": [0, 0, 1], "step": [9, 19, 29], "train/loss": [1.0, 0.8, 0.5]}).to_csv(
+        seeds[0] / "logs" / "metrics.csv", index=False)
+    per_image = seeds[1] / "metrics_per_image.csv"
+    frame = pd.read_csv(per_image)
+    frame.loc[[3, 5], "EN"] = math.nan  # two NaN values of one seed
+    frame.to_csv(per_image, index=False)
+    out = tmp_path / "report"
+    code, _, err = cli(capsys, "report", "--dataset", "synthetic-ivif", "--runs", runs, "--leaderboard-dir", boards,
+                       "--out", out, "--methods", "max,mean,laplacian", "--n-images", "1", "--zoom", "none",
+                       "--cost", "params_m", "--metric", "Qabf")
+    assert code == 0, err
+    page = (out / "index.html").read_text()
+    assert "Per-class iou (seg)" in page and "Training curves" in page and "Efficiency: params_m vs Qabf" in page
+    assert (out / "figures" / "per_class_0.png").is_file() and (out / "figures" / "training.png").is_file()
+    table = pd.read_csv(out / "tables" / "per_class.csv").set_index(["evaluator/metric", "method"])
+    assert table.loc[("seg/iou", "max"), "road"] == pytest.approx(0.3) and math.isnan(table.loc[("seg/iou", "max"),
+                                                                                                   "car"])
+    assert "max: NaN per-image values: EN 2" in err
+    tests = pd.read_csv(out / "tables" / "wilcoxon.csv")
+    en = tests[(tests["metric"] == "EN") & (tests["a"] == "laplacian") & (tests["b"] == "max")].iloc[0]
+    assert en["n"] == 16 and en["n_nan"] == 0  # seed means: the other seed's value stands in for the NaN ones
+    code, _, err = cli(capsys, "report", "--dataset", "synthetic-ivif", "--runs", runs, "--leaderboard-dir", boards,
+                       "--out", out, "--metric", "nope")
+    assert code == 2 and "--metric 'nope' has no values" in err
+
+
 def test_reproduced_vs_reported(bench: dict, tmp_path: Path) -> None:
     from fusion_bench.report import build_report
 

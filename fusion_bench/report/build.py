@@ -83,13 +83,16 @@ def default_out(runs_dir: str | Path, dataset: str, preset: str) -> Path:
     return Path(runs_dir) / "reports" / f"{dataset}-{preset}"
 
 
-def _parse_zoom(zoom: str | Sequence[int] | None) -> list[int] | None:
+def _parse_zoom(zoom: str | Sequence[int] | None) -> list[int] | str | None:
+    """None: protocol box or automatic; "none": no inset; else the box x0,y0,x1,y1."""
     if zoom is None or isinstance(zoom, (list, tuple)):
         return list(zoom) if zoom is not None else None
+    if str(zoom).strip().lower() in ("none", "off"):
+        return "none"
     try:
         return [int(v) for v in str(zoom).split(",")]
     except ValueError as err:
-        raise ReportError(f"--zoom expects x0,y0,x1,y1 (integers), got {zoom!r}") from err
+        raise ReportError(f"--zoom expects x0,y0,x1,y1 (integers) or none, got {zoom!r}") from err
 
 
 def _choose_preset(frame: pd.DataFrame, preset: str | None, dataset: str, notes: list) -> str:
@@ -333,7 +336,9 @@ def _grid_section(dataset: str, entries: Sequence[Entry], image_names: Sequence[
     return "\n".join(parts), [n for n, _ in chosen]
 
 
-def _zoom_for(name: str, zoom, protocol_zoom, sources, images, size) -> tuple[int, int, int, int]:
+def _zoom_for(name: str, zoom, protocol_zoom, sources, images, size) -> tuple[int, int, int, int] | None:
+    if zoom == "none":
+        return None
     if zoom is not None:
         return grid.check_box(zoom, size, "--zoom")
     if isinstance(protocol_zoom, Mapping) and name in protocol_zoom:
@@ -414,8 +419,8 @@ def _pad(figs: list[str], n_sources: int, has_labels: bool, n: int) -> list[str]
     return out + ["<div></div>"] * max(0, n - len(out))
 
 
-def _plots_section(entries: Sequence[Entry], value_cols: Sequence[str], metric: str | None, out: Path,
-                   notes: list) -> str:
+def _plots_section(entries: Sequence[Entry], value_cols: Sequence[str], metric: str | None, cost: str | None,
+                   out: Path, notes: list) -> str:
     parts = []
     quality = [c for c in value_cols if c not in EFFICIENCY_COLUMNS]
     dialect = str(entries[0].record["metric_dialect"]) if entries else ""
@@ -425,8 +430,11 @@ def _plots_section(entries: Sequence[Entry], value_cols: Sequence[str], metric: 
     if path:
         parts.append("<h3>Per-metric means</h3><p>Error bars: std over seeds (none for a single seed, marked "
                      "n=1).</p>" + f'<img class="plot" src="{_rel(path, out)}" alt="bar charts">')
-    cost = next((c for c in ("gflops", "params_m") if c in value_cols
-                 and any(float(e.record[f"{c}_mean"]) > 0 for e in entries)), None)
+    if cost is not None and (cost not in value_cols or not any(
+            not math.isnan(float(e.record[f"{cost}_mean"])) for e in entries)):
+        raise ReportError(f"--cost {cost!r} has no values in these rows; choose gflops or params_m")
+    cost = cost or next((c for c in ("gflops", "params_m") if c in value_cols
+                         and any(float(e.record[f"{c}_mean"]) > 0 for e in entries)), None)
     available = [c for c in quality if any(not math.isnan(float(e.record[f"{c}_mean"])) for e in entries)]
     if metric is not None and metric not in available:
         raise ReportError(f"--metric {metric!r} has no values in these rows; columns with values: "
@@ -443,11 +451,16 @@ def _plots_section(entries: Sequence[Entry], value_cols: Sequence[str], metric: 
             parts.append(f"<h3>Efficiency: {page.e(cost)} vs {page.e(y_col)}</h3><p>Choose the quality axis with "
                          "--metric.</p>" + f'<img class="plot" src="{_rel(path, out)}" alt="efficiency">')
     per_class = _per_class(entries, notes)
+    if per_class:
+        pd.concat({f"{ev}/{m}": t for (ev, m), t in per_class.items()}, names=["evaluator/metric", "method"]).to_csv(
+            out / "tables" / "per_class.csv")
     for k, ((evaluator, metric_name), table) in enumerate(per_class.items()):
         path = figures.heatmap(table, f"{evaluator}: per-class {metric_name} (mean over seeds)",
                                out / "figures" / f"per_class_{k}.png")
         if path:
-            parts.append(f"<h3>Per-class {page.e(metric_name)} ({page.e(evaluator)})</h3>"
+            parts.append(f"<h3>Per-class {page.e(metric_name)} ({page.e(evaluator)})</h3><p>From each run's "
+                         "downstream_per_class.csv, mean over seeds; grey n/a: the class is absent from the test "
+                         "labels. Numbers in <a href=\"tables/per_class.csv\">per_class.csv</a>.</p>"
                          f'<img class="plot" src="{_rel(path, out)}" alt="per-class heat map">')
     curves = _curves(entries)
     path = figures.training_curves(curves, out / "figures" / "training.png")
@@ -502,8 +515,9 @@ def _stats_section(entries: Sequence[Entry], value_cols: Sequence[str], per_imag
             rows.append(row), classes.append(cls), titles.append(tit)
         n_images = max((len(per_image[label]) for label in labels), default=0)
         parts.append(f"<h3>Paired per-image tests</h3><p>Wilcoxon signed-rank test on the per-image values "
-                     f"({n_images} test images, each method's values averaged over its seeds), two-sided, Holm-"
-                     f"corrected over the {len(pairs)} method pairs of each metric. ▲: the first method of the pair "
+                     f"({n_images} test images, each method's values averaged over its seeds, NaN values left out "
+                     f"of that average), two-sided, Holm-corrected over the {len(pairs)} method pairs of each "
+                     f"metric. ▲: the first method of the pair "
                      f"is significantly better (corrected p &lt; {alpha}, shown), ▼: the second is; ·: not "
                      f"significant; =: every per-image difference is zero. Hover a cell for n, the median "
                      f"difference and the raw p; all numbers in <a href=\"tables/wilcoxon.csv\">wilcoxon.csv</a>.</p>")
@@ -669,14 +683,16 @@ def _prepare_out(out: Path) -> Path:
 def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[str] | None = None,
                  runs_dir: str | Path = "runs", leaderboard_dir: str | Path = "leaderboards",
                  out: str | Path | None = None, images: Sequence[str] | None = None, n_images: int = 4,
-                 metric: str | None = None, zoom: str | Sequence[int] | None = None, root: str | Path | None = None,
+                 metric: str | None = None, cost: str | None = None, zoom: str | Sequence[int] | None = None,
+                 root: str | Path | None = None,
                  dataset_options: Mapping[str, Any] | None = None, alpha: float = 0.05,
                  reported_dir: str | Path | None = None) -> Report:
     """Write the report of one dataset (and preset) to `out` (default runs/reports/<dataset>-<preset>/).
 
     methods: keep these methods only (default: all with rows). images: the test images of the grid (default:
-    the `n_images` on which methods disagree most). metric: the quality axis of the efficiency plot. zoom:
-    x0,y0,x1,y1 of the zoomed inset (default: the protocol's `report.zoom`, else the highest-contrast window).
+    the `n_images` on which methods disagree most). metric, cost: the quality and cost axes of the efficiency plot
+    (default: a downstream score, else the first fusion metric; gflops, else params_m). zoom: x0,y0,x1,y1 of the
+    zoomed inset, or "none" (default: the protocol's `report.zoom`, else the highest-contrast window).
     root, dataset_options: where the dataset is (for sources and labels in the grids).
     """
     start = time.perf_counter()
@@ -754,7 +770,7 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
         grid_html, shown = _grid_section(dataset, main, list(per_image[next(iter(per_image))].index)
                                          if per_image else [], images, n_images, zoom_box, test_set, work, notes)
         sections.append(page.section("qualitative", "Qualitative comparison", grid_html))
-        sections.append(page.section("plots", "Plots", _plots_section(main, value_cols, metric, work, notes)))
+        sections.append(page.section("plots", "Plots", _plots_section(main, value_cols, metric, cost, work, notes)))
         sections.append(page.section("statistics", "Statistics",
                                      _stats_section(main, value_cols, per_image, per_image_nan, alpha, work, notes)))
         sections.append(page.section("reported", "Reproduced vs reported",

@@ -119,8 +119,7 @@ def heatmap(values: pd.DataFrame, title: str, path: Path, fmt: str = "{:.2f}") -
     plt = _plt()
     data = values.to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.75 * data.shape[1] + 2.2), max(2.0, 0.42 * data.shape[0] + 1.3)))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto", vmin=0.0,
                       vmax=max(1.0, float(np.nanmax(data))))
     ax.set_xticks(range(data.shape[1]), values.columns, rotation=40, ha="right", fontsize=8)
