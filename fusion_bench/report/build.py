@@ -286,6 +286,7 @@ def _grid_section(dataset: str, entries: Sequence[Entry], image_names: Sequence[
              "<code>report.zoom</code>, else the window of highest local contrast of the sources), enlarged "
              "(nearest neighbour) in the corner.</p>"]
     missing_total: list[str] = []
+    seg_shown = det_shown = False
     for i, (name, score) in enumerate(chosen):
         sample = test_set[sample_index[name]] if test_set is not None and name in sample_index else None
         sources = [(m, grid.to_uint8(sample[m])) for m in modalities if sample is not None and m in sample]
@@ -317,17 +318,19 @@ def _grid_section(dataset: str, entries: Sequence[Entry], image_names: Sequence[
         if class_names and sample is not None and "mask" in sample:
             rows.append(_seg_row(sample, sources, images, fused, entries, seeds, name, seg_palette, test_set,
                                  folder, out, len(figs)))
+            seg_shown = seg_shown or bool(rows[-1])
         if box_names and sample is not None and "boxes" in sample:
             rows.append(_det_row(sample, sources, images, fused, entries, seeds, name, box_palette, folder, out,
                                  len(figs)))
+            det_shown = det_shown or bool(rows[-1])
         parts.append(f"<h3>{page.e(name)}{score_text}</h3>")
         if missing:
             missing_total += missing
             parts.append("<p class=\"nan\">Missing fused images: " + page.e("; ".join(missing)) + "</p>")
         parts.append(page.grid([r for r in rows if r], len(figs), grid.TILE_SIDE))
-    if class_names and seg_palette is not None:
+    if seg_shown and seg_palette is not None:
         parts.append("<p>Segmentation classes:</p>" + page.swatches(class_names, seg_palette))
-    if box_names and box_palette is not None:
+    if det_shown and box_palette is not None:
         parts.append(f"<p>Detection classes (predicted boxes with confidence ≥ {grid.CONF_THRESHOLD}):</p>"
                      + page.swatches(box_names, box_palette))
     if missing_total:
