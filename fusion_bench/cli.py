@@ -1,6 +1,6 @@
 """`fusion-bench` command line (also `python -m fusion_bench`, and `main(argv)` in-process).
 
-Subcommands: bench, train, fuse, metrics, downstream, profile, leaderboard, regress, list,
+Subcommands: bench, train, fuse, metrics, downstream, profile, leaderboard, report, regress, list,
 data {check, fake, prepare}.
 Errors in the request (unknown names, missing data, bad input files) print one clear message and exit 2.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $FUSION_BENCH_DOWNSTREAM, else protocol)")
     p.add_argument("--no-downstream-baselines", action="store_true",
                    help="do not add the source_a/source_b downstream rows when they are missing")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not regenerate the HTML report (<out>/reports/<dataset>-<preset>/) after the runs "
+                        "(also FUSION_BENCH_REPORT=0)")
 
     p = sub.add_parser("train", help="fit a method and save its weights")
     _add_run_arguments(p)
@@ -125,6 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="regenerate leaderboards/<dataset>.csv and README.md from raw rows")
     p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
+    p.add_argument("--format", default=None, choices=("csv", "md", "latex", "html"),
+                   help="also print the aggregated table(s) in this format (latex: booktabs, best bold, second "
+                        "underlined)")
+    p.add_argument("--dataset", default=None, help="with --format: one dataset (default: every dataset)")
+    p.add_argument("--preset", default=None, choices=PRESETS, help="with --format: one preset")
+    p.add_argument("--out", type=Path, default=None, help="with --format: write to this file instead of stdout")
+
+    p = sub.add_parser("report", help="a static HTML report (figures, statistics, reproduced vs reported)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--preset", default=None, choices=PRESETS,
+                   help="default: the preset with the most rows for the dataset")
+    p.add_argument("--methods", type=_csv_list, default=None, help="comma-separated methods (default: all)")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="run outputs of `bench` (its --out)")
+    p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="report folder (default: <runs>/reports/<dataset>-<preset>/); replaced when it holds an "
+                        "earlier report, refused when it holds anything else")
+    p.add_argument("--images", type=_csv_list, default=None,
+                   help="test images for the grids (default: those where the methods disagree most)")
+    p.add_argument("--n-images", type=int, default=4, help="how many images to pick automatically")
+    p.add_argument("--zoom", default=None, metavar="X0,Y0,X1,Y1",
+                   help="zoomed inset box, or none (default: protocol report.zoom, else the highest-contrast window)")
+    p.add_argument("--metric", default=None, help="quality axis of the efficiency plot (default: seg_miou, "
+                                                   "det_map50, ... or the first fusion metric)")
+    p.add_argument("--cost", default=None, choices=("gflops", "params_m"), help="cost axis of the efficiency plot")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the tests")
+    p.add_argument("--root", default=None, help="dataset root (sources and labels in the grids), as for bench")
+    _add_dataset_options(p)
 
     p = sub.add_parser("regress", help="re-run a suite and fail on drift from the committed numbers")
     p.add_argument("--suite", default="smoke")
@@ -184,7 +216,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for dataset in datasets:
         print(f"\n## {dataset} ({args.preset})\n")
         print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))
+    if not args.no_report and os.environ.get("FUSION_BENCH_REPORT", "1").lower() not in ("0", "no", "off", "none"):
+        _bench_reports(args, datasets)
     return 0
+
+
+def _bench_reports(args: argparse.Namespace, datasets: list[str]) -> None:
+    """Regenerate each dataset's report after `bench` and print its path; a failure is a warning, not an error."""
+    from fusion_bench.report.build import build_report
+
+    for dataset in datasets:
+        try:
+            report = build_report(dataset, preset=args.preset, runs_dir=args.out,
+                                  leaderboard_dir=args.leaderboard_dir, root=args.root,
+                                  dataset_options=dict(args.dataset_options))
+        except Exception as err:  # noqa: BLE001 - the rows are written; the report is a convenience
+            print(f"warning: report for {dataset} not regenerated: {err}", file=sys.stderr)
+            continue
+        print(f"report: {report.index_html} ({report.seconds:.1f} s; --no-report skips it)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -323,7 +372,34 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from fusion_bench.benchmark.leaderboard import regenerate
 
     tables = regenerate(args.leaderboard_dir)
-    print(f"regenerated {len(tables)} dataset table(s) and {args.leaderboard_dir / 'README.md'}")
+    message = f"regenerated {len(tables)} dataset table(s) and {args.leaderboard_dir / 'README.md'}"
+    if args.format is None:
+        print(message)
+        return 0
+    from fusion_bench.report.formats import format_leaderboard
+
+    text = format_leaderboard(args.leaderboard_dir, args.format, args.dataset, args.preset)
+    if args.out is None:
+        print(text, end="")
+        print(message, file=sys.stderr)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"{message}; {args.format} table(s) -> {args.out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fusion_bench.report.build import build_report
+
+    report = build_report(args.dataset, preset=args.preset, methods=args.methods, runs_dir=args.runs,
+                          leaderboard_dir=args.leaderboard_dir, out=args.out, images=args.images,
+                          n_images=args.n_images, metric=args.metric, cost=args.cost, zoom=args.zoom, root=args.root,
+                          dataset_options=dict(args.dataset_options), alpha=args.alpha)
+    for kind, text in report.notes:
+        print(f"{'warning' if kind == 'warn' else 'note'}: {text}", file=sys.stderr)
+    print(f"report of {args.dataset}: {len(report.entries)} entries, {len(report.images)} images in the grid -> "
+          f"{report.index_html} (open it in a browser; {report.seconds:.1f} s)")
     return 0
 
 
@@ -387,7 +463,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 COMMANDS = {"bench": _cmd_bench, "train": _cmd_train, "fuse": _cmd_fuse, "metrics": _cmd_metrics,
             "downstream": _cmd_downstream,
-            "profile": _cmd_profile, "leaderboard": _cmd_leaderboard, "regress": _cmd_regress, "list": _cmd_list,
+            "profile": _cmd_profile, "leaderboard": _cmd_leaderboard, "report": _cmd_report, "regress": _cmd_regress,
+            "list": _cmd_list,
             "data": _cmd_data}
 
 

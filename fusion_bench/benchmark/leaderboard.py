@@ -1,24 +1,39 @@
-"""Leaderboards: aggregate raw rows over seeds into leaderboards/<dataset>.csv and a Markdown README."""
+"""Leaderboards: aggregate raw rows over seeds (pandas) into leaderboards/<dataset>.csv and a Markdown README.
+
+A leaderboard entry is one (method, preset, config_hash, metric_dialect, split_hash): rows scored on different test
+splits (a different `split_hash`) are different entries, never averaged together or replacing each other. Within an
+entry a seed run more than once counts once (its latest row by timestamp). The Python API is `load_results`.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
-from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+import pandas as pd
 
 from fusion_bench.benchmark.results import (
     DOWNSTREAM_COLUMNS,
     EFFICIENCY_COLUMNS,
     ID_COLUMNS,
     NON_METRIC_COLUMNS,
+    ResultsFileError,
     read_rows,
 )
 
 GROUP_COLUMNS = ("method", "preset", "config_hash", "metric_dialect")
+ENTRY_COLUMNS = GROUP_COLUMNS + ("split_hash",)  # what makes one leaderboard entry
 SHOWN_EFFICIENCY = ("params_m", "gflops", "fuse_ms_per_image", "train_s")
+DESCRIPTION_COLUMNS = ("task", "n", "seeds", "split_hash", "n_images")  # after GROUP_COLUMNS in <dataset>.csv
+
+
+class LeaderboardError(ResultsFileError):
+    """A leaderboard request that cannot be served (no such directory, no raw rows, unknown dataset)."""
 
 
 def higher_is_better(column: str, dialect: str | None) -> bool | None:
@@ -37,47 +52,80 @@ def higher_is_better(column: str, dialect: str | None) -> bool | None:
     return None
 
 
-def _to_float(value: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def value_columns(columns: Sequence[str]) -> list[str]:
+    """Metric and downstream columns in file order, then the efficiency columns present."""
+    return [c for c in columns if c not in NON_METRIC_COLUMNS] + [c for c in EFFICIENCY_COLUMNS if c in columns]
+
+
+def raw_frame(rows: list[dict[str, str]] | pd.DataFrame) -> pd.DataFrame:
+    """Raw rows as a DataFrame of strings (missing cells ""), columns in first-seen order."""
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows)
+    return frame.astype(object).where(frame.notna(), "").astype(str)
+
+
+def _seed_key(seed: str) -> tuple[int, str]:
+    return len(seed), seed
+
+
+def latest_rows(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows that count (one per entry and seed: the latest by timestamp, ties to the later row), as strings.
+
+    Rows keep the order in which their (entry, seed) first appears. Returns (rows, value columns in order).
+    """
+    frame = raw_frame(rows)
+    values = value_columns(list(frame.columns))
+    for col in (*ENTRY_COLUMNS, "seed", "task", "timestamp", "n_images"):
+        if col not in frame.columns:
+            frame[col] = ""
+    if frame.empty:
+        return frame, values
+    key = [*ENTRY_COLUMNS, "seed"]
+    first = frame.groupby(key, sort=False).ngroup()
+    latest = (frame.assign(_first=first).sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last")
+              .sort_values("_first", kind="stable").drop(columns="_first"))
+    return latest, values
+
+
+def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Mean, std (ddof=1) and n over seeds per leaderboard entry (see the module docstring).
+
+    Returns (one row per entry sorted by GROUP_COLUMNS then split_hash, value columns in order). Columns: the
+    GROUP_COLUMNS, task, n (seeds), seeds, split_hash, n_images, then `<col>_mean`, `<col>_std` per value column.
+    Values that are empty or not numbers are NaN and left out of the mean (std needs two values, else NaN);
+    `nan_counts` counts them.
+    """
+    latest, values = latest_rows(rows)
+    header = [*GROUP_COLUMNS, *DESCRIPTION_COLUMNS] + [f"{c}_{s}" for c in values for s in ("mean", "std")]
+    if latest.empty:
+        return pd.DataFrame(columns=header), values
+    numbers = latest[values].apply(pd.to_numeric, errors="coerce")
+    grouped = numbers.groupby([latest[c] for c in ENTRY_COLUMNS], sort=True)
+    means, stds = grouped.mean(), grouped.std(ddof=1)
+    info = latest.groupby(list(ENTRY_COLUMNS), sort=True).agg(
+        task=("task", "first"), n=("seed", "size"),
+        seeds=("seed", lambda s: " ".join(sorted(s, key=_seed_key))),
+        n_images=("n_images", lambda s: " ".join(dict.fromkeys(v for v in s if v))))
+    out = info.reset_index()
+    for col in values:
+        out[f"{col}_mean"] = means[col].to_numpy(dtype=float)
+        out[f"{col}_std"] = stds[col].to_numpy(dtype=float)
+    return out[header].reset_index(drop=True), values
+
+
+def nan_counts(rows: list[dict[str, str]] | pd.DataFrame) -> pd.DataFrame:
+    """Per leaderboard entry (index: ENTRY_COLUMNS, sorted as `aggregate_frame`), how many of its seeds' values of
+    each value column are empty or not a number (left out of the mean)."""
+    latest, values = latest_rows(rows)
+    if latest.empty:
+        return pd.DataFrame(columns=values)
+    missing = latest[values].apply(pd.to_numeric, errors="coerce").isna()
+    return missing.groupby([latest[c] for c in ENTRY_COLUMNS], sort=True).sum().astype(int)
 
 
 def aggregate(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
-    """Mean, std (ddof=1) and n over seeds per (method, preset, config_hash, dialect).
-
-    A seed run more than once counts once: its latest row (by timestamp) is used.
-    Returns (aggregated rows, value columns in order).
-    """
-    value_cols: list[str] = []
-    for row in rows:
-        for col in row:
-            if col not in NON_METRIC_COLUMNS and col not in value_cols:
-                value_cols.append(col)
-    value_cols += [c for c in EFFICIENCY_COLUMNS if any(c in r for r in rows)]
-    latest: dict[tuple, dict[str, str]] = {}
-    for row in rows:
-        key = tuple(row.get(c, "") for c in GROUP_COLUMNS) + (row.get("seed", ""),)
-        if key not in latest or row.get("timestamp", "") >= latest[key].get("timestamp", ""):
-            latest[key] = row
-    groups: dict[tuple, list[dict[str, str]]] = defaultdict(list)
-    for key, row in latest.items():
-        groups[key[:-1]].append(row)
-    out = []
-    for key in sorted(groups):
-        members = groups[key]
-        agg: dict[str, object] = dict(zip(GROUP_COLUMNS, key))
-        agg["task"] = members[0].get("task", "")
-        agg["n"] = len(members)
-        agg["seeds"] = " ".join(sorted((m.get("seed", "") for m in members), key=lambda s: (len(s), s)))
-        for col in value_cols:
-            values = np.array([_to_float(m.get(col, "")) for m in members], dtype=float)
-            values = values[~np.isnan(values)]
-            agg[f"{col}_mean"] = float(values.mean()) if len(values) else math.nan
-            agg[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-        out.append(agg)
-    return out, value_cols
+    """`aggregate_frame` as a list of dicts (one per entry) and the value columns."""
+    frame, values = aggregate_frame(rows)
+    return frame.to_dict("records"), values
 
 
 def _fmt(x: object, digits: int = 4) -> str:
@@ -88,44 +136,80 @@ def _fmt(x: object, digits: int = 4) -> str:
     return str(x)
 
 
-def write_dataset_csv(path: Path, aggregated: list[dict[str, object]], value_cols: list[str]) -> None:
-    header = list(GROUP_COLUMNS) + ["task", "n", "seeds"] + [f"{c}_{s}" for c in value_cols for s in ("mean", "std")]
-    lines = [",".join(header)]
-    for row in aggregated:
-        lines.append(",".join(_fmt(row.get(h, ""), 8) if isinstance(row.get(h), float) else str(row.get(h, ""))
-                              for h in header))
-    _atomic_write(path, "\n".join(lines) + "\n")
+def dataset_csv_text(aggregated: pd.DataFrame | list[dict[str, object]], value_cols: list[str]) -> str:
+    """The text of leaderboards/<dataset>.csv (8 significant digits; NaN as an empty cell)."""
+    frame = pd.DataFrame.from_records(aggregated) if isinstance(aggregated, list) else aggregated
+    header = [*GROUP_COLUMNS, *DESCRIPTION_COLUMNS] + [f"{c}_{s}" for c in value_cols for s in ("mean", "std")]
+    return csv_text(frame, header)
 
 
-def markdown_table(dataset: str, aggregated: list[dict[str, object]], value_cols: list[str],
+def csv_text(frame: pd.DataFrame, header: Sequence[str]) -> str:
+    """`frame`'s `header` columns as CSV text, floats with 8 significant digits, NaN/missing as empty cells."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for record in frame.to_dict("records"):
+        writer.writerow([_fmt(record.get(h, ""), 8) for h in header])
+    return buffer.getvalue()
+
+
+def write_dataset_csv(path: Path, aggregated: pd.DataFrame | list[dict[str, object]], value_cols: list[str]) -> None:
+    _atomic_write(path, dataset_csv_text(aggregated, value_cols))
+
+
+def shown_columns(records: list[dict[str, Any]], value_cols: list[str]) -> list[str]:
+    """Columns a human-readable table shows: metrics, downstream, SHOWN_EFFICIENCY; never an all-empty one."""
+    shown = [c for c in value_cols if c not in EFFICIENCY_COLUMNS or c in SHOWN_EFFICIENCY]
+    return [c for c in shown if any(not math.isnan(float(r[f"{c}_mean"])) for r in records)]
+
+
+def best_values(records: list[dict[str, Any]], columns: list[str]) -> dict[tuple, list[float]]:
+    """Distinct means per (column, preset, dialect, split_hash), best first by the column's direction.
+
+    Columns without a known direction are left out. Entries of different presets, dialects or test splits are
+    never ranked against each other.
+    """
+    ranked: dict[tuple, list[float]] = {}
+    for col in columns:
+        for r in records:
+            direction = higher_is_better(col, str(r["metric_dialect"]))
+            value = float(r[f"{col}_mean"])
+            if direction is None or math.isnan(value):
+                continue
+            ranked.setdefault(best_key(col, r), []).append(value)
+    return {k: sorted(set(v), reverse=higher_is_better(k[0], k[2]) is True) for k, v in ranked.items()}
+
+
+def best_key(column: str, record: dict[str, Any]) -> tuple:
+    return column, record["preset"], record["metric_dialect"], record.get("split_hash", "")
+
+
+def markdown_table(dataset: str, aggregated: pd.DataFrame | list[dict[str, object]], value_cols: list[str],
                    preset: str | None = None) -> str:
-    """A Markdown table, best value per column (per preset and dialect) in bold."""
-    rows = [r for r in aggregated if preset is None or r["preset"] == preset]
+    """A Markdown table, best value per column (per preset, dialect and test split) in bold.
+
+    When the entries come from more than one test split, an `images` column gives each entry's n_images and
+    split hash.
+    """
+    records = aggregated.to_dict("records") if isinstance(aggregated, pd.DataFrame) else list(aggregated)
+    rows = [r for r in records if preset is None or r["preset"] == preset]
     if not rows:
         return f"_no rows for {dataset}_\n"
-    shown = [c for c in value_cols if c not in EFFICIENCY_COLUMNS or c in SHOWN_EFFICIENCY]
-    shown = [c for c in shown if any(not math.isnan(r[f"{c}_mean"]) for r in rows)]  # type: ignore[arg-type]
-    best: dict[tuple, float] = {}
-    for col in shown:
-        for r in rows:
-            direction = higher_is_better(col, str(r["metric_dialect"]))
-            value = r[f"{col}_mean"]
-            if direction is None or math.isnan(value):  # type: ignore[arg-type]
-                continue
-            key = (col, r["preset"], r["metric_dialect"])
-            cur = best.get(key)
-            if cur is None or (value > cur if direction else value < cur):  # type: ignore[operator]
-                best[key] = value  # type: ignore[assignment]
-    header = ["method", "preset", "dialect", "n"] + shown
+    shown = shown_columns(rows, value_cols)
+    best = {k: v[0] for k, v in best_values(rows, shown).items()}
+    splits = len({r.get("split_hash", "") for r in rows}) > 1
+    header = ["method", "preset", "dialect", "n"] + (["images"] if splits else []) + shown
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [str(r["method"]), str(r["preset"]), str(r["metric_dialect"]), str(r["n"])]
+        if splits:
+            cells.append(f"{r.get('n_images', '')} (split {str(r.get('split_hash', ''))[:8] or '?'})")
         for col in shown:
-            mean, std = r[f"{col}_mean"], r[f"{col}_std"]
+            mean, std = float(r[f"{col}_mean"]), float(r[f"{col}_std"])
             text = _fmt(mean)
-            if text and not math.isnan(std):  # type: ignore[arg-type]
+            if text and not math.isnan(std):
                 text += f" ± {_fmt(std, 2)}"
-            if text and best.get((col, r["preset"], r["metric_dialect"])) == mean:
+            if text and best.get(best_key(col, r)) == mean:
                 text = f"**{text}**"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
@@ -139,14 +223,28 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def regenerate(leaderboard_dir: Path) -> dict[str, tuple[list[dict[str, object]], list[str]]]:
-    """Rebuild <dir>/<dataset>.csv and <dir>/README.md from <dir>/raw/*.csv alone."""
+def raw_files(leaderboard_dir: Path) -> dict[str, Path]:
+    """dataset -> <dir>/raw/<dataset>.csv; a missing directory or one without raw CSVs is a LeaderboardError."""
+    leaderboard_dir = Path(leaderboard_dir)
     raw_dir = leaderboard_dir / "raw"
-    tables: dict[str, tuple[list[dict[str, object]], list[str]]] = {}
-    for raw in sorted(raw_dir.glob("*.csv")) if raw_dir.is_dir() else []:
-        aggregated, value_cols = aggregate(read_rows(raw))
-        tables[raw.stem] = (aggregated, value_cols)
-        write_dataset_csv(leaderboard_dir / f"{raw.stem}.csv", aggregated, value_cols)
+    if not leaderboard_dir.is_dir():
+        raise LeaderboardError(f"leaderboard directory {leaderboard_dir} does not exist (expected a folder with "
+                               "raw/<dataset>.csv files written by `fusion-bench bench`)")
+    files = {p.stem: p for p in sorted(raw_dir.glob("*.csv"))} if raw_dir.is_dir() else {}
+    if not files:
+        raise LeaderboardError(f"{raw_dir} holds no raw result files (<dataset>.csv): nothing to aggregate; run "
+                               f"`fusion-bench bench ... --leaderboard-dir {leaderboard_dir}` first")
+    return files
+
+
+def regenerate(leaderboard_dir: Path) -> dict[str, tuple[pd.DataFrame, list[str]]]:
+    """Rebuild <dir>/<dataset>.csv and <dir>/README.md from <dir>/raw/*.csv alone."""
+    leaderboard_dir = Path(leaderboard_dir)
+    tables: dict[str, tuple[pd.DataFrame, list[str]]] = {}
+    for dataset, raw in raw_files(leaderboard_dir).items():
+        aggregated, value_cols = aggregate_frame(read_rows(raw))
+        tables[dataset] = (aggregated, value_cols)
+        write_dataset_csv(leaderboard_dir / f"{dataset}.csv", aggregated, value_cols)
     parts = [
         "# Leaderboards\n",
         "Generated by `fusion-bench leaderboard` from the append-only rows in `raw/`; do not edit by hand.",
@@ -164,4 +262,43 @@ def regenerate(leaderboard_dir: Path) -> dict[str, tuple[list[dict[str, object]]
     return tables
 
 
-__all__ = ["ID_COLUMNS", "aggregate", "markdown_table", "regenerate", "write_dataset_csv"]
+def _select(files: dict[str, Path], dataset: str | None, leaderboard_dir: Path) -> dict[str, Path]:
+    if dataset is None:
+        return files
+    if dataset not in files:
+        raise LeaderboardError(f"no raw results for dataset {dataset!r} in {Path(leaderboard_dir) / 'raw'}; "
+                               f"datasets with results: {', '.join(files)}")
+    return {dataset: files[dataset]}
+
+
+def load_results(dataset: str | None = None, leaderboard_dir: str | Path = "leaderboards", *,
+                 aggregated: bool = False, preset: str | None = None) -> pd.DataFrame:
+    """Results as a pandas DataFrame: raw rows (default) or the aggregated leaderboard (`aggregated=True`).
+
+    dataset: one dataset (None: every dataset with a raw file, concatenated). preset: keep one preset.
+    Raw rows: one per (method, dataset, preset, seed, config hash) run as written by `bench` (every re-run
+    included), metric/downstream/efficiency columns, seed and n_images as numbers (NaN when empty).
+    Aggregated: one row per leaderboard entry with a leading `dataset` column, then the columns of
+    `leaderboards/<dataset>.csv` (`<col>_mean`, `<col>_std` as floats).
+    """
+    files = _select(raw_files(Path(leaderboard_dir)), dataset, Path(leaderboard_dir))
+    frames = []
+    for name, path in files.items():
+        rows = read_rows(path)
+        if aggregated:
+            frame, _ = aggregate_frame(rows)
+            frame.insert(0, "dataset", name)
+        else:
+            frame = raw_frame(rows) if rows else pd.DataFrame(columns=list(ID_COLUMNS))
+            numeric = value_columns(list(frame.columns)) + [c for c in ("seed", "n_images") if c in frame.columns]
+            for col in numeric:
+                frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        frames.append(frame)
+    out = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else frames[0]
+    if preset is not None:
+        out = out[out["preset"] == preset].reset_index(drop=True)
+    return out
+
+
+__all__ = ["ENTRY_COLUMNS", "GROUP_COLUMNS", "ID_COLUMNS", "LeaderboardError", "aggregate", "aggregate_frame",
+           "latest_rows", "load_results", "markdown_table", "nan_counts", "regenerate", "write_dataset_csv"]

@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -320,18 +322,33 @@ def seg_scores(confusion: Tensor, class_names: Sequence[str], include_background
 @torch.no_grad()
 def _predict_confusion(model: nn.Module, images: Sequence[Tensor], masks: Sequence[Tensor], size: tuple[int, int],
                        num_classes: int, ignore_index: int, device: torch.device, batch_size: int,
-                       progress: bool, desc: str) -> Tensor:
-    """Accumulate the confusion matrix of predictions (at `size`, upsampled to each label's size)."""
+                       progress: bool, desc: str, save_dir: Path | None = None,
+                       names: Sequence[str] | None = None) -> Tensor:
+    """Accumulate the confusion matrix of predictions (at `size`, upsampled to each label's size).
+
+    With `save_dir` and `names`, each image's predicted class map is written to ``save_dir/<name>.png``
+    (8-bit class indices at the label's size; 16-bit when there are more than 256 classes).
+    """
     metric = _confusion_metric(num_classes, ignore_index).to(device)
     model.eval()
     batch: list[tuple[Tensor, Tensor]] = []
+    done = 0
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
 
     def flush() -> None:
+        nonlocal done
         x = torch.stack([_prepare(img, size) for img, _ in batch]).to(device)
         y = torch.stack([m.long() for _, m in batch]).to(device)
         logits = model(pixel_values=x).logits
         logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        metric.update(logits.argmax(1), y)
+        pred = logits.argmax(1)
+        metric.update(pred, y)
+        if save_dir is not None and names is not None:
+            dtype = np.uint8 if num_classes <= 256 else np.uint16
+            for j, p in enumerate(pred.cpu().numpy().astype(dtype)):
+                Image.fromarray(p).save(save_dir / f"{names[done + j]}.png")
+        done += len(batch)
         batch.clear()
 
     for i in tqdm(range(len(images)), desc=desc, disable=not progress, leave=False):
@@ -371,14 +388,16 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
                           config: SegEvalConfig | str = "smoke", *, class_names: Sequence[str] | None = None,
                           val_images: Sequence[Tensor] | None = None, val_masks: Sequence[Tensor] | None = None,
                           ignore_index: int = IGNORE_INDEX, seed: int = 0, device: str | torch.device = "cpu",
-                          log_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                          log_dir: str | Path | None = None, progress: bool = True,
+                          test_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Train SegFormer on (train_images, train_masks), return test-split segmentation scores.
 
     Images: float CxHxW in [0, 1] with 1, 3 or 4 channels (any indexable sequence; loaded lazily). Masks: long
     HxW class indices with `ignore_index` for unlabeled pixels. Returns ``seg_miou``, ``seg_pixel_acc``,
     ``seg_macc``, ``seg_iou_per_class`` ({class: IoU}), ``seg_background_counts`` and the run facts
     (epochs run, best epoch, seconds per epoch, the config). With `log_dir`, writes ``seg_train_log.csv``
-    (one row per epoch) and ``seg_result.json`` there.
+    (one row per epoch) and ``seg_result.json`` there, and with `test_names` (one per test image) each test
+    image's predicted class map to ``predictions/<name>.png`` (the report draws them).
     """
     if isinstance(config, str):
         config = seg_preset(config)
@@ -465,7 +484,9 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
         if best_state is not None:
             model.load_state_dict(best_state)
         cm = _predict_confusion(model, test_images, test_masks, size, num_classes, ignore_index, dev,
-                                config.eval_batch_size, progress, "test")
+                                config.eval_batch_size, progress, "test",
+                                save_dir=log_path / "predictions" if log_path and test_names else None,
+                                names=test_names)
 
     result = seg_scores(cm, names, config.include_background)
     result.update({
@@ -529,4 +550,4 @@ def evaluate_segmentation_folders(fused_train: str | Path, fused_test: str | Pat
         train_images, load_masks(train_set, progress), test_images, load_masks(test_set, progress),
         len(test_set.class_names), config, class_names=test_set.class_names, val_images=val_images,
         val_masks=val_masks, ignore_index=test_set.ignore_index, seed=seed, device=device, log_dir=log_dir,
-        progress=progress)
+        progress=progress, test_names=[ref.name for ref in test_set.samples])

@@ -52,7 +52,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
                 val=request["validate"], amp=request["amp"], **common, **request.get("train_args", {}))
     trainer = model.trainer
     weights = Path(trainer.best) if request["validate"] and Path(trainer.best).is_file() else Path(trainer.last)
-    metrics = YOLO(str(weights)).val(split="test", name="test", verbose=False, **common)
+    # save_txt: each test image's predicted boxes (normalised xywh + confidence) go to test/labels/<name>.txt
+    metrics = YOLO(str(weights)).val(split="test", name="test", verbose=False, save_txt=True, save_conf=True, **common)
     box = metrics.box
     names = request["class_names"]
     ap50: dict[str, float | None] = {n: None for n in names}
