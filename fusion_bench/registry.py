@@ -25,6 +25,7 @@ METHODS: dict[str, str] = {
     "seafusion": "methods.seafusion.module:SeAFusion",
     "swinfusion": "methods.swinfusion.module:SwinFusion",
     "ssvif": "methods.ssvif.module:SSVIF",
+    "cmd_cta": "methods.cmd_cta.module:CMDCTAFusion",
 }
 
 DATASETS: dict[str, str] = {

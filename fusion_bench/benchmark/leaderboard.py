@@ -69,6 +69,7 @@ def aggregate(rows: list[dict[str, str]]) -> tuple[list[dict[str, object]], list
         members = groups[key]
         agg: dict[str, object] = dict(zip(GROUP_COLUMNS, key))
         agg["task"] = members[0].get("task", "")
+        agg["train_mixture"] = members[0].get("train_mixture", "")  # part of the config hash
         agg["n"] = len(members)
         agg["seeds"] = " ".join(sorted((m.get("seed", "") for m in members), key=lambda s: (len(s), s)))
         for col in value_cols:
@@ -89,7 +90,8 @@ def _fmt(x: object, digits: int = 4) -> str:
 
 
 def write_dataset_csv(path: Path, aggregated: list[dict[str, object]], value_cols: list[str]) -> None:
-    header = list(GROUP_COLUMNS) + ["task", "n", "seeds"] + [f"{c}_{s}" for c in value_cols for s in ("mean", "std")]
+    header = list(GROUP_COLUMNS) + ["task", "train_mixture", "n", "seeds"] + [f"{c}_{s}" for c in value_cols
+                                                                             for s in ("mean", "std")]
     lines = [",".join(header)]
     for row in aggregated:
         lines.append(",".join(_fmt(row.get(h, ""), 8) if isinstance(row.get(h), float) else str(row.get(h, ""))
@@ -119,7 +121,8 @@ def markdown_table(dataset: str, aggregated: list[dict[str, object]], value_cols
     header = ["method", "preset", "dialect", "n"] + shown
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [str(r["method"]), str(r["preset"]), str(r["metric_dialect"]), str(r["n"])]
+        method = str(r["method"]) + (f" (trained on {r['train_mixture']})" if r.get("train_mixture") else "")
+        cells = [method, str(r["preset"]), str(r["metric_dialect"]), str(r["n"])]
         for col in shown:
             mean, std = r[f"{col}_mean"], r[f"{col}_std"]
             text = _fmt(mean)
