@@ -279,7 +279,8 @@ SWITCHES = {
     "pseudo_tasks": {"tasks": "kmeans:2"},
     "uniform_weights": {"granularity_weights": "uniform", "granularity_ema": "mi", "proto_noise": "none",
                         "global_symmetric": True},
-    "ref_scan_parallel": {"scan_impl": "ref"},
+    "chunked_scan": {"scan_impl": "chunked"},
+    "parallel_chunked_scan": {"scan_impl": "chunked", "scan_intra": "parallel", "scan_chunk": 4},
     "table3_none": {"use_mamba": False, "use_swin": False, "use_gnn": False, "use_orthogonality": False,
                     "contrast_levels": [], "use_prototypes": False},
 }

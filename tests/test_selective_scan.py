@@ -128,10 +128,13 @@ def test_bad_inputs_are_clear_errors():
         selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], intra="fast")
 
 
-def test_auto_uses_the_pure_scan_on_cpu_and_cuda_impl_needs_cuda():
+def test_auto_uses_the_loop_on_cpu_and_cuda_impl_needs_cuda(monkeypatch):
     t = _inputs(9, 1, False, False, False, dtype=torch.float32)
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"])
+    calls = []
+    monkeypatch.setattr(ss, "selective_scan_ref", lambda *a, **k: calls.append("ref") or selective_scan_ref(*a, **k))
     torch.testing.assert_close(selective_scan(*args), selective_scan_chunked(*args))
+    assert calls == ["ref"]
     with pytest.raises((RuntimeError, ValueError), match="mamba|CUDA"):
         selective_scan(*args, impl="cuda")
 

@@ -13,14 +13,21 @@ Semantics (mamba-ssm's `selective_scan_ref`):
     y_t = sum_n C_t[n] h_t[n] + D u_t ;  y <- y * silu(z) when z is given
 
 Back ends:
-    `selective_scan_ref`      the plain loop over t (the oracle of the tests; L Python steps).
-    `selective_scan_chunked`  pure PyTorch, SSD-style: chunks of `chunk` steps are solved in parallel from a zero
-                              state with log-space decays (masked to -inf before the exponential), the chunk-boundary
-                              states are carried by a short sequential pass, then added back. Chunks are processed in
-                              groups sized from a memory budget (the T x T x N intermediate is the big one); under
-                              autograd each group is checkpointed, so memory stays bounded at any L.
-    mamba-ssm's CUDA kernel   `impl="cuda"`, or `impl="auto"` when `mamba_ssm` imports and the tensors are on CUDA
-                              (the optional `mamba` extra: pip install -e '.[mamba]').
+    `selective_scan_ref`      the plain loop over t (the oracle of the tests; L Python steps over b x dim x N
+                              tensors that stay in cache: the fastest back end on a CPU).
+    `selective_scan_chunked`  pure PyTorch, chunked: each chunk of `chunk` (T) steps is solved from a zero state,
+                              all chunks of a group at once, either by T steps vectorised over the chunks
+                              (`intra="loop"`, O(L N) work) or SSD-style from the T x T matrix of log-space decay
+                              differences, masked to -inf before the exponential (`intra="parallel"`, O(L T N) work,
+                              no step loop); the chunk-boundary states are carried by a short sequential pass and
+                              added back. Chunks are processed in groups sized from a memory budget (the largest
+                              intermediate is b x dim x g x T x N, x T for `parallel`); under autograd each group is
+                              checkpointed, so memory stays bounded at any L. T + L/T Python steps instead of L:
+                              the pure back end for a GPU, where the loop is launch-bound.
+    mamba-ssm's CUDA kernel   `impl="cuda"` (the optional `mamba` extra: pip install -e '.[mamba]').
+`impl="auto"` takes the kernel for CUDA tensors when mamba-ssm imports, the chunked scan for other CUDA tensors,
+and the reference loop on the CPU (measured on this project's CPU: the chunked scan is 1.5-4x slower there, its
+extra memory traffic costing more than the Python steps it saves).
 
 Computation is in float32 (float64 stays float64) and the output is cast back to u's dtype, as the reference does.
 The pure back ends use only element-wise products and sums, so torch.utils.flop_counter does not count the scan
@@ -38,7 +45,9 @@ from torch.utils.checkpoint import checkpoint
 
 IMPLS = ("auto", "chunked", "ref", "cuda")
 INTRA_MODES = ("loop", "parallel")
-DEFAULT_GROUP_ELEMENTS = 2**25  # ~33M elements (128 MB in fp32) in the largest intermediate of one chunk group
+# elements in the largest intermediate of one chunk group: on a GPU large groups (few kernel launches; 2^25 = 128 MB
+# in fp32), on a CPU small ones that stay in cache (measured ~2x faster than 2^25 at 2 x 384 x 16 x 4096)
+DEFAULT_GROUP_ELEMENTS = {"cuda": 2**25, "cpu": 2**19}
 MAMBA_HINT = "the CUDA selective scan needs mamba-ssm: pip install -e '.[mamba]' (CUDA only)"
 
 __all__ = ["IMPLS", "mamba_available", "selective_scan", "selective_scan_chunked", "selective_scan_flops",
@@ -170,14 +179,15 @@ def selective_scan_chunked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
                            D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                            delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
                            return_last_state: bool = False, chunk: int = 16, chunks_per_group: int | None = None,
-                           intra: str = "loop", max_group_elements: int = DEFAULT_GROUP_ELEMENTS,
+                           intra: str = "loop", max_group_elements: int | None = None,
                            checkpoint_groups: bool | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked pure-PyTorch scan; same results as `selective_scan_ref` (see the module docstring).
 
     chunk: chunk length T. intra: how a chunk is solved from a zero state, `loop` (T steps vectorised over the
     chunks of a group; O(L N) work) or `parallel` (SSD-style T x T log-decay matrix; O(L T N) work, no step loop).
     chunks_per_group: chunks per group; None sizes it from the chunk length so that one group's largest
-    intermediate (b x dim x g x T x N, times T for `parallel`) stays under `max_group_elements`.
+    intermediate (b x dim x g x T x N, times T for `parallel`) stays under `max_group_elements` (default by device:
+    DEFAULT_GROUP_ELEMENTS).
     checkpoint_groups: recompute each group in the backward pass (default: whenever autograd records), so the
     memory held for the backward pass is the groups' inputs only."""
     if chunk < 1:
@@ -202,6 +212,8 @@ def selective_scan_chunked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     b_c = chunked(b_g).squeeze(2).permute(0, 1, 3, 4, 2).unsqueeze(2)  # b G 1 nc T N
     c_c = chunked(c_g).squeeze(2).permute(0, 1, 3, 4, 2).unsqueeze(2)
     parallel = intra == "parallel"
+    if max_group_elements is None:
+        max_group_elements = DEFAULT_GROUP_ELEMENTS["cuda" if u.is_cuda else "cpu"]
     per_group = chunks_per_group or _group_size(b, groups * h, n, chunk, max_group_elements, parallel)
     use_checkpoint = torch.is_grad_enabled() if checkpoint_groups is None else checkpoint_groups
     state = u_g.new_zeros(b, groups, h, n)
@@ -252,12 +264,15 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
                    D: torch.Tensor | None = None, z: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
                    delta_softplus: bool = False, return_last_state: bool = False, impl: str = "auto",
                    chunk: int = 16, chunks_per_group: int | None = None, intra: str = "loop") -> Any:
-    """Dispatch: `auto` = mamba-ssm's kernel for CUDA tensors when it is installed, else the chunked scan;
-    `chunked`, `ref` (the loop) or `cuda` (the kernel, an error when unavailable). See the module docstring."""
+    """Dispatch: `auto` = mamba-ssm's kernel for CUDA tensors when it is installed, the chunked scan for other CUDA
+    tensors, the reference loop on the CPU; or `chunked`, `ref` (the loop), `cuda` (the kernel, an error when
+    unavailable). See the module docstring."""
     if impl not in IMPLS:
         raise ValueError(f"selective_scan: unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
+    if intra not in INTRA_MODES:
+        raise ValueError(f"selective_scan: intra must be one of {INTRA_MODES}, got {intra!r}")
     if impl == "auto":
-        impl = "cuda" if u.is_cuda and mamba_available() else "chunked"
+        impl = ("cuda" if mamba_available() else "chunked") if u.is_cuda else "ref"
     if impl == "cuda":
         return _selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if impl == "ref":

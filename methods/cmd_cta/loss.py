@@ -111,12 +111,16 @@ def sample_positions(length: int, samples: int | None, batch: int, generator: to
     return idx.to(device)
 
 
+def gather_positions(f: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """B x L x c -> B x P x c at the given token positions (None: unchanged)."""
+    if positions is None:
+        return f
+    return f.gather(1, positions[..., None].expand(-1, -1, f.shape[-1]))
+
+
 def pixel_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float, positions: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 9 per image (candidates: the positions of the same image), symmetric. z: B x L x e."""
-    if positions is not None:
-        index = positions[..., None].expand(-1, -1, z1.shape[-1])
-        z1, z2 = z1.gather(1, index), z2.gather(1, index)
-    return symmetric_infonce(z1, z2, tau)
+    return symmetric_infonce(gather_positions(z1, positions), gather_positions(z2, positions), tau)
 
 
 def block_loss(zb1: torch.Tensor, zb2: torch.Tensor, tau: float) -> torch.Tensor:

@@ -262,8 +262,12 @@ class ContrastHeads(nn.Module):
         self.proj = nn.Sequential(nn.Linear(sub_dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.block_w = nn.Parameter(torch.zeros(sub_dim))  # zero: the block pooling starts as a mean
 
-    def embed(self, f: torch.Tensor) -> torch.Tensor:
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """g(f), unit norm (float32)."""
         return F.normalize(self.proj(f).float(), dim=-1)
+
+    def embed(self, f: torch.Tensor) -> torch.Tensor:
+        return self(f)
 
     def pixel(self, f: torch.Tensor) -> torch.Tensor:
         """B x L x d -> B x L x e."""

@@ -17,6 +17,7 @@ from methods.cmd_cta.loss import (
     alignment_loss,
     block_loss,
     cross_correlations,
+    gather_positions,
     global_loss,
     orthogonality_loss,
     pixel_loss,
@@ -159,7 +160,8 @@ class CMDCTAFusion(LuminanceFusionMethod):
         levels = self.granularity.levels
         if "pixel" in levels:
             positions = sample_positions(c1.shape[1], self.pixel_samples, b, self.generator, c1.device)
-            terms["loss_pixel"] = pixel_loss(heads.pixel(c1), heads.pixel(c2), self.tau, positions)
+            z1, z2 = (heads.pixel(gather_positions(c, positions)) for c in (c1, c2))  # g is per token: sample first
+            terms["loss_pixel"] = pixel_loss(z1, z2, self.tau)
             mhat["pixel"] = torch.log(torch.tensor(float(c1.shape[1] if positions is None else positions.shape[1])))
         if "block" in levels:
             zb1, zb2 = (heads.block(c, h, w, self.block_tokens) for c in (c1, c2))
