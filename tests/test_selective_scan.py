@@ -128,15 +128,18 @@ def test_bad_inputs_are_clear_errors():
         selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], intra="fast")
 
 
-def test_auto_uses_the_loop_on_cpu_and_cuda_impl_needs_cuda(monkeypatch):
-    t = _inputs(9, 1, False, False, False, dtype=torch.float32)
-    args = (t["u"], t["delta"], t["A"], t["B"], t["C"])
+def test_auto_on_cpu_picks_by_state_size_and_cuda_impl_needs_cuda(monkeypatch):
     calls = []
     monkeypatch.setattr(ss, "selective_scan_ref", lambda *a, **k: calls.append("ref") or selective_scan_ref(*a, **k))
-    torch.testing.assert_close(selective_scan(*args), selective_scan_chunked(*args))
-    assert calls == ["ref"]
+    monkeypatch.setattr(ss, "selective_scan_chunked",
+                        lambda *a, **k: calls.append("chunked") or selective_scan_chunked(*a, **k))
+    for dim, n in ((4, 3), (64, 40)):  # states of 2 x 4 x 3 and 2 x 64 x 40 > CPU_LOOP_MIN_STATE elements
+        t = _inputs(9, 1, False, False, False, dtype=torch.float32, dim=dim, n=n)
+        args = (t["u"], t["delta"], t["A"], t["B"], t["C"])
+        torch.testing.assert_close(selective_scan(*args), selective_scan_ref(*args))
+    assert calls == ["chunked", "ref"]
     with pytest.raises((RuntimeError, ValueError), match="mamba|CUDA"):
-        selective_scan(*args, impl="cuda")
+        selective_scan(*args, impl="cuda")  # CPU tensors: mamba-ssm missing, or the kernel refuses them
 
 
 def test_analytic_flops():

@@ -25,9 +25,11 @@ Back ends:
                               checkpointed, so memory stays bounded at any L. T + L/T Python steps instead of L:
                               the pure back end for a GPU, where the loop is launch-bound.
     mamba-ssm's CUDA kernel   `impl="cuda"` (the optional `mamba` extra: pip install -e '.[mamba]').
-`impl="auto"` takes the kernel for CUDA tensors when mamba-ssm imports, the chunked scan for other CUDA tensors,
-and the reference loop on the CPU (measured on this project's CPU: the chunked scan is 1.5-4x slower there, its
-extra memory traffic costing more than the Python steps it saves).
+`impl="auto"` takes the kernel for CUDA tensors when mamba-ssm imports, the chunked scan for other CUDA tensors;
+on the CPU the chunked scan while one step's state (batch x dim x N) has at most CPU_LOOP_MIN_STATE elements, the
+reference loop above (measured on this project's CPU, L = 1024, one thread: the chunked scan is 2x faster at state
+512-2048, where the loop's per-step overhead dominates, and 1.3-2x slower at 12288-49152, where its extra memory
+traffic costs more than the Python steps it saves).
 
 Computation is in float32 (float64 stays float64) and the output is cast back to u's dtype, as the reference does.
 The pure back ends use only element-wise products and sums, so torch.utils.flop_counter does not count the scan
@@ -45,6 +47,7 @@ from torch.utils.checkpoint import checkpoint
 
 IMPLS = ("auto", "chunked", "ref", "cuda")
 INTRA_MODES = ("loop", "parallel")
+CPU_LOOP_MIN_STATE = 4096  # `auto` on the CPU: the reference loop when batch x dim x N exceeds this (see above)
 # elements in the largest intermediate of one chunk group: on a GPU large groups (few kernel launches; 2^25 = 128 MB
 # in fp32), on a CPU small ones that stay in cache (measured ~2x faster than 2^25 at 2 x 384 x 16 x 4096)
 DEFAULT_GROUP_ELEMENTS = {"cuda": 2**25, "cpu": 2**19}
@@ -265,14 +268,17 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
                    delta_softplus: bool = False, return_last_state: bool = False, impl: str = "auto",
                    chunk: int = 16, chunks_per_group: int | None = None, intra: str = "loop") -> Any:
     """Dispatch: `auto` = mamba-ssm's kernel for CUDA tensors when it is installed, the chunked scan for other CUDA
-    tensors, the reference loop on the CPU; or `chunked`, `ref` (the loop), `cuda` (the kernel, an error when
-    unavailable). See the module docstring."""
+    tensors; on the CPU the chunked scan for small states, the reference loop for large ones; or `chunked`, `ref`
+    (the loop), `cuda` (the kernel, an error when unavailable). See the module docstring."""
     if impl not in IMPLS:
         raise ValueError(f"selective_scan: unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
     if intra not in INTRA_MODES:
         raise ValueError(f"selective_scan: intra must be one of {INTRA_MODES}, got {intra!r}")
     if impl == "auto":
-        impl = ("cuda" if mamba_available() else "chunked") if u.is_cuda else "ref"
+        if u.is_cuda:
+            impl = "cuda" if mamba_available() else "chunked"
+        else:
+            impl = "ref" if u.shape[0] * u.shape[1] * A.shape[-1] > CPU_LOOP_MIN_STATE else "chunked"
     if impl == "cuda":
         return _selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if impl == "ref":

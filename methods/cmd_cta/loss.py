@@ -129,16 +129,23 @@ def block_loss(zb1: torch.Tensor, zb2: torch.Tensor, tau: float) -> torch.Tensor
     return symmetric_infonce(zb1, zb2, tau)
 
 
-def global_loss(g1: torch.Tensor, g2: torch.Tensor, tau: float, lambda_spectral: float = 0.1,
-                symmetric: bool = False) -> torch.Tensor:
-    """Eq. 11: -mean_i log softmax_k(g1_i . g2_k / tau)[i] + lambda_spectral * mean_i ||g1_i - g2_i||^2 (one
-    direction, as the paper; `symmetric` averages both directions). g: B x e, unit norm."""
+def global_terms(g1: torch.Tensor, g2: torch.Tensor, tau: float,
+                 symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of Eq. 11: the InfoNCE -mean_i log softmax_k(g1_i . g2_k / tau)[i] (one direction, as the
+    paper; `symmetric` averages both directions) and the spectral term mean_i ||g1_i - g2_i||^2. g: B x e."""
     logits = (g1.float() @ g2.float().T) / tau
     target = torch.arange(len(logits), device=logits.device)
     nce = F.cross_entropy(logits, target)
     if symmetric:
         nce = (nce + F.cross_entropy(logits.T, target)) / 2
-    return nce + lambda_spectral * ((g1.float() - g2.float()) ** 2).sum(-1).mean()
+    return nce, ((g1.float() - g2.float()) ** 2).sum(-1).mean()
+
+
+def global_loss(g1: torch.Tensor, g2: torch.Tensor, tau: float, lambda_spectral: float = 0.1,
+                symmetric: bool = False) -> torch.Tensor:
+    """Eq. 11: InfoNCE over the batch + lambda_spectral * mean_i ||g1_i - g2_i||^2 (see `global_terms`)."""
+    nce, spectral = global_terms(g1, g2, tau, symmetric)
+    return nce + lambda_spectral * spectral
 
 
 class GranularityWeights(nn.Module):

@@ -18,7 +18,7 @@ from methods.cmd_cta.loss import (
     block_loss,
     cross_correlations,
     gather_positions,
-    global_loss,
+    global_terms,
     orthogonality_loss,
     pixel_loss,
     sample_positions,
@@ -167,12 +167,14 @@ class CMDCTAFusion(LuminanceFusionMethod):
             zb1, zb2 = (heads.block(c, h, w, self.block_tokens) for c in (c1, c2))
             terms["loss_block"] = block_loss(zb1, zb2, self.tau)
             mhat["block"] = torch.log(torch.tensor(float(len(zb1))))
+        bound_terms = dict(terms)  # the InfoNCE whose bound Mhat_g = log N_g - L_g estimates
         if "global" in levels:
-            terms["loss_global"] = global_loss(heads.image(c1), heads.image(c2), self.tau, self.lambda_spectral,
-                                               self.global_symmetric)
+            nce, spectral = global_terms(heads.image(c1), heads.image(c2), self.tau, self.global_symmetric)
+            terms["loss_global"] = nce + self.lambda_spectral * spectral
+            bound_terms["loss_global"] = nce  # the spectral term is not part of the bound (ours)
             mhat["global"] = torch.log(torch.tensor(float(b)))
         for level in mhat:
-            mhat[level] = mhat[level].to(c1.device) - terms[f"loss_{level}"].detach()
+            mhat[level] = mhat[level].to(c1.device) - bound_terms[f"loss_{level}"].detach()
         weights = self.granularity.update(mhat) if training else self.granularity.current()
         total = c1.new_zeros((), dtype=torch.float32)
         for i, level in enumerate(LEVELS):
@@ -198,7 +200,9 @@ class CMDCTAFusion(LuminanceFusionMethod):
             losses["loss_orth"] = orthogonality_loss(triples, out["bases"], self.lambda_reg, self.ortho_normalize)
             total = total + self.w_ortho * losses["loss_orth"]
         if self.use_prototypes and self.w_align > 0:
-            tasks = self._task_ids(batch, y1.shape[0])
+            # pseudo-tasks come from the prototypes themselves; a batch's dataset ids are not used then
+            tasks = (torch.zeros(y1.shape[0], dtype=torch.long, device=self.device) if self.pseudo_tasks
+                     else self._task_ids(batch, y1.shape[0]))
             losses.update(self._prototype_terms(out["task_embedding"], tasks, training))
             total = total + self.w_align * losses["loss_align"]
         if self.granularity.levels and self.w_contrast > 0:
