@@ -49,8 +49,8 @@ IMPLS = ("auto", "chunked", "ref", "cuda")
 INTRA_MODES = ("loop", "parallel")
 CPU_LOOP_MIN_STATE = 4096  # `auto` on the CPU: the reference loop when batch x dim x N exceeds this (see above)
 # elements in the largest intermediate of one chunk group: on a GPU large groups (fewer sequential steps and kernel
-# launches: at the paper preset, 32 x 384 x 16 states, T = 32, 2^27 = 512 MB in fp32 gives 6 groups of 21 chunks,
-# ~320 steps per scan instead of 4096), on a CPU small ones that stay in cache (measured ~2x faster than 2^25 at
+# launches: at the paper preset, 32 x 384 x 16 states, T = 32, 2^27 = 512 MB in fp32 gives 7 groups of <= 21 chunks,
+# ~350 steps per scan instead of 4096), on a CPU small ones that stay in cache (measured ~2x faster than 2^25 at
 # 2 x 384 x 16 x 4096)
 DEFAULT_GROUP_ELEMENTS = {"cuda": 2**27, "cpu": 2**19}
 MAMBA_HINT = "the CUDA selective scan needs mamba-ssm: pip install -e '.[mamba]' (CUDA only)"
