@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true",
                    help="do not regenerate the HTML report (<out>/reports/<dataset>-<preset>/) after the runs "
                         "(also FUSION_BENCH_REPORT=0)")
+    p.add_argument("--mixture", action="store_true",
+                   help="train one model on the mixture of the --dataset list, then score it on each dataset's test "
+                        "split (one row per dataset, train_mixture recorded); without it a list means one run each")
 
     p = sub.add_parser("train", help="fit a method and save its weights")
     _add_run_arguments(p)
@@ -197,6 +200,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     # source_a/source_b first: the other methods then reuse their downstream rows instead of recomputing them
     methods = sorted(_csv_list(args.method), key=lambda m: m not in BASELINE_METHODS)
     datasets = _csv_list(args.dataset)
+    if args.mixture:
+        from fusion_bench.benchmark.mixture import bench_mixture
+
+        return bench_mixture(args, methods, datasets)
     specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset,
                        seeds=args.seeds if args.seeds is not None else _protocol_seeds(d, args.preset), out=args.out,
                        leaderboard_dir=args.leaderboard_dir, device=args.device, num_workers=args.num_workers,

@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "seafusion_content": "methods.seafusion.module:SeAFusionContent",  # content loss only, not the published method
     "swinfusion": "methods.swinfusion.module:SwinFusion",
     "ssvif": "methods.ssvif.module:SSVIF",
+    "cmd_cta": "methods.cmd_cta.module:CMDCTAFusion",
 }
 
 DATASETS: dict[str, str] = {

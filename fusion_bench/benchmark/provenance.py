@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("torch", "lightning", "torchmetrics", "numpy", "scikit-image", "mmfusion-bench")
+PACKAGES = ("torch", "lightning", "torchmetrics", "numpy", "scikit-image", "mamba-ssm", "mmfusion-bench")
 
 
 def _git(*args: str) -> str | None:

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-ID_COLUMNS = ("method", "dataset", "task", "preset", "seed", "config_hash", "metric_dialect")
+# train_mixture: the datasets one model was trained on ("a+b+c", `bench --mixture`); empty for ordinary runs
+ID_COLUMNS = ("method", "dataset", "task", "preset", "seed", "config_hash", "metric_dialect", "train_mixture")
 DOWNSTREAM_COLUMNS = ("seg_miou", "seg_pixel_acc", "native_miou", "det_map50", "det_map50_95", "cls_acc",
                       "cls_macro_f1")
 EFFICIENCY_COLUMNS = ("params_m", "gflops", "fuse_ms_per_image", "train_s", "peak_mem_mb")

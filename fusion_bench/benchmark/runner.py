@@ -416,6 +416,16 @@ def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
     datamodule = build_datamodule(prep, seed)
     model = build_method(prep, datamodule)
     train_s = fit(prep, model, datamodule, partial) if model.trainable else 0.0
+    row = evaluate_seed(prep, model, datamodule, partial, seed, train_s)
+    _finalize_dir(partial, run_dir)
+    return row
+
+
+def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path,
+                  seed: int, train_s: float, train_mixture: str = "") -> dict[str, Any]:
+    """Score a (trained) model on the test split: fused PNGs, per-image metrics, downstream, efficiency and
+    provenance under `run_dir` (with its row.csv); returns the row. `train_mixture` names the datasets the model was
+    trained on when that is not just `prep`'s dataset (fusion_bench.benchmark.mixture)."""
     row: dict[str, Any] = {
         "method": prep.spec.method,
         "dataset": prep.spec.dataset,
@@ -424,19 +434,20 @@ def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
         "seed": seed,
         "config_hash": prep.config_hash,
         "metric_dialect": prep.dialect or "",
+        "train_mixture": train_mixture,
     }
     if prep.task is Task.CLASSIFICATION:
         scores, n_images, split_hash = evaluate_classifier(prep, model, datamodule)
         row.update(scores)
         fuse_ms = math.nan
     else:
-        fuse_ms, n_images, split_hash = fuse_split(prep, model, datamodule, partial / "fused")
-        per_image = score_fused(prep, datamodule, partial / "fused")
-        per_image.to_csv(partial / "metrics_per_image.csv", index=False)
+        fuse_ms, n_images, split_hash = fuse_split(prep, model, datamodule, run_dir / "fused")
+        per_image = score_fused(prep, datamodule, run_dir / "fused")
+        per_image.to_csv(run_dir / "metrics_per_image.csv", index=False)
         row.update({m: float(per_image[m].mean()) for m in per_image.columns if m != "name"})
     peak_mem = peak_memory_mb(prep.device)  # the method's own peak: the in-process SegFormer evaluator resets it
     if prep.task is not Task.CLASSIFICATION:
-        row.update(run_downstream(prep, model, datamodule, partial, seed))
+        row.update(run_downstream(prep, model, datamodule, run_dir, seed))
     row.update({
         "params_m": count_params_m(model),
         "gflops": _gflops(prep, model, datamodule),
@@ -447,8 +458,7 @@ def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
         "split_hash": split_hash,
         **provenance(prep.device),
     })
-    pd.DataFrame([row]).to_csv(partial / "row.csv", index=False)
-    _finalize_dir(partial, run_dir)
+    pd.DataFrame([row]).to_csv(run_dir / "row.csv", index=False)
     return row
 
 
