@@ -38,6 +38,8 @@ def _isolated_cache(synthetic_cache: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("FUSION_BENCH_DATA", raising=False)
     # downstream training (SegFormer/YOLO) only in the tests that ask for it with --downstream
     monkeypatch.setenv("FUSION_BENCH_DOWNSTREAM", "none")
+    # the HTML report after `bench` only in the tests that ask for it (tests/test_report.py)
+    monkeypatch.setenv("FUSION_BENCH_REPORT", "0")
 
 
 @pytest.fixture

@@ -208,7 +208,8 @@ def test_report_files_and_numbers(bench: dict, tmp_path: Path, cli, capsys) -> N
                                "--leaderboard-dir", bench["boards"], "--out", out)
     assert code == 0, stderr
     assert f"-> {out / 'index.html'}" in stdout
-    for name in ("index.html", "report.json", "figures/bars.png", "figures/efficiency.png", "figures/cd_diagram.png",
+    # (no efficiency plot: these training-free rules all cost 0 GFLOPs and 0 parameters)
+    for name in ("index.html", "report.json", "figures/bars.png", "figures/cd_diagram.png",
                  "tables/leaderboard.csv", "tables/leaderboard.tex", "tables/wilcoxon.csv", "tables/ranks.csv",
                  "tables/seeds.csv"):
         assert (out / name).is_file(), name
@@ -216,7 +217,7 @@ def test_report_files_and_numbers(bench: dict, tmp_path: Path, cli, capsys) -> N
     assert "http://" not in page and "https://" not in page and "<script" not in page  # offline, no JS
     # every image the page references exists
     sources = [s for s in __import__("re").findall(r'src="([^"]+)"', page)]
-    assert len(sources) == 4 * (2 + len(METHODS)) + 3 and all((out / s).is_file() for s in sources)
+    assert len(sources) == 4 * (2 + len(METHODS)) + 2 and all((out / s).is_file() for s in sources)
     # leaderboard numbers are the aggregated ones; the best EN (source_a) is bold, the second (laplacian) underlined
     from fusion_bench import load_results
 
@@ -438,3 +439,14 @@ def test_bench_report_is_opt_out(tmp_path: Path, cli, capsys, monkeypatch: pytes
     monkeypatch.setenv("FUSION_BENCH_REPORT", "0")
     code, out, err = cli(capsys, *argv)
     assert code == 0 and "report:" not in out and not (tmp_path / "runs" / "reports").exists()
+
+
+def test_efficiency_scatter_draws_cost_against_quality(tmp_path: Path) -> None:
+    from fusion_bench.report import figures
+
+    x = pd.Series({"a": 0.5, "b": 20.0, "c": float("nan")})
+    y = pd.Series({"a": 0.4, "b": 0.6, "c": 0.7})
+    path = figures.efficiency_scatter(x, y, pd.Series({"a": 0.01, "b": float("nan"), "c": 0.0}), "gflops", "mIoU",
+                                      tmp_path / "eff.png")
+    assert path is not None and path.stat().st_size > 1000
+    assert figures.efficiency_scatter(x[["c"]], y[["c"]], y[["c"]], "gflops", "mIoU", tmp_path / "none.png") is None
