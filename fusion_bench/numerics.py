@@ -8,7 +8,8 @@ and oneDNN choose kernels (and blockings) by CPU model and cache size, and the t
 - MKL (torch's BLAS) runs its conditional-numerical-reproducibility branch ``COMPATIBLE,STRICT``: the one code
   path Intel documents as giving the same results on Intel and non-Intel processors;
 - oneDNN and NNPACK are switched off, so convolutions run ATen's own kernels (im2col + MKL GEMM);
-- one intra-op thread (``OMP_NUM_THREADS=MKL_NUM_THREADS=1``, ``torch.set_num_threads(1)``).
+- one intra-op thread (``OMP_NUM_THREADS=MKL_NUM_THREADS=1``, ``torch.set_num_threads(1)``);
+- NumPy and OpenCV use their AVX2 code (no AVX-512 dispatch, no Intel IPP).
 
 The environment variables must be set before torch is imported; `fusion-bench` re-executes itself with them when a
 command needs pinned numerics (`regress`, and `bench`/`train`/`fuse`/`downstream` with the `smoke` preset). The
@@ -34,6 +35,12 @@ PINNED_ENV: dict[str, str] = {
     "MKL_CBWR": "COMPATIBLE,STRICT",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
+    # NumPy (synthetic data, metrics) and OpenCV (metrics, YOLO augmentation) dispatch AVX-512 code (SVML, IPP) on
+    # CPUs that have it, which can differ from the AVX2 code in the last bits: use the AVX2 level everywhere.
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "OPENCV_CPU_DISABLE": "AVX512-SKX",
+    "OPENCV_IPP": "disabled",
+    "OPENCV_LOG_LEVEL": "ERROR",  # OpenCV would warn "IPP was disabled" in every process
 }
 # Commands whose numbers are pinned by default, and for which preset (None: always).
 PINNED_COMMANDS: dict[str, str | None] = {"regress": None, "bench": "smoke", "train": "smoke", "fuse": "smoke",

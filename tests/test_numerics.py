@@ -148,3 +148,23 @@ def test_expected_file_records_its_environment(tmp_path):
     recorded = expected_environment(path)
     assert recorded and "kernels" in recorded and "torch=" in recorded
     assert compare(read_expected(path), frame, {}) == []
+
+
+def test_synthetic_data_is_generated_with_pinned_numpy(tmp_path, monkeypatch):
+    """The generators run in a child process whose environment disables NumPy's AVX-512 code (which changes
+    8-bit pixels of synthetic-ivif against the AVX2 code), whatever the parent process was started with."""
+    from fusion_bench.data import synthetic
+
+    seen = {}
+    real_run = subprocess.run
+
+    def spy(cmd, env=None, **kwargs):
+        seen.update(env or {})
+        return real_run(cmd, env=env, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    monkeypatch.setenv("NPY_DISABLE_CPU_FEATURES", "")
+    root = synthetic.ensure_generated("synthetic-meif", tmp_path / "meif")
+    assert not synthetic.verify_manifest(root, "synthetic-meif")
+    if numerics.can_pin():
+        assert {k: seen.get(k) for k in numerics.PINNED_ENV} == numerics.PINNED_ENV

@@ -29,7 +29,8 @@ from fusion_bench.benchmark.results import (
 GROUP_COLUMNS = ("method", "preset", "config_hash", "metric_dialect")
 ENTRY_COLUMNS = GROUP_COLUMNS + ("split_hash",)  # what makes one leaderboard entry
 SHOWN_EFFICIENCY = ("params_m", "gflops", "fuse_ms_per_image", "train_s")
-DESCRIPTION_COLUMNS = ("task", "train_mixture", "n", "seeds", "split_hash", "n_images")  # after GROUP_COLUMNS in <dataset>.csv
+# after GROUP_COLUMNS in <dataset>.csv
+DESCRIPTION_COLUMNS = ("task", "train_mixture", "n", "seeds", "split_hash", "n_images")
 
 
 class LeaderboardError(ResultsFileError):
@@ -90,7 +91,8 @@ def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataF
     """Mean, std (ddof=1) and n over seeds per leaderboard entry (see the module docstring).
 
     Returns (one row per entry sorted by GROUP_COLUMNS then split_hash, value columns in order). Columns: the
-    GROUP_COLUMNS, task, train_mixture (part of the config hash), n (seeds), seeds, split_hash, n_images, then `<col>_mean`, `<col>_std` per value column.
+    GROUP_COLUMNS, task, train_mixture (part of the config hash), n (seeds), seeds, split_hash, n_images,
+    then `<col>_mean`, `<col>_std` per value column.
     Values that are empty or not numbers are NaN and left out of the mean (std needs two values, else NaN);
     `nan_counts` counts them.
     """

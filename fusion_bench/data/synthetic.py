@@ -57,7 +57,7 @@ from fusion_bench.types import AUDIO, BOXES, FRAMES, GT, LABELS, NAME, TARGET, T
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when any generator changes its output; the cache folder is versioned with it."""
 
 MANIFEST = "manifest.json"
@@ -158,11 +158,32 @@ def _generate_into(target: Path, spec: _Spec, params: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)
-        spec.generate(tmp, params)
+        _generate_pinned(spec.name, tmp, params)
         _write_manifest(tmp, spec.name, params)
         _install(tmp, target, spec.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _generate_pinned(name: str, folder: Path, params: dict[str, Any]) -> None:
+    """Run generator `name` into `folder` in a child process with pinned numerics.
+
+    NumPy picks its AVX-512 code for sin/exp/log/arctan2 on CPUs that have it (and the AVX2 code elsewhere), and
+    the two differ in the last bits, enough to flip 8-bit pixels: a child process started with the pinned
+    environment of fusion_bench.numerics (set before NumPy is imported) makes the same bytes on every x86-64 CPU.
+    """
+    import subprocess
+    import sys
+
+    from fusion_bench import numerics
+
+    cmd = [sys.executable, "-m", "fusion_bench.data.synthetic", name, str(folder), json.dumps(params)]
+    env = numerics.pinned_environment() if numerics.can_pin() else dict(os.environ)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        tail = "\n".join(out.stderr.strip().splitlines()[-10:])
+        raise DatasetError(f"{name}: generating the synthetic data into {folder} failed (exit {out.returncode}):"
+                           f"\n{tail}")
 
 
 def ensure_generated(name: str, root: str | Path | None = None, **params: Any) -> Path:
@@ -944,3 +965,9 @@ class SyntheticAVDataModule(_SyntheticDataModule):
 
     def dataset(self, split: str, train_transforms: bool = False) -> FusionDataset:
         return self.dataset_class(self.root, split, **self.dataset_kwargs)
+
+
+if __name__ == "__main__":  # the child process of _generate_pinned: <name> <folder> <params as JSON>
+    import sys
+
+    _SPECS[sys.argv[1]].generate(Path(sys.argv[2]), json.loads(sys.argv[3]))
