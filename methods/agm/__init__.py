@@ -1,0 +1,1 @@
+"""agm: see README.md."""

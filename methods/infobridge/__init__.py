@@ -1,0 +1,1 @@
+"""infobridge: see README.md."""

@@ -1,0 +1,1 @@
+"""infonce: see README.md."""

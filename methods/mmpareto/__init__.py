@@ -1,0 +1,1 @@
+"""mmpareto: see README.md."""

@@ -1,0 +1,1 @@
+"""ogm_ge: see README.md."""

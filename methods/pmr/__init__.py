@@ -1,0 +1,1 @@
+"""pmr: see README.md."""

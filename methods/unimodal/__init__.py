@@ -1,0 +1,1 @@
+"""unimodal: see README.md."""
