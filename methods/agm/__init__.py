@@ -1,1 +1,5 @@
-"""agm: see README.md."""
+"""AGM (ICCV 2023): adaptive gradient modulation of Shapley mono-modal responses; see README.md."""
+
+from methods.agm.module import AGMClassifier
+
+__all__ = ["AGMClassifier"]

@@ -101,7 +101,11 @@ class InfoBridgeClassifier(AVClassifier):
         return functional_call(self.critic, params, (za, zv, cond))
 
     # -- training ----------------------------------------------------------------------------------------
-    def training_losses(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def objective_terms(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Live terms {ce, nce_enc (frozen critic, live features), nce_critic (live critic, detached features),
+        anchors_without_neg, critic statistics} and the heads' logits; pushes the batch into the buffer after the
+        negatives were drawn (a step never sees itself). With alpha = 0, nce_enc is not built (a detached copy of
+        nce_critic): the encoders and head then train on CE alone, exactly late fusion."""
         za, zv = self.features(batch)
         outputs = self.heads(za, zv)
         target = batch[TARGET]
@@ -112,13 +116,17 @@ class InfoBridgeClassifier(AVClassifier):
                                      negatives)
         if self.alpha != 0:
             nce_enc, _ = self.nce(self.frozen_critic, za, zv, pool_a, pool_v, cond, negatives)
-            loss = ce - self.alpha * nce_enc - nce_critic
-        else:  # alpha = 0: the encoders and head train on CE alone (late fusion); the critic still learns
+        else:
             nce_enc = nce_critic.detach()
-            loss = ce - nce_critic
-        self.buffer.push(za, zv, target, ids)  # after the negatives were drawn: a step never sees itself
-        logs = {"ce": ce.detach(), "nce": nce_enc.detach(), "nce_critic": nce_critic.detach(),
-                "anchors_without_neg": (~negatives.valid).sum().float(), **stats}
+        self.buffer.push(za, zv, target, ids)
+        terms = {"ce": ce, "nce_enc": nce_enc, "nce_critic": nce_critic,
+                 "anchors_without_neg": (~negatives.valid).sum().float(), **stats}
+        return terms, outputs
+
+    def training_losses(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        terms, outputs = self.objective_terms(batch)
+        loss = terms["ce"] - self.alpha * terms["nce_enc"] - terms["nce_critic"]
+        logs = {("nce" if k == "nce_enc" else k): v.detach() for k, v in terms.items()}
         return {"loss": loss, **logs}, outputs
 
     def on_train_epoch_start(self) -> None:

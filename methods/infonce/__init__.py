@@ -1,1 +1,5 @@
-"""infonce: see README.md."""
+"""InfoNCE baseline: concat late fusion + cross-modal InfoNCE (CPC); see README.md."""
+
+from methods.infonce.module import InfoNCEClassifier
+
+__all__ = ["InfoNCEClassifier"]

@@ -1,1 +1,5 @@
-"""ogm_ge: see README.md."""
+"""OGM-GE (CVPR 2022): on-the-fly gradient modulation with generalisation enhancement; see README.md."""
+
+from methods.ogm_ge.module import OGMGEClassifier
+
+__all__ = ["OGMGEClassifier"]

@@ -1,1 +1,5 @@
-"""pmr: see README.md."""
+"""PMR (CVPR 2023): prototypical modal rebalance; see README.md."""
+
+from methods.pmr.module import PMRClassifier
+
+__all__ = ["PMRClassifier"]
