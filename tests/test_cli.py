@@ -12,7 +12,7 @@ from toy_dataset import make_toy
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["bench", "--method", "nope", "--dataset", "synthetic-ivif"], "valid methods: amdanet, cfi, fusion_cnn"),
+        (["bench", "--method", "nope", "--dataset", "synthetic-ivif"], "amdanet, cfi, fusion_cnn"),  # sorted listing
         (["bench", "--method", "mean", "--dataset", "nope"], "valid datasets:"),
         (["bench", "--method", "late_fusion", "--dataset", "synthetic-ivif"], "handles classification"),
         (["bench", "--method", "mean", "--dataset", "synthetic-av"], "is classification"),
