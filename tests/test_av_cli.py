@@ -112,3 +112,16 @@ def test_set_overrides_a_preset_value_and_the_hash(cli, capsys, tmp_path):
     code, _, err = cli(capsys, "bench", "--method", "infobridge", "--dataset", "synthetic-av", "--set", "alpha=0",
                        "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb")
     assert code == 2 and "SECTION.KEY" in err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_paper_presets_run_one_step_on_fake_cremad(prepared, cli, capsys, tmp_path):
+    """The paper presets (ResNet-18 encoders from scratch, SGD + cosine, OGM-GE init, ImageNet-normalised frames)
+    build and take one optimiser step on CPU; the budget is cut to one step of batch 3 (plumbing)."""
+    code, err = bench(cli, capsys, tmp_path, "cremad", prepared["cremad"], ",".join(["late_fusion", *AV_METHODS]),
+                      "--preset", "paper", "--set", "train.max_steps=1", "--set", "train.max_epochs=1",
+                      "--set", "train.batch_size=3")
+    assert code == 0, err
+    rows = read_rows(tmp_path / "lb" / "raw" / "cremad.csv")
+    assert len(rows) == 8 and all(r["preset"] == "paper" for r in rows)
+    assert all(float(r["params_m"]) > 22 for r in rows if r["method"] != "unimodal")  # two ResNet-18s (11.2 M each)
