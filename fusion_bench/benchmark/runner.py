@@ -506,7 +506,7 @@ def _baseline_rows(spec: BenchSpec, prep: PreparedRun) -> list[dict[str, Any]]:
     existing = read_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv") if spec.leaderboard_dir else []
     rows = []
     for baseline in BASELINE_METHODS:
-        base_prep = prepare(replace(spec, method=baseline, downstream=list(prep.evaluators)))
+        base_prep = prepare(replace(spec, method=baseline, downstream=list(prep.evaluators), overrides={}))
         done = {r.get("seed") for r in existing if r.get("method") == baseline
                 and r.get("config_hash") == base_prep.config_hash and r.get("preset") == spec.preset}
         for seed in spec.seeds:
