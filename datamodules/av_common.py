@@ -10,8 +10,8 @@ Preprocessing (`prepare`, cached under ``<root>/fusion_bench_cache/``; resumable
 - frames: the first decoded frame at or after every whole second (1 fps, as OGM-GE's
   video_preprocessing.py), saved as JPEG (quality 95, original size) in ``frames/<clip>/<second:03d>.jpg``.
 - a clip whose audio track is empty gets the spectrogram of silence and is listed in ``notes.tsv``; a clip that
-  cannot be decoded is listed in ``failed.tsv`` (and retried by the next `prepare`). Both are reported by the
-  dataset (`variant` / problems), never skipped silently.
+  cannot be decoded, or whose container has no audio stream at all, is listed in ``failed.tsv`` (and retried by the
+  next `prepare`). Both are reported by the dataset (`variant` / problems), never skipped silently.
 
 Samples: ``audio`` float 1x257x188, ``frames`` float Tx3xSxS in [0, 1] (resized to S x S with S = `frame_size`,
 default 224 as OGM-GE, bilinear, but never upsampled: S = min(frame_size, height, width), so the 32x32 fake clips
@@ -76,8 +76,8 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         return data.mean(axis=1), int(rate)
     av = _require("av")
     with av.open(str(path)) as container:
-        if not container.streams.audio:
-            return np.zeros(0, np.float32), SAMPLE_RATE
+        if not container.streams.audio:  # a missing track is an error; an empty one means silence (prepare_clip)
+            raise ValueError(f"no audio stream in {path}")
         stream = container.streams.audio[0]
         rate = stream.rate or SAMPLE_RATE
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)

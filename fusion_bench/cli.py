@@ -34,7 +34,7 @@ def _option(text: str) -> tuple[str, object]:
 
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--dataset-arg expects KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), yaml.safe_load(value)
 
 
@@ -58,6 +58,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--logger", default="csv", choices=("csv", "tensorboard", "wandb"),
                    help="Lightning logger for training (wandb runs offline unless WANDB_MODE is set)")
+    p.add_argument("--set", dest="overrides", type=_option, action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a preset value, repeatable (e.g. model.alpha=0, optim.lr=0.01, train.max_steps=50); "
+                        "recorded in the config hash")
     _add_dataset_options(p)
 
 
@@ -208,7 +211,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                        seeds=args.seeds if args.seeds is not None else _protocol_seeds(d, args.preset), out=args.out,
                        leaderboard_dir=args.leaderboard_dir, device=args.device, num_workers=args.num_workers,
                        progress=not args.no_progress, logger=args.logger,
-                       dataset_options=dict(args.dataset_options), downstream=args.downstream,
+                       dataset_options=dict(args.dataset_options), overrides=dict(args.overrides),
+                       downstream=args.downstream,
                        downstream_baselines=not args.no_downstream_baselines)
              for d in datasets for m in methods]
     from fusion_bench.benchmark.runner import prepare
@@ -250,7 +254,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
                              device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
-                             logger=args.logger, dataset_options=dict(args.dataset_options)))
+                             logger=args.logger, dataset_options=dict(args.dataset_options),
+                             overrides=dict(args.overrides)))
     L.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = build_datamodule(prep, args.seed)
     model = build_method(prep, datamodule)
@@ -277,7 +282,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
                              device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
-                             dataset_options=dict(args.dataset_options)))
+                             dataset_options=dict(args.dataset_options), overrides=dict(args.overrides)))
     datamodule = build_datamodule(prep, 0)
     model = build_method(prep, datamodule)
     if args.weights is not None:

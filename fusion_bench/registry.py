@@ -27,6 +27,15 @@ METHODS: dict[str, str] = {
     "swinfusion": "methods.swinfusion.module:SwinFusion",
     "ssvif": "methods.ssvif.module:SSVIF",
     "cmd_cta": "methods.cmd_cta.module:CMDCTAFusion",
+    # audio-visual classification: InfoBridge and the balanced-multimodal-learning baselines (shared recipe:
+    # methods/av_balance)
+    "infobridge": "methods.infobridge.module:InfoBridgeClassifier",
+    "unimodal": "methods.unimodal.module:UnimodalClassifier",
+    "infonce": "methods.infonce.module:InfoNCEClassifier",
+    "ogm_ge": "methods.ogm_ge.module:OGMGEClassifier",
+    "pmr": "methods.pmr.module:PMRClassifier",
+    "agm": "methods.agm.module:AGMClassifier",
+    "mmpareto": "methods.mmpareto.module:MMParetoClassifier",
 }
 
 DATASETS: dict[str, str] = {

@@ -13,7 +13,7 @@ from toy_dataset import make_toy
     ("argv", "needle"),
     [
         (["bench", "--method", "nope", "--dataset", "synthetic-ivif"],
-         "valid methods: amdanet, cfi, cmd_cta, fusion_cnn"),
+         "agm, amdanet, cfi, cmd_cta, fusion_cnn"),  # the sorted listing
         (["bench", "--method", "mean", "--dataset", "nope"], "valid datasets:"),
         (["bench", "--method", "late_fusion", "--dataset", "synthetic-ivif"], "handles classification"),
         (["bench", "--method", "mean", "--dataset", "synthetic-av"], "is classification"),

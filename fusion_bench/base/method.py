@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from fusion_bench.base.colour import fuse_on_luminance, split_luminance
-from fusion_bench.types import Task
+from fusion_bench.types import TARGET, Task
 
 FUSION_TASKS = frozenset({Task.IVIF, Task.MFIF, Task.MEIF, Task.MEDICAL})
 
@@ -158,3 +158,30 @@ class MultimodalClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def log_accuracies(self, outputs: dict[str, torch.Tensor], target: torch.Tensor, stage: str) -> None:
+        """Per-epoch accuracy of each head: "fused" as `<stage>/acc`, any other head as `<stage>/acc_<head>` (the
+        unimodal accuracies, epoch by epoch, in the run's Lightning logs)."""
+        values = {f"{stage}/acc" if head == "fused" else f"{stage}/acc_{head}":
+                  (logits.argmax(1) == target).float().mean() for head, logits in outputs.items()}
+        self.log_dict(values, on_step=False, on_epoch=True, batch_size=target.shape[0])
+
+    def evaluation_outputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The heads logged at validation/test time: `forward`'s by default; a method may add its own (e.g. auxiliary
+        unimodal heads), which appear in the logs but not in the result row."""
+        return self(batch)
+
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """Cross-entropy of the fused logits as `<stage>/loss`, plus every head's accuracy (see `log_accuracies`)."""
+        outputs = self.evaluation_outputs(batch)
+        target = batch[TARGET]
+        loss = nn.functional.cross_entropy(outputs["fused"], target)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=target.shape[0])
+        self.log_accuracies(outputs, target, stage)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self.evaluation_step(batch, "test")

@@ -80,6 +80,7 @@ class BenchSpec:
     progress: bool = True
     logger: str = "csv"
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # {"model.alpha": 0.0, ...} over the preset (`--set`)
     downstream: str | Sequence[str] | None = None  # protocol (None), none, or evaluator names: see downstream.py
     downstream_baselines: bool = True  # also bench source_a/source_b downstream when missing from the raw CSV
 
@@ -133,6 +134,18 @@ class PreparedRun:
         return Path(s.out) / s.method / s.dataset / s.preset / self.config_hash / f"seed{seed}"
 
 
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any], method: str) -> dict[str, Any]:
+    """The preset with `--set section.key=value` overrides (section: model, optim or train) merged in."""
+    config = {section: dict(values) for section, values in config.items()}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in config or not name:
+            raise BenchError(f"method {method!r}: --set {key}={value}: expected SECTION.KEY with SECTION one of "
+                             f"{', '.join(config)}")
+        config[section][name] = value
+    return config
+
+
 def prepare(spec: BenchSpec) -> PreparedRun:
     """Validate the request and resolve everything a run needs (no training, no fusing)."""
     try:
@@ -151,6 +164,7 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         config = load_method_config(method_cls, spec.method, spec.preset, spec.dataset)
     except KeyError as err:
         raise BenchError(str(err)) from err
+    config = apply_overrides(config, spec.overrides, spec.method)
     protocol = load_protocol(spec.dataset, task)
     root = datamodule_cls.resolve_root(spec.root)
     # Instantiating the test split runs the integrity check now, before any training.
@@ -158,10 +172,15 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         test_set = datamodule_cls.dataset_class(root, "test", **spec.dataset_options)
     except TypeError as err:
         raise BenchError(f"dataset {spec.dataset!r} does not take these options {spec.dataset_options}: {err}") from err
-    if getattr(method_cls, "needs_class_labels", False) and test_set.class_names is None:
-        raise BenchError(f"method {spec.method!r} trains on segmentation labels; dataset {spec.dataset!r} has no "
-                         "class labels (use one with segmentation masks, e.g. msrs, fmb, mfnet, pst900, "
-                         "synthetic-ivif)")
+    if (getattr(method_cls, "needs_class_labels", False) or issubclass(method_cls, MultimodalClassifier)) \
+            and test_set.class_names is None:
+        raise BenchError(f"method {spec.method!r} needs class labels; dataset {spec.dataset!r} at {root} has none"
+                         + ("" if task is Task.CLASSIFICATION else " (use one with segmentation masks, e.g. msrs, "
+                            "fmb, mfnet, pst900, synthetic-ivif)"))
+    if task is Task.CLASSIFICATION:  # every split's labels and files are checked now, not after training started
+        for split in datamodule_cls.dataset_class.available_splits(root, **spec.dataset_options):
+            if split != "test":
+                datamodule_cls.dataset_class(root, split, **spec.dataset_options)
     try:
         device = resolve_device(spec.device)
     except DownstreamError as err:  # the only error it raises: a CUDA device without CUDA
@@ -505,7 +524,7 @@ def _baseline_rows(spec: BenchSpec, prep: PreparedRun) -> list[dict[str, Any]]:
     existing = read_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv") if spec.leaderboard_dir else []
     rows = []
     for baseline in BASELINE_METHODS:
-        base_prep = prepare(replace(spec, method=baseline, downstream=list(prep.evaluators)))
+        base_prep = prepare(replace(spec, method=baseline, downstream=list(prep.evaluators), overrides={}))
         done = {r.get("seed") for r in existing if r.get("method") == baseline
                 and r.get("config_hash") == base_prep.config_hash and r.get("preset") == spec.preset}
         for seed in spec.seeds:

@@ -1,4 +1,4 @@
-"""Concatenation (late) fusion classifier baseline for audio-visual classification."""
+"""Concatenation (late) fusion classifier baseline for audio-visual classification (the shared AV recipe)."""
 
 from methods.late_fusion.model import ConcatFusionNet
 from methods.late_fusion.module import LateFusionClassifier
