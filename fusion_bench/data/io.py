@@ -46,7 +46,7 @@ def depth_of(mode: str) -> str:
     return {"I": "32-bit int", "F": "32-bit float", "unreadable": "unreadable"}.get(mode, "8-bit")
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
     """Image.open with PIL's decompression-bomb warning turned into an error (the caller closes the image)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -61,7 +61,7 @@ def _bomb_message(path: Path, err: Exception) -> str:
 def stored_mode(path: str | Path) -> str:
     """The PIL mode a file is stored in (header only), e.g. L, RGB, RGBA, P, I;16; "unreadable" on failure."""
     try:
-        with _open(Path(path)) as img:
+        with open_image(Path(path)) as img:
             return img.mode
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "unreadable"
@@ -98,7 +98,7 @@ def read_array(path: str | Path, mode: str | None = None) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with _open(path) as img:
+        with open_image(path) as img:
             img.load()
             if mode is not None and img.mode != mode:
                 if img.mode in DEEP_MODES:
