@@ -23,6 +23,7 @@ and the middle frame of each run is taken (OGM-GE takes the first entries of an 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -385,8 +386,12 @@ class AVDataModule(PairedDataModule):
     """DataModule for cached AV clips: crop_size is ignored (audio and frames have fixed sizes), flip = frames."""
 
     def dataset(self, split: str, train_transforms: bool = False) -> FusionDataset:
-        transforms = RandomFrameFlip() if train_transforms and self.flip else None
-        return self.dataset_class(self.root, split, transforms=transforms, **self.dataset_kwargs)
+        base = super().dataset(split)  # built once per split (PairedDataModule's cache)
+        if not (train_transforms and self.flip):
+            return base
+        view = copy.copy(base)
+        view.transforms = RandomFrameFlip()
+        return view
 
 
 def write_tiny_video(path: Path, seconds: float, rng: np.random.Generator, *, size: int = 32, fps: int = 10,
