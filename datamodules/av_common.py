@@ -317,22 +317,26 @@ class AVClipDataset(FusionDataset):
 
     def _load(self, ref: SampleRef) -> Sample:
         from fusion_bench.data.base import DatasetIntegrityError
+        from fusion_bench.data.io import open_image
 
+        where = ref.files[AUDIO]  # the file being read, named in the error
         try:
-            audio = torch.from_numpy(np.load(ref.files[AUDIO]).astype(np.float32))[None]
-            files = sorted(ref.files[FRAMES].glob("*.jpg"))
+            audio = torch.from_numpy(np.load(where).astype(np.float32))[None]
+            where = ref.files[FRAMES]
+            files = sorted(where.glob("*.jpg"))
             if not files:
-                raise ValueError(f"no frames in {ref.files[FRAMES]}")
+                raise ValueError(f"no frames in {where}")
             frames = []
             for path in self._pick_frames(files, ref.extra.get("window")):
-                with Image.open(path) as img:
+                where = path
+                with open_image(path) as img:
                     img = img.convert("RGB")
                     if self.frame_size:
                         side = min(self.frame_size, img.width, img.height)  # never upsample
                         img = img.resize((side, side), Image.BILINEAR)
                     frames.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
-        except (OSError, ValueError) as err:
-            raise DatasetIntegrityError(self.name, self.root, [Problem(str(ref.files[FRAMES]), str(err))]) from err
+        except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DatasetIntegrityError(self.name, self.root, [Problem(str(where), f"cannot read: {err}")]) from err
         return {NAME: ref.name, AUDIO: audio, FRAMES: torch.stack(frames),
                 TARGET: torch.tensor(ref.extra["target"], dtype=torch.int64)}
 

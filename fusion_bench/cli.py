@@ -101,10 +101,17 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
     _add_dataset_options(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (`fusion-bench bench: error: argument --seeds: ...`), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fusion_bench.registry import EVALUATORS
 
-    parser = argparse.ArgumentParser(prog="fusion-bench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fusion-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("bench", help="train, fuse, score and append leaderboard rows")
@@ -264,12 +271,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                        dataset_options=dict(args.dataset_options), downstream=args.downstream,
                        downstream_baselines=not args.no_downstream_baselines)
              for d in datasets for m in methods]
-    for spec in specs:  # validate the whole grid before running any of it
-        prepare(spec)
+    prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
     timings: list[dict] = []
     notes = []
-    for spec in specs:
-        rows = run_bench(spec, timings)
+    for spec, prep in zip(specs, prepared):
+        rows = run_bench(spec, timings, prep)
         print(f"{spec.method} on {spec.dataset} ({spec.preset}): {len(rows)} row(s) -> "
               f"{args.leaderboard_dir / 'raw' / (spec.dataset + '.csv')}; outputs under "
               f"{args.out / spec.method / spec.dataset / spec.preset / rows[0]['config_hash']}")

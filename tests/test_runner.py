@@ -139,3 +139,47 @@ def test_gflops_count_attention_on_cpu():
     q = torch.randn(1, 4, 64, 16)
     flops = count_gflops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
     assert flops * 1e9 == 2 * (2 * 4 * 64 * 64 * 16)
+
+
+def test_each_split_built_once_per_run_and_each_image_decoded_once_per_seed(cli, capsys, tmp_path, monkeypatch,
+                                                                             toy_registered):
+    """Issue 16: fuse, score and the downstream evaluators' labels come from one decode per image and seed; each
+    split's Dataset is built once per run (shared by the seeds)."""
+    from collections import Counter
+
+    from toy_dataset import ToyDataset, make_toy
+
+    from fusion_bench.types import MASK
+
+    root = make_toy(tmp_path / "toy")
+    built, decoded = Counter(), Counter()
+    init, load = ToyDataset.__init__, ToyDataset._load
+
+    def counting_init(self, root, split="train", *args, **kwargs):
+        built[split] += 1
+        init(self, root, split, *args, **kwargs)
+
+    def counting_load(self, ref):
+        decoded[(self.split, ref.name)] += 1
+        return load(self, ref)
+
+    def evaluator(name, config, fused, datasets, seed, device, log_dir, progress):  # reads labels as `seg` does
+        for split in ("train", "test"):
+            for i in range(len(datasets[split])):
+                assert datasets[split][i][MASK].dtype == torch.uint8
+            assert sorted(p.stem for p in fused[split].glob("*.png")) == [s.name for s in datasets[split].samples]
+        return {"seg_miou": 0.5, "seg_pixel_acc": 0.5}, []
+
+    import torch
+
+    monkeypatch.setattr(ToyDataset, "__init__", counting_init)
+    monkeypatch.setattr(ToyDataset, "_load", counting_load)
+    monkeypatch.setattr(runner, "run_evaluator", evaluator)
+    code, out, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--dataset", "toy", "--root", root,
+                            "--seeds", "0,1", "--downstream", "seg", "--no-downstream-baselines")
+    assert code == 0, err
+    assert dict(built) == {"test": 1, "train": 1}
+    assert set(decoded.values()) == {2} and len(decoded) == 6, decoded  # 3 test + 3 train samples, 2 seeds
+    rows = read_rows(tmp_path / "lb" / "raw" / "toy.csv")
+    assert [r["seg_miou"] for r in rows] == ["0.5", "0.5"]
+    assert "fuse_train" in out and "seg" in out

@@ -217,25 +217,27 @@ def method_kwargs(method_cls: type, spec: BenchSpec, config: dict[str, Any], mod
     return kwargs
 
 
+CONFIG_ERRORS = (TypeError, ValueError, KeyError, FileNotFoundError, RuntimeError)
+"""What a method constructor raises for a config value it rejects (RuntimeError: e.g. a negative layer width)."""
+
+
 def _construct(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> L.LightningModule:
     try:
         return method_cls(**kwargs)
-    except (TypeError, ValueError, KeyError, FileNotFoundError) as err:
+    except CONFIG_ERRORS as err:
         raise BenchError(f"method {spec.method!r} (preset {spec.preset}): its config does not fit the constructor: "
-                         f"{type(err).__name__}: {err}") from err
+                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
 
 
 def check_method(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> None:
     """Build the method once on the meta device (no memory, no initialisation cost), so that a config value its
-    constructor rejects is a request error before any training. Errors the meta device itself causes are left to
-    the real build."""
+    constructor rejects is a request error before any training. When the meta build fails, the method is built on
+    the CPU to tell a real config error (BenchError) from something the meta device cannot do."""
     try:
         with torch.device("meta"):
             method_cls(**kwargs)
-    except (TypeError, ValueError, KeyError, FileNotFoundError):
-        _construct(method_cls, spec, kwargs)  # on the CPU: the real error (or none, if it was the meta device's)
-    except Exception:  # noqa: BLE001 - a constructor the meta device cannot run: the real build will report
-        pass
+    except Exception:  # noqa: BLE001 - decided by the real build below
+        _construct(method_cls, spec, kwargs)
 
 
 def prepare(spec: BenchSpec) -> PreparedRun:
@@ -435,16 +437,22 @@ def read_weights(path: str | Path, method: str, preset: str | None = None,
     preset and model settings must match the request; every refusal is a BenchError naming the file.
     """
     import pickle
+    import re
+    import zipfile
 
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"--weights {path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise BenchError(f"--weights {path}: not a readable weights file (expected the torch.save archive written by "
+                         "`fusion-bench train`)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BenchError(f"--weights {path}: refused: the file holds more than tensors and plain data (only weights "
-                         f"saved by `fusion-bench train` load; nothing in the file was run): {first}") from err
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise BenchError(f"--weights {path}: refused: the file holds more than tensors and plain data{what}; only "
+                         "weights saved by `fusion-bench train` load, and nothing in the file was run") from err
     except (RuntimeError, OSError, EOFError, ValueError) as err:
         raise BenchError(f"--weights {path}: not a readable weights file: {str(err).splitlines()[0]}") from err
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
@@ -881,15 +889,17 @@ def _baseline_rows(spec: BenchSpec, prep: PreparedRun, timings: list[dict[str, A
     return rows
 
 
-def run_bench(spec: BenchSpec, timings: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def run_bench(spec: BenchSpec, timings: list[dict[str, Any]] | None = None,
+              prep: PreparedRun | None = None) -> list[dict[str, Any]]:
     """Run every seed, appending each row to <leaderboard_dir>/raw/<dataset>.csv as soon as it exists.
 
     With downstream evaluators, the source_a/source_b baseline rows follow (see `_baseline_rows`); the
     returned list holds the method's rows first, then any baseline rows that were computed. The seeds'
     directories are locked for the whole run (`seed_locks`). `timings` (optional) receives each seed's
-    seconds per phase (as in its timings.json), for `format_timings`.
+    seconds per phase (as in its timings.json), for `format_timings`. `prep`: `prepare(spec)` when the caller has
+    it already (its datasets are reused).
     """
-    prep = prepare(spec)
+    prep = prep if prep is not None else prepare(spec)
     rows = []
     with seed_locks(prep, spec.seeds):
         for seed in spec.seeds:
