@@ -295,8 +295,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import lightning as L
 
-    from fusion_bench.benchmark.runner import BenchSpec, build_datamodule, build_method, fit, prepare
+    from fusion_bench.benchmark.runner import BenchError, BenchSpec, build_datamodule, build_method, fit, prepare
 
+    if not args.out.suffix:
+        raise BenchError(f"--out {args.out}: expected a weights file name such as {args.out}.pt (its Lightning logs go "
+                         f"to the folder {args.out})")
     _new_file(args.out, args.overwrite)
     log_dir = args.out.with_suffix("")
     _empty_dir(log_dir, "--out (its log folder)", args.overwrite)

@@ -236,6 +236,7 @@ BENCH = ["bench", "--method", "mean", "--dataset", "synthetic-ivif", "--no-progr
      ["--dialect", "unknown metric dialect 'nope'"]),
     (["metrics", "--a", "a", "--b", "b", "--fused", "f", "--metrics", "EN,NOPE", "--out", "m.csv"],
      ["NOPE", "valid:"]),
+    (["metrics", "--a", "a", "--b", "b", "--fused", "f", "--metrics", ",", "--out", "m.csv"], ["--metrics"]),
     ([*BENCH, "--seeds", ""], ["--seeds", "got nothing"]),
     ([*BENCH, "--seeds=-1"], ["--seeds", "0..4294967295"]),
     ([*BENCH, "--seeds", "4294967296"], ["--seeds", "4294967296"]),
