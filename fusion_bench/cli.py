@@ -279,9 +279,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"{spec.method} on {spec.dataset} ({spec.preset}): {len(rows)} row(s) -> "
               f"{args.leaderboard_dir / 'raw' / (spec.dataset + '.csv')}; outputs under "
               f"{args.out / spec.method / spec.dataset / spec.preset / rows[0]['config_hash']}")
-        notes += [f"note: {r['method']} seed {r['seed']}: {r['n_nan']} of {r['n_images']} x metrics per-image values "
-                  f"are NaN (undefined, e.g. on a constant image) and left out of the means: {r['nan_metrics']}"
-                  for r in rows if r.get("n_nan")]
+        notes += [f"note: {r['method']} seed {r['seed']}: {r['n_nan']} per-image metric value(s) are NaN (undefined, "
+                  f"e.g. on a constant image) and left out of the means over {r['n_images']} images: "
+                  f"{r['nan_metrics']} (metric:images)" for r in rows if r.get("n_nan")]
     for dataset in datasets:
         print(f"\n## {dataset} ({args.preset})\n")
         print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))

@@ -477,7 +477,8 @@ def test_cli_bench_mean_smoke(name: str, fakes: dict[str, Path], tmp_path: Path)
 # -- real data ------------------------------------------------------------------------------------------
 @pytest.mark.realdata
 @pytest.mark.parametrize("name, folder, count, layout",
-                         [("tno", "TNO", 10, "flat"), ("roadscene", "RoadScene", 15, "flat"), ("msrs", "MSRS", 10, "flat")])
+                         [("tno", "TNO", 10, "flat"), ("roadscene", "RoadScene", 15, "flat"),
+                          ("msrs", "MSRS", 10, "flat")])
 def test_real_pairs_load(name: str, folder: str, count: int, layout: str | None) -> None:
     root = REALDATA / folder
     if not (root / "ir").is_dir():

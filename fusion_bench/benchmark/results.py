@@ -25,8 +25,8 @@ ID_COLUMNS = ("method", "dataset", "task", "preset", "seed", "config_hash", "met
 DOWNSTREAM_COLUMNS = ("seg_miou", "seg_pixel_acc", "native_miou", "det_map50", "det_map50_95", "cls_acc",
                       "cls_macro_f1")
 EFFICIENCY_COLUMNS = ("params_m", "gflops", "fuse_ms_per_image", "train_s", "peak_mem_mb")
-PROVENANCE_COLUMNS = ("n_images", "n_nan", "nan_metrics", "split_hash", "git_sha", "git_dirty", "packages", "device", "numerics",
-                      "cpu_capability", "threads", "cpu", "timestamp")
+PROVENANCE_COLUMNS = ("n_images", "n_nan", "nan_metrics", "split_hash", "git_sha", "git_dirty", "packages", "device",
+                      "numerics", "cpu_capability", "threads", "cpu", "timestamp")
 NON_METRIC_COLUMNS = frozenset(ID_COLUMNS + EFFICIENCY_COLUMNS + PROVENANCE_COLUMNS)
 
 
