@@ -23,6 +23,7 @@ and the middle frame of each run is taken (OGM-GE takes the first entries of an 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -316,22 +317,26 @@ class AVClipDataset(FusionDataset):
 
     def _load(self, ref: SampleRef) -> Sample:
         from fusion_bench.data.base import DatasetIntegrityError
+        from fusion_bench.data.io import open_image
 
+        where = ref.files[AUDIO]  # the file being read, named in the error
         try:
-            audio = torch.from_numpy(np.load(ref.files[AUDIO]).astype(np.float32))[None]
-            files = sorted(ref.files[FRAMES].glob("*.jpg"))
+            audio = torch.from_numpy(np.load(where).astype(np.float32))[None]
+            where = ref.files[FRAMES]
+            files = sorted(where.glob("*.jpg"))
             if not files:
-                raise ValueError(f"no frames in {ref.files[FRAMES]}")
+                raise ValueError(f"no frames in {where}")
             frames = []
             for path in self._pick_frames(files, ref.extra.get("window")):
-                with Image.open(path) as img:
+                where = path
+                with open_image(path) as img:
                     img = img.convert("RGB")
                     if self.frame_size:
                         side = min(self.frame_size, img.width, img.height)  # never upsample
                         img = img.resize((side, side), Image.BILINEAR)
                     frames.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
-        except (OSError, ValueError) as err:
-            raise DatasetIntegrityError(self.name, self.root, [Problem(str(ref.files[FRAMES]), str(err))]) from err
+        except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DatasetIntegrityError(self.name, self.root, [Problem(str(where), f"cannot read: {err}")]) from err
         return {NAME: ref.name, AUDIO: audio, FRAMES: torch.stack(frames),
                 TARGET: torch.tensor(ref.extra["target"], dtype=torch.int64)}
 
@@ -385,8 +390,12 @@ class AVDataModule(PairedDataModule):
     """DataModule for cached AV clips: crop_size is ignored (audio and frames have fixed sizes), flip = frames."""
 
     def dataset(self, split: str, train_transforms: bool = False) -> FusionDataset:
-        transforms = RandomFrameFlip() if train_transforms and self.flip else None
-        return self.dataset_class(self.root, split, transforms=transforms, **self.dataset_kwargs)
+        base = super().dataset(split)  # built once per split (PairedDataModule's cache)
+        if not (train_transforms and self.flip):
+            return base
+        view = copy.copy(base)
+        view.transforms = RandomFrameFlip()
+        return view
 
 
 def write_tiny_video(path: Path, seconds: float, rng: np.random.Generator, *, size: int = 32, fps: int = 10,

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
-from PIL import Image
 
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.data.base import (
@@ -53,6 +50,11 @@ OVERRIDE_DIRNAME = "fusion_bench_splits"
 
 class SplitUnavailableError(DatasetError):
     """The detected layout does not provide the requested split (e.g. `val` in a train/test re-layout)."""
+
+
+class LayoutNotRequestedError(DatasetError):
+    """Auto-detection found only an evaluation-only layout (no split: train = test = every pair). Such a layout
+    changes the test set, so it is used only when asked for (`layout=<name>`), never silently."""
 
 
 def find_dir(root: Path, *names: str) -> Path | None:
@@ -156,22 +158,12 @@ def read_yolo(path: Path, height: int, width: int) -> tuple[torch.Tensor, torch.
 
 
 def read_any_depth(path: Path) -> torch.Tensor:
-    """Single-channel 8- or 16-bit image as float 1xHxW in [0, 1] (16-bit divided by 65535)."""
+    """Single-channel 8- or 16-bit image as float 1xHxW in [0, 1] by the depth policy of fusion_bench.data.io
+    (16-bit divided by 65535)."""
     arr = read_array(path, None)
     if arr.ndim == 3:
         raise ImageReadError(f"{path} has {arr.shape[2]} channels; expected a single-channel image")
-    if arr.dtype in (np.int32, np.uint32, np.int64):  # PIL mode "I" for 16-bit PNGs
-        arr = arr.astype(np.uint16)
-    return to_tensor(arr)
-
-
-def stored_mode(path: Path) -> str:
-    """The PIL mode a file is stored in (header only), e.g. L, RGB, RGBA, P, I;16; "unreadable" on failure."""
-    try:
-        with Image.open(path) as img:
-            return img.mode
-    except (OSError, SyntaxError, ValueError):
-        return "unreadable"
+    return to_tensor(arr, path)
 
 
 def read_rgbt(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +174,7 @@ def read_rgbt(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if channels != 4:
         raise ImageReadError(f"{path} has {channels} channel(s); expected 4 (RGB + thermal as channel 4). Was it "
                              "re-saved by a reader that drops the 4th channel (e.g. cv2.IMREAD_COLOR)?")
-    t = to_tensor(arr)
+    t = to_tensor(arr, path)
     return t[:3], t[3:4]
 
 
@@ -297,9 +289,21 @@ class IVIFDataset(FusionDataset):
             missing = [str(self.root / m) for m in self.layout_markers.get(default, ()) if not self._marker_present(m)]
             raise DatasetNotFoundError(self.name, self.root, self.expected_tree,
                                        missing + [f"(no known layout matched: {', '.join(self.layouts)})"])
+        if found in self.eval_only_layouts and found != self.default_layout():
+            others = [n for n in self.layouts if n not in self.eval_only_layouts]
+            hint = self.layout_hint()
+            raise LayoutNotRequestedError(
+                f"{self.name} at {self.root}: the files match only the {found!r} layout ({self.layouts[found]}), "
+                f"where train and test are both every pair, so results would not be comparable with the "
+                f"{'/'.join(others)} split{'; ' + hint if hint else ''}. Pass --dataset-arg layout={found} to use it "
+                f"anyway (evaluation only), or fix the copy (expected tree below)\n{self.expected_tree.rstrip()}")
         if found != self.default_layout():
             log.info("%s: detected layout %r (%s) at %s", self.name, found, self.layouts[found], self.root)
         return found
+
+    def layout_hint(self) -> str:
+        """Why the root does not match the layouts with a split (one clause; empty when nothing specific)."""
+        return ""
 
     def _scan(self) -> tuple[list[SampleRef], list[Problem]]:
         self.layout = self._resolve_layout()
@@ -408,26 +412,15 @@ class IVIFDataset(FusionDataset):
         return sample
 
     # -- check -------------------------------------------------------------------------------------
-    def _check_files(self, ref: SampleRef, report: CheckReport) -> None:
-        """Count the files' own stored modes (the FLAGged channel counts: 1-ch vs 3-ch IR, RGBA, 16-bit)."""
-        stored: dict[str, Counter] = report.extra.setdefault("stored", {})
-        for key, path in ref.files.items():
-            if key != MASK:
-                stored.setdefault(key, Counter())[stored_mode(path)] += 1
-
     @classmethod
     def _finish_check(cls, report: CheckReport, datasets: list[FusionDataset]) -> None:
         """Say which complete pairs no split list uses (not an error: re-layouts often drop a split, but never
-        silent), and how the image files are stored."""
+        silent). (How the image files are stored, depth included, is reported by the base check.)"""
         unlisted = [ds.unlisted for ds in datasets if ds.split_source is not None]
         orphans = sorted(set.intersection(*unlisted)) if unlisted else []
         if orphans:
             report.variant = (f"{report.variant}; {len(orphans)} paired sample(s) in no split list "
                               f"(e.g. {', '.join(orphans[:3])})")
-        stored = report.extra.get("stored")
-        if stored:
-            modes = "; ".join(f"{k} " + ", ".join(f"{m} x{n}" for m, n in c.most_common()) for k, c in stored.items())
-            report.variant = f"{report.variant}; stored image modes: {modes}"
 
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:

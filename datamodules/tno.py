@@ -9,7 +9,8 @@ stored as 1-channel or 3-channel files, read as L for IR and RGB for visible):
 - `flat`: any other `ir/`+`vi/` copy (e.g. CDDFuse's renumbered 25-pair set, or a partial copy):
   evaluation only, every split yields all pairs.
 Auto-detection: `meta/` present -> tardal; two-digit stems within 01..42 that go beyond 25 (or all 42) ->
-tang42; otherwise flat.
+tang42; anything else matches only `flat`, which is an error unless asked for with `layout=flat` (one extra pair in
+a Tang copy must not silently turn the committed 25-pair test set into "every pair").
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ TNO/                       (Tang's 42-pair set; also accepted: TarDAL's tno/ wit
         if stems and stems <= TANG_STEMS and (len(stems) == 42 or max(stems) > "25"):
             return "tang42"
         return "flat"
+
+    def layout_hint(self) -> str:
+        ir, vi = find_dir(self.root, "ir"), find_dir(self.root, "vi")
+        stems = set(image_stems(ir, [])) | set(image_stems(vi, [])) if ir and vi else set()
+        extra = sorted(stems - TANG_STEMS)
+        if extra:
+            return (f"stems outside Tang's 01..42: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''} (pass "
+                    "layout=tang42 to use the committed split and leave them out)")
+        return f"{len(stems)} pair(s) with stems up to {max(stems) if stems else '-'}: not Tang's 42-pair numbering"
 
     def _scan_layout(self, layout: str) -> tuple[list[SampleRef], list[Problem]]:
         dirs = {"ir": find_dir(self.root, "ir") or self.root / "ir",

@@ -2,7 +2,8 @@
 
 Subcommands: bench, train, fuse, metrics, downstream, profile, leaderboard, report, regress, list,
 data {check, fake, prepare}.
-Errors in the request (unknown names, missing data, bad input files) print one clear message and exit 2.
+Errors in the request (unknown names, bad values, missing data, bad input files, outputs that would overwrite
+something) print one clear message and exit 2, before any expensive work.
 """
 
 from __future__ import annotations
@@ -21,11 +22,47 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _seeds(text: str) -> list[int]:
+SEED_MAX = 2**32 - 1  # numpy's seed range (Lightning's seed_everything enforces it)
+
+
+def _seed(text: str) -> int:
     try:
-        return [int(t) for t in _csv_list(text)]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--seeds expects comma-separated integers, got {text!r}") from err
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{SEED_MAX}, got {text!r}")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    items = _csv_list(text)
+    if not items:
+        raise argparse.ArgumentTypeError("expected comma-separated integers (e.g. 0,1,2), got nothing")
+    try:
+        return [_seed(t) for t in items]
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers in 0..{SEED_MAX}, got {text!r}") from err
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -33,9 +70,13 @@ def _option(text: str) -> tuple[str, object]:
     import yaml
 
     key, sep, value = text.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML ({' '.join(str(err).split())})"
+                                         ) from err
 
 
 def _add_dataset_options(p: argparse.ArgumentParser) -> None:
@@ -54,7 +95,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
                    help="smoke (CPU, tiny), paper (what produced the published numbers: the authors' code) or "
                         "paper_text (a method's reading of its paper's text where the code differs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--num-workers", type=_non_negative, default=0, help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--logger", default="csv", choices=("csv", "tensorboard", "wandb"),
                    help="Lightning logger for training (wandb runs offline unless WANDB_MODE is set)")
@@ -64,10 +105,17 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
     _add_dataset_options(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (`fusion-bench bench: error: argument --seeds: ...`), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fusion_bench.registry import EVALUATORS
 
-    parser = argparse.ArgumentParser(prog="fusion-bench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fusion-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("bench", help="train, fuse, score and append leaderboard rows")
@@ -90,14 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fit a method and save its weights")
     _add_run_arguments(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="file to write the weights to (.pt)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--out", type=Path, required=True,
+                   help="file to write the weights to (.pt); its Lightning logs go to the folder of the same name")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file and its log folder")
 
     p = sub.add_parser("fuse", help="fuse a dataset split into a folder of PNGs")
     _add_run_arguments(p)
     p.add_argument("--weights", type=Path, default=None, help="weights from `fusion-bench train` (trainable methods)")
     p.add_argument("--split", default="test")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder: new or empty, never inside the dataset root")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out (same-named PNGs are replaced; a dataset root is still refused)")
 
     p = sub.add_parser("metrics", help="score a folder of fused images against two source folders")
     p.add_argument("--a", type=Path, required=True, help="first source folder (e.g. infrared)")
@@ -105,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fused", type=Path, required=True, help="fused images; x.png pairs with sources x.*")
     p.add_argument("--dialect", default="mmif", help="metric dialect: mmif, vifb, tang")
     p.add_argument("--metrics", type=_csv_list, default=None, help="comma-separated subset, e.g. EN,SD,SF")
-    p.add_argument("--out", type=Path, required=True, help="CSV file: one row per image")
+    p.add_argument("--out", type=Path, required=True, help="CSV file: one row per image (NaN: an empty cell)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("downstream", help="train and score one downstream evaluator on folders of fused images")
@@ -115,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset whose labels and splits the fused images follow")
     p.add_argument("--root", default=None, help="dataset root (as for bench)")
     p.add_argument("--preset", default="smoke", choices=PRESETS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: <fused>/downstream-<evaluator>-<preset>-seed<seed>); must not "
@@ -128,10 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="dataset whose modalities shape the inputs (default by task)")
     p.add_argument("--root", default=None)
     p.add_argument("--preset", default="smoke", choices=PRESETS)
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--height", type=_positive, default=256)
+    p.add_argument("--width", type=_positive, default=256)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
     p = sub.add_parser("leaderboard", help="regenerate leaderboards/<dataset>.csv and README.md from raw rows")
     p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
@@ -180,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_options(q)
     q = data_sub.add_parser("fake", help="write a tiny fake copy of a dataset's real tree")
     q.add_argument("name")
-    q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", type=Path, required=True, help="a new or empty folder (never mixed into existing data)")
+    q.add_argument("--seed", type=_seed, default=0)
     q = data_sub.add_parser("prepare", help="preprocess a dataset into its cache (audio-visual datasets)")
     q.add_argument("name")
     q.add_argument("--root", default=None)
@@ -197,12 +252,56 @@ def _protocol_seeds(dataset: str, preset: str) -> list[int]:
     return [int(s) for s in ((protocol.get("presets") or {}).get(protocol_preset(preset)) or {}).get("seeds", [0])]
 
 
+def _new_file(path: Path, overwrite: bool, option: str = "--out") -> None:
+    """An output file: refused when it is a folder, exists without --overwrite, or cannot be created."""
+    from fusion_bench.benchmark.runner import BenchError, check_output_dir
+
+    if path.is_dir():
+        raise BenchError(f"{option} {path} is a folder; expected a file")
+    if path.exists() and not overwrite:
+        raise BenchError(f"{option} {path} exists: pass --overwrite to replace it, or another {option}")
+    check_output_dir(path.parent, option)
+
+
+def _empty_dir(path: Path, option: str = "--out", overwrite: bool | None = None) -> None:
+    """An output folder: refused when it is a file, cannot be created, or is not empty (unless --overwrite where
+    the command offers it)."""
+    from fusion_bench.benchmark.runner import BenchError, check_output_dir
+
+    check_output_dir(path, option)
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        hint = " or pass --overwrite" if overwrite is not None else ""
+        raise BenchError(f"{option} {path} is not empty: pass a new or empty folder{hint} (nothing is overwritten "
+                         "by default)")
+
+
+def _outside(path: Path, root: Path, option: str = "--out") -> None:
+    """Refuse an output folder inside (or equal to) a dataset root: fused images never go into a dataset."""
+    from fusion_bench.benchmark.runner import BenchError
+
+    out, src = path.resolve(), root.resolve()
+    if out == src or src in out.parents:
+        raise BenchError(f"{option} {path} is inside the dataset root {root}: outputs never go into a dataset's "
+                         "folders (pass a folder outside it)")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from fusion_bench.benchmark.runner import BASELINE_METHODS, BenchSpec, leaderboard_text, run_bench
+    from fusion_bench.benchmark.runner import (
+        BASELINE_METHODS,
+        BenchError,
+        BenchSpec,
+        format_timings,
+        leaderboard_text,
+        prepare,
+        run_bench,
+    )
 
     # source_a/source_b first: the other methods then reuse their downstream rows instead of recomputing them
     methods = sorted(_csv_list(args.method), key=lambda m: m not in BASELINE_METHODS)
     datasets = _csv_list(args.dataset)
+    for option, names in (("--method", methods), ("--dataset", datasets)):
+        if not names:
+            raise BenchError(f"{option} {getattr(args, option[2:])!r} names nothing; see `fusion-bench list`")
     if args.mixture:
         from fusion_bench.benchmark.mixture import bench_mixture
 
@@ -215,20 +314,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                        downstream=args.downstream,
                        downstream_baselines=not args.no_downstream_baselines)
              for d in datasets for m in methods]
-    from fusion_bench.benchmark.runner import prepare
-
-    for spec in specs:  # validate the whole grid before running any of it
-        prepare(spec)
-    for spec in specs:
-        rows = run_bench(spec)
+    prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
+    timings: list[dict] = []
+    notes = []
+    for spec, prep in zip(specs, prepared):
+        rows = run_bench(spec, timings, prep)
         print(f"{spec.method} on {spec.dataset} ({spec.preset}): {len(rows)} row(s) -> "
               f"{args.leaderboard_dir / 'raw' / (spec.dataset + '.csv')}; outputs under "
               f"{args.out / spec.method / spec.dataset / spec.preset / rows[0]['config_hash']}")
+        notes += [f"note: {r['method']} seed {r['seed']}: {r['n_nan']} per-image metric value(s) are NaN (undefined, "
+                  f"e.g. on a constant image) and left out of the means over {r['n_images']} images: "
+                  f"{r['nan_metrics']} (metric:images)" for r in rows if r.get("n_nan")]
     for dataset in datasets:
         print(f"\n## {dataset} ({args.preset})\n")
         print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))
     if not args.no_report and os.environ.get("FUSION_BENCH_REPORT", "1").lower() not in ("0", "no", "off", "none"):
         _bench_reports(args, datasets)
+    if notes:
+        print("\n" + "\n".join(notes))
+    if timings:
+        print(f"\nwhere the time went (seconds; each seed's timings.json has them):\n{format_timings(timings)}")
     return 0
 
 
@@ -250,20 +355,26 @@ def _bench_reports(args: argparse.Namespace, datasets: list[str]) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import lightning as L
 
-    from fusion_bench.benchmark.runner import BenchSpec, build_datamodule, build_method, fit, prepare
+    from fusion_bench.benchmark.runner import BenchError, BenchSpec, build_datamodule, build_method, fit, prepare
 
+    if not args.out.suffix:
+        raise BenchError(f"--out {args.out}: expected a weights file name such as {args.out}.pt (its Lightning logs go "
+                         f"to the folder {args.out})")
+    _new_file(args.out, args.overwrite)
+    log_dir = args.out.with_suffix("")
+    _empty_dir(log_dir, "--out (its log folder)", args.overwrite)
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
                              device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
-                             logger=args.logger, dataset_options=dict(args.dataset_options),
-                             overrides=dict(args.overrides)))
+                             logger=args.logger, dataset_options=dict(args.dataset_options), out=args.out.parent,
+                             leaderboard_dir=None, overrides=dict(args.overrides)))
+    _outside(args.out.parent, prep.root)
     L.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = build_datamodule(prep, args.seed)
     model = build_method(prep, datamodule)
     if not model.trainable:
-        print(f"{args.method} is training-free: nothing to train", file=sys.stderr)
+        print(f"error: {args.method} is training-free: nothing to train", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    log_dir = args.out.with_suffix("")
     seconds = fit(prep, model, datamodule, log_dir)
     (log_dir / "model.pt").replace(args.out)
     print(f"trained {args.method} on {args.dataset} in {seconds:.1f} s -> {args.out}")
@@ -272,26 +383,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
     from fusion_bench.benchmark.runner import (
+        BenchError,
         BenchSpec,
         build_datamodule,
         build_method,
         fuse_split,
         load_weights,
         prepare,
+        read_weights,
     )
 
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
                              device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
-                             dataset_options=dict(args.dataset_options), overrides=dict(args.overrides)))
+                             dataset_options=dict(args.dataset_options), out=args.out, leaderboard_dir=None,
+                             overrides=dict(args.overrides)))
+    _outside(args.out, prep.root)
+    _empty_dir(args.out, "--out", args.overwrite)
+    splits = prep.datamodule_cls.dataset_class.available_splits(prep.root, **prep.spec.dataset_options)
+    if args.split not in splits:
+        raise BenchError(f"--split {args.split!r}: dataset {args.dataset!r} here has the splits {', '.join(splits)}")
+    if args.weights is not None:  # checked (and unpickled safely) before anything is built
+        read_weights(args.weights, args.method, args.preset, prep.config)
     datamodule = build_datamodule(prep, 0)
     model = build_method(prep, datamodule)
     if args.weights is not None:
-        load_weights(model, args.weights, args.method)
+        load_weights(model, args.weights, args.method, args.preset, prep.config)
     elif model.trainable:
-        print(f"{args.method} is trainable: pass --weights from `fusion-bench train`", file=sys.stderr)
+        print(f"error: {args.method} is trainable: pass --weights from `fusion-bench train`", file=sys.stderr)
         return 2
-    ms, n, _ = fuse_split(prep, model, datamodule, args.out, split=args.split)
-    print(f"fused {n} images ({ms:.1f} ms each) -> {args.out}")
+    result = fuse_split(prep, model, datamodule, args.out, split=args.split)
+    print(f"fused {result.n_images} images ({result.fuse_ms:.1f} ms each) -> {args.out}")
     return 0
 
 
@@ -302,16 +423,19 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
 
     from fusion_bench.benchmark.downstream import evaluator_config, needs_val, resolve_evaluators, run_evaluator
     from fusion_bench.benchmark.protocol import load_protocol
-    from fusion_bench.benchmark.runner import BenchError
-    from fusion_bench.evaluators.common import resolve_device
+    from fusion_bench.benchmark.runner import BenchError, check_device
     from fusion_bench.registry import get_datamodule
 
     datamodule_cls = get_datamodule(args.dataset)
     dataset_cls = datamodule_cls.dataset_class
+    device = check_device(args.device)
     root = datamodule_cls.resolve_root(args.root)
     options = dict(args.dataset_options)
-    splits = dataset_cls.available_splits(root, **options)
-    test_set = dataset_cls(root, "test", **options)
+    try:
+        splits = dataset_cls.available_splits(root, **options)
+        test_set = dataset_cls(root, "test", **options)
+    except (TypeError, ValueError) as err:
+        raise BenchError(f"dataset {args.dataset!r} does not take these options {options}: {err}") from err
     try:
         resolve_evaluators((args.evaluator,), {}, test_set, splits)
     except ValueError as err:
@@ -329,11 +453,11 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
             print(f"note: no {args.fused / 'val'} folder: validation holds out part of the fused training images",
                   file=sys.stderr)
     out = args.out or args.fused / f"downstream-{args.evaluator}-{args.preset}-seed{args.seed}"
-    if out.exists() and any(out.iterdir()):
-        raise BenchError(f"{out} is not empty: pass another --out (results are never overwritten)")
+    _empty_dir(out)
+    _outside(out, root)
     datasets = {split: test_set if split == "test" else dataset_cls(root, split, **options) for split in fused}
-    scores, per_class = run_evaluator(args.evaluator, config, fused, datasets, args.seed,
-                                      resolve_device(args.device), out, not args.no_progress)
+    scores, per_class = run_evaluator(args.evaluator, config, fused, datasets, args.seed, device, out,
+                                      not args.no_progress)
     pd.DataFrame(per_class).to_csv(out / "per_class.csv", index=False)
     print(json.dumps(scores, indent=1))
     print(f"per-class values: {out / 'per_class.csv'}; full result and training log: {out}")
@@ -341,13 +465,24 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    from fusion_bench.metrics import score_folders
+    from fusion_bench.metrics import MetricsInputError, get_dialect, score_folders
 
+    try:
+        get_dialect(args.dialect).resolve(args.metrics, False)
+    except ValueError as err:
+        raise MetricsInputError(f"--dialect/--metrics: {err}") from err
+    if args.metrics is not None and not args.metrics:
+        raise MetricsInputError("--metrics names nothing; pass e.g. --metrics EN,SD or leave it out")
+    _new_file(args.out, args.overwrite)
     frame = score_folders(args.a, args.b, args.fused, dialect=args.dialect, metrics=args.metrics,
                           out_csv=args.out, progress=not args.no_progress)
     print(f"scored {len(frame)} images with dialect {args.dialect} -> {args.out}")
-    means = frame.drop(columns=["name"]).mean(numeric_only=True)
-    print("\n".join(f"  {k}: {v:.6g}" for k, v in means.items()))
+    values = frame.drop(columns=["name"])
+    for name in values.columns:
+        column = values[name]
+        nan = int(column.isna().sum())
+        note = f" (mean of {len(column) - nan} of {len(column)} images: {nan} NaN, empty in the CSV)" if nan else ""
+        print(f"  {name}: {column.mean():.6g}{note}")
     return 0
 
 
@@ -358,10 +493,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from fusion_bench.registry import get_method
     from fusion_bench.types import Task
 
+    if args.out is not None:
+        _new_file(args.out, args.overwrite)
     method_cls = get_method(args.method)
     dataset = args.dataset or ("synthetic-av" if Task.CLASSIFICATION in method_cls.tasks else "synthetic-ivif")
     prep = prepare(BenchSpec(method=args.method, dataset=dataset, root=args.root, preset=args.preset,
-                             device=args.device, progress=False))
+                             device=args.device, progress=False, leaderboard_dir=None,
+                             out=args.out.parent if args.out is not None else Path(".")))
     datamodule = build_datamodule(prep, 0)
     model = build_method(prep, datamodule)
     sample = datamodule.dataset("test")[0]
@@ -417,8 +555,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_regress(args: argparse.Namespace) -> int:
     from fusion_bench import numerics
+    from fusion_bench.benchmark.protocol import SUITE_DIR, load_suite
     from fusion_bench.benchmark.regress import environment_report, regress
+    from fusion_bench.benchmark.runner import BenchError
 
+    try:  # the suite and its expected numbers are checked before anything runs
+        suite, _ = load_suite(args.suite)
+    except ValueError as err:
+        raise BenchError(f"--suite: {err}") from err
+    expected = SUITE_DIR / suite.get("expected", f"{args.suite}.expected.csv")
+    if not args.update and not expected.is_file():
+        raise BenchError(f"suite {args.suite}: the expected numbers {expected} do not exist; create them with "
+                         f"`fusion-bench regress --suite {args.suite} --update`")
+    if args.out is not None:
+        _empty_dir(args.out)
     if not numerics.is_pinned():
         print("note: the numerics are not pinned (FUSION_BENCH_NUMERICS is not 'pinned', or this CPU cannot pin): "
               "trained methods' numbers may differ from the expected ones", file=sys.stderr)
@@ -452,7 +602,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         root = datamodule_cls.resolve_root(args.root)
         try:
             report = dataset_cls.check(root, **dict(args.dataset_options))
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             print(f"error: dataset {args.name} does not take options {dict(args.dataset_options)}: {err}",
                   file=sys.stderr)
             return 2
@@ -460,13 +610,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     if args.data_command == "fake":
         if not hasattr(dataset_cls, "make_fake"):
-            print(f"dataset {args.name} has no fake generator", file=sys.stderr)
+            print(f"error: dataset {args.name} has no fake generator", file=sys.stderr)
             return 2
+        _empty_dir(args.out)  # never mixed into an existing dataset
         root = dataset_cls.make_fake(args.out, seed=args.seed)
         print(f"wrote a fake {args.name} tree to {root}")
         return 0
     if not hasattr(dataset_cls, "prepare"):
-        print(f"dataset {args.name} needs no preparation", file=sys.stderr)
+        print(f"error: dataset {args.name} needs no preparation", file=sys.stderr)
         return 2
     root = dataset_cls.prepare(datamodule_cls.resolve_root(args.root))
     print(f"prepared {args.name} -> {root}")

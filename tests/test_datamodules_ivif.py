@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.ivif_common import OVERRIDE_DIRNAME, SPLITS_DIR, IVIFDataset
+from datamodules.ivif_common import OVERRIDE_DIRNAME, SPLITS_DIR, IVIFDataset, LayoutNotRequestedError
 from fusion_bench.data.base import DatasetError, DatasetIntegrityError, DatasetNotFoundError, read_split_file
 from fusion_bench.registry import get_datamodule
 from fusion_bench.types import BOXES, IR, LABELS, MASK, VIS
@@ -260,12 +260,14 @@ def test_roadscene_ignores_thumbs_db_and_splits(fakes: dict[str, Path]) -> None:
     assert len(test) == 50 and {r.name for r in train.samples} == {"FLIR_00006", "FLIR_00018", "FLIR_05164"}
 
 
-def test_flat_layouts_are_evaluation_only(tmp_path: Path, fakes: dict[str, Path]) -> None:
+def test_flat_layouts_are_evaluation_only_and_only_on_request(tmp_path: Path, fakes: dict[str, Path]) -> None:
     for name, src_ir, src_vi in (("roadscene", "cropinfrared", "crop_LR_visible"), ("msrs", "train/ir", "train/vi")):
         root = tmp_path / name
         shutil.copytree(fakes[name] / src_ir, root / "ir")
         shutil.copytree(fakes[name] / src_vi, root / "vi")
-        train, test = (dataset_class(name)(root, s) for s in ("train", "test"))
+        with pytest.raises(LayoutNotRequestedError, match="layout=flat"):
+            dataset_class(name)(root, "test")
+        train, test = (dataset_class(name)(root, s, layout="flat") for s in ("train", "test"))
         assert train.layout == "flat" and "evaluation-only" in (train.variant or "")
         assert [r.name for r in train.samples] == [r.name for r in test.samples]
     root = tmp_path / "tno_cdd"  # CDDFuse's renumbered 25-pair set
@@ -273,7 +275,9 @@ def test_flat_layouts_are_evaluation_only(tmp_path: Path, fakes: dict[str, Path]
         for folder in ("ir", "vi"):
             (root / folder).mkdir(parents=True, exist_ok=True)
             shutil.copy(fakes["tno"] / folder / f"{i:02d}.png", root / folder / f"{i:02d}.png")
-    assert dataset_class("tno")(root, "test").layout == "flat"
+    with pytest.raises(LayoutNotRequestedError, match="stems up to 25"):
+        dataset_class("tno")(root, "test")
+    assert dataset_class("tno")(root, "test", layout="flat").layout == "flat"
 
 
 def test_tno_tardal_layout(tmp_path: Path, fakes: dict[str, Path]) -> None:
@@ -473,7 +477,8 @@ def test_cli_bench_mean_smoke(name: str, fakes: dict[str, Path], tmp_path: Path)
 # -- real data ------------------------------------------------------------------------------------------
 @pytest.mark.realdata
 @pytest.mark.parametrize("name, folder, count, layout",
-                         [("tno", "TNO", 10, "flat"), ("roadscene", "RoadScene", 15, None), ("msrs", "MSRS", 10, None)])
+                         [("tno", "TNO", 10, "flat"), ("roadscene", "RoadScene", 15, "flat"),
+                          ("msrs", "MSRS", 10, "flat")])
 def test_real_pairs_load(name: str, folder: str, count: int, layout: str | None) -> None:
     root = REALDATA / folder
     if not (root / "ir").is_dir():
@@ -485,6 +490,9 @@ def test_real_pairs_load(name: str, folder: str, count: int, layout: str | None)
     assert sample[IR].shape[0] == 1 and sample[VIS].shape[0] == 3
     report = dataset_class(name).check(root, **kwargs)
     assert report.ok, report.format()
+    if name != "tno":  # these flat copies are used only when asked for: they have no train/test split
+        with pytest.raises(LayoutNotRequestedError, match="layout=flat"):
+            dataset_class(name)(root, "test")
     if name == "tno":  # auto-detection sees Tang's numbering and reports the pairs this partial copy lacks
         auto = dataset_class(name).check(root)
         assert auto.variant.startswith("tang42") and len(auto.problems) == 32

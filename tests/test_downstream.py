@@ -170,7 +170,7 @@ def test_bench_adds_downstream_columns_and_reuses_baselines(capsys: pytest.Captu
         for col in ("seg_miou", "seg_pixel_acc", "det_map50", "det_map50_95"):
             assert 0 <= float(row[col]) <= 1, (row["method"], col)
         assert row["Qabf"] and row["config_hash"]
-    run_dir = next((tmp_path / "runs" / "max" / "synthetic-ivif" / "smoke").glob("*/seed0"))
+    run_dir = next((tmp_path / "runs" / "max" / "synthetic-ivif" / "smoke").glob("*/test-*/seed0"))
     per_class = (run_dir / "downstream_per_class.csv").read_text().splitlines()
     assert per_class[0] == "evaluator,class,metric,value"
     assert any(line.startswith("det,car,ap50,") for line in per_class)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -22,13 +24,18 @@ def test_row_contract_and_outputs(cli, capsys, tmp_path):
     for column in (*ID_COLUMNS, *EFFICIENCY_COLUMNS, *PROVENANCE_COLUMNS, "EN", "SD", "SF", "AG"):
         assert column in row, column
     assert row["metric_dialect"] == "mmif" and row["preset"] == "smoke" and row["task"] == "ivif"
-    run_dir = tmp_path / "runs" / "max" / "synthetic-ivif" / "smoke" / row["config_hash"] / "seed0"
+    run_dir = (tmp_path / "runs" / "max" / "synthetic-ivif" / "smoke" / row["config_hash"]
+               / f"test-{row['split_hash']}" / "seed0")  # the test split's identity is part of the run directory
     fused = sorted((run_dir / "fused").glob("*.png"))
     assert len(fused) == int(row["n_images"]) == 16
     assert read_image(fused[0], mode=None).shape[0] == 3, "colour restored from the visible image"
     per_image = pd.read_csv(run_dir / "metrics_per_image.csv")
     assert float(row["EN"]) == pytest.approx(per_image["EN"].mean())
     assert "max" in out and "EN" in out, "the leaderboard table is printed at the end"
+    timings = json.loads((run_dir / "timings.json").read_text())["seconds"]
+    assert {"fuse", "score", "gflops", "other", "total"} <= set(timings) and "fit" not in timings
+    assert timings["total"] >= timings["fuse"] + timings["score"] > 0
+    assert "where the time went" in out and "max synthetic-ivif seed0" in out, "the timing summary is printed"
 
 
 def test_same_command_twice_gives_identical_metrics(cli, capsys, tmp_path):
@@ -39,15 +46,18 @@ def test_same_command_twice_gives_identical_metrics(cli, capsys, tmp_path):
     metrics = [c for c in first if c in ("EN", "SD", "SF", "AG", "MI", "Qabf", "SSIM", "VIF")]
     assert metrics
     assert {m: first[m] for m in metrics} == {m: second[m] for m in metrics}
-    seed_dirs = list((tmp_path / "runs" / "fusion_cnn" / "synthetic-ivif" / "smoke").glob("*/seed0*"))
+    seed_dirs = [p for p in (tmp_path / "runs" / "fusion_cnn" / "synthetic-ivif" / "smoke").glob("*/test-*/seed0*")
+                 if p.is_dir()]
     assert len(seed_dirs) == 2, "the earlier run directory is kept, not overwritten"
+    fit_s = [json.loads((d / "timings.json").read_text())["seconds"]["fit"] for d in seed_dirs]
+    assert all(s > 0 for s in fit_s)
 
 
 def test_interrupted_run_leaves_no_row(cli, capsys, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "score_fused", interrupted)
+    monkeypatch.setattr(runner._Scorer, "finish", interrupted)
     code, _, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--dataset", "synthetic-ivif")
     assert code == 130
     assert "no row" in err
@@ -129,3 +139,47 @@ def test_gflops_count_attention_on_cpu():
     q = torch.randn(1, 4, 64, 16)
     flops = count_gflops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
     assert flops * 1e9 == 2 * (2 * 4 * 64 * 64 * 16)
+
+
+def test_each_split_built_once_per_run_and_each_image_decoded_once_per_seed(cli, capsys, tmp_path, monkeypatch,
+                                                                             toy_registered):
+    """Issue 16: fuse, score and the downstream evaluators' labels come from one decode per image and seed; each
+    split's Dataset is built once per run (shared by the seeds)."""
+    from collections import Counter
+
+    from toy_dataset import ToyDataset, make_toy
+
+    from fusion_bench.types import MASK
+
+    root = make_toy(tmp_path / "toy")
+    built, decoded = Counter(), Counter()
+    init, load = ToyDataset.__init__, ToyDataset._load
+
+    def counting_init(self, root, split="train", *args, **kwargs):
+        built[split] += 1
+        init(self, root, split, *args, **kwargs)
+
+    def counting_load(self, ref):
+        decoded[(self.split, ref.name)] += 1
+        return load(self, ref)
+
+    def evaluator(name, config, fused, datasets, seed, device, log_dir, progress):  # reads labels as `seg` does
+        for split in ("train", "test"):
+            for i in range(len(datasets[split])):
+                assert datasets[split][i][MASK].dtype == torch.uint8
+            assert sorted(p.stem for p in fused[split].glob("*.png")) == [s.name for s in datasets[split].samples]
+        return {"seg_miou": 0.5, "seg_pixel_acc": 0.5}, []
+
+    import torch
+
+    monkeypatch.setattr(ToyDataset, "__init__", counting_init)
+    monkeypatch.setattr(ToyDataset, "_load", counting_load)
+    monkeypatch.setattr(runner, "run_evaluator", evaluator)
+    code, out, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--dataset", "toy", "--root", root,
+                            "--seeds", "0,1", "--downstream", "seg", "--no-downstream-baselines")
+    assert code == 0, err
+    assert dict(built) == {"test": 1, "train": 1}
+    assert set(decoded.values()) == {2} and len(decoded) == 6, decoded  # 3 test + 3 train samples, 2 seeds
+    rows = read_rows(tmp_path / "lb" / "raw" / "toy.csv")
+    assert [r["seg_miou"] for r in rows] == ["0.5", "0.5"]
+    assert "fuse_train" in out and "seg" in out

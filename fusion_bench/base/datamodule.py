@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,6 +68,12 @@ class PairedDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.augment = self.check_augment(augment, crop_size)
         self.dataset_kwargs = dataset_kwargs
+        self._datasets: dict[str, FusionDataset] = {}  # split -> Dataset without transforms, built once
+
+    def share_datasets(self, cache: dict[str, FusionDataset]) -> None:
+        """Use `cache` (split -> Dataset without transforms, same root and options) as this datamodule's dataset
+        cache: a runner builds each split once per run and shares it across seeds."""
+        self._datasets = cache
 
     @staticmethod
     def check_augment(augment: Mapping[str, Any] | None, crop_size: Any) -> dict[str, Any]:
@@ -124,7 +131,14 @@ class PairedDataModule(L.LightningDataModule):
             if self.flip:
                 parts.append(PairedRandomFlip())
             transforms = Compose(*parts) if parts else None
-        return self.dataset_class(self.root, split, transforms=transforms, **self.dataset_kwargs)
+        base = self._datasets.get(split)
+        if base is None:  # each split is scanned (and integrity-checked) once; transformed views share its index
+            base = self._datasets[split] = self.dataset_class(self.root, split, **self.dataset_kwargs)
+        if transforms is None:
+            return base
+        view = copy.copy(base)
+        view.transforms = transforms
+        return view
 
     def available_splits(self) -> tuple[str, ...]:
         """The splits present at this root (a layout may lack some of the dataset's splits)."""

@@ -114,30 +114,46 @@ def run_evaluator(name: str, config: Any, fused: dict[str, Path], datasets: dict
     return {col: float(result[col]) for col in ROW_COLUMNS[name]}, per_class
 
 
+class NativeSegmentation:
+    """mIoU of a SegFusionMethod's own head (`segment(x1, x2)`), accumulated image by image with the convention of
+    `seg` (the runner feeds it during its single pass over the test split)."""
+
+    def __init__(self, dataset: FusionDataset, device: torch.device):
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
+        if dataset.class_names is None:
+            raise ValueError(f"dataset {dataset.name!r} has no segmentation masks")
+        self.names = dataset.class_names
+        self.confusion = MulticlassConfusionMatrix(len(self.names), ignore_index=dataset.ignore_index).to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor, mask: torch.Tensor) -> None:
+        """x1, x2: Bx?xHxW sources on the device; mask: BxHxW class indices."""
+        logits = model.segment(x1, x2)
+        mask = mask.to(self.device)
+        if logits.shape[-2:] != mask.shape[-2:]:
+            logits = torch.nn.functional.interpolate(logits, size=mask.shape[-2:], mode="bilinear",
+                                                     align_corners=False)
+        self.confusion.update(logits.argmax(1), mask)
+
+    def compute(self) -> tuple[dict[str, float], list[dict]]:
+        from fusion_bench.evaluators.segmentation import seg_scores
+
+        scores = seg_scores(self.confusion.compute().cpu(), self.names)
+        per_class = [{"evaluator": "native", "class": c, "metric": "iou", "value": v}
+                     for c, v in scores["seg_iou_per_class"].items()]
+        return {"native_miou": float(scores["seg_miou"])}, per_class
+
+
 def native_segmentation(model: torch.nn.Module, dataset: FusionDataset, modalities: tuple[str, str],
                         device: torch.device, progress: bool = True) -> tuple[dict[str, float], list[dict]]:
     """mIoU of a SegFusionMethod's own head (`segment(x1, x2)`) on the test split, same convention as `seg`."""
-    from torchmetrics.classification import MulticlassConfusionMatrix
     from tqdm.auto import tqdm
 
-    from fusion_bench.evaluators.segmentation import seg_scores
-
-    names = dataset.class_names
-    if names is None:
-        raise ValueError(f"dataset {dataset.name!r} has no segmentation masks")
-    confusion = MulticlassConfusionMatrix(len(names), ignore_index=dataset.ignore_index).to(device)
+    native = NativeSegmentation(dataset, device)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_samples)
     model = model.to(device).eval()
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="native segmentation", disable=not progress, leave=False):
-            logits = model.segment(batch[modalities[0]].to(device), batch[modalities[1]].to(device))
-            mask = batch[MASK].to(device)
-            if logits.shape[-2:] != mask.shape[-2:]:
-                logits = torch.nn.functional.interpolate(logits, size=mask.shape[-2:], mode="bilinear",
-                                                         align_corners=False)
-            confusion.update(logits.argmax(1), mask)
-    scores = seg_scores(confusion.compute().cpu(), names)
-    per_class = [{"evaluator": "native", "class": c, "metric": "iou", "value": v}
-                 for c, v in scores["seg_iou_per_class"].items()]
-    return {"native_miou": float(scores["seg_miou"])}, per_class
-
+    for batch in tqdm(loader, desc="native segmentation", disable=not progress, leave=False):
+        native.update(model, batch[modalities[0]].to(device), batch[modalities[1]].to(device), batch[MASK])
+    return native.compute()

@@ -132,8 +132,10 @@ def run_mixture_seed(plan: PreparedMixture, seed: int) -> list[dict[str, Any]]:
     rows = []
     for scored, datamodule in zip(plan.scored, datamodules):
         (partial / scored.spec.dataset).mkdir()
-        rows.append(evaluate_seed(scored, model, datamodule, partial / scored.spec.dataset, seed, train_s,
-                                  train_mixture=plan.label))
+        row = evaluate_seed(scored, model, datamodule, partial / scored.spec.dataset, seed, train_s,
+                            train_mixture=plan.label)
+        scored.timings.append(row.pop("_timings"))
+        rows.append(row)
     _finalize_dir(partial, run_dir)
     return rows
 

@@ -1,14 +1,17 @@
 """Result rows: the column contract and atomic, lock-protected appends to the raw CSVs.
 
 Raw files are append-only: a new row never drops or rewrites an old one. Each append takes an exclusive
-lock on `<file>.lock`, writes the whole file to a temp file, fsyncs and renames it into place, so an
-interrupted run leaves either no row or a complete one, and concurrent runs never lose rows.
+lock on `<file>.lock` (filelock: portable), writes the whole file to a temp file, fsyncs and renames it into
+place, so an interrupted run leaves either no row or a complete one, and concurrent runs never lose rows.
+
+NaN: a metric that is undefined for an image (e.g. CC or SCD of a constant image) is NaN in the per-image table
+(an empty cell in the CSVs); the row's mean skips it, and `n_nan` (how many per-image values were NaN) and
+`nan_metrics` (`CC:2;SCD:2`, per metric) say so.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import math
 import os
@@ -16,13 +19,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 # train_mixture: the datasets one model was trained on ("a+b+c", `bench --mixture`); empty for ordinary runs
 ID_COLUMNS = ("method", "dataset", "task", "preset", "seed", "config_hash", "metric_dialect", "train_mixture")
 DOWNSTREAM_COLUMNS = ("seg_miou", "seg_pixel_acc", "native_miou", "det_map50", "det_map50_95", "cls_acc",
                       "cls_macro_f1")
 EFFICIENCY_COLUMNS = ("params_m", "gflops", "fuse_ms_per_image", "train_s", "peak_mem_mb")
-PROVENANCE_COLUMNS = ("n_images", "split_hash", "git_sha", "git_dirty", "packages", "device", "numerics",
-                      "cpu_capability", "threads", "cpu", "timestamp")
+PROVENANCE_COLUMNS = ("n_images", "n_nan", "nan_metrics", "split_hash", "git_sha", "git_dirty", "packages", "device",
+                      "numerics", "cpu_capability", "threads", "cpu", "timestamp")
 NON_METRIC_COLUMNS = frozenset(ID_COLUMNS + EFFICIENCY_COLUMNS + PROVENANCE_COLUMNS)
 
 
@@ -67,9 +72,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Append rows atomically (see module docstring); new columns extend the header of earlier rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(path.with_name(path.name + ".lock")):
         existing = read_rows(path)
         header_now: list[str] = []
         if path.is_file():
@@ -90,4 +93,3 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        fcntl.flock(lock, fcntl.LOCK_UN)

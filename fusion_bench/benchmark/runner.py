@@ -7,20 +7,30 @@ training images and score the fused test images; a SegFusionMethod's own head ad
 visible-only baselines (`source_a`, `source_b`) get the same downstream rows once per dataset/preset/seed
 (reused when the raw CSV already has them).
 
-Everything that can be wrong with the request (unknown names, preset, incompatible task, missing data) is
-checked in `prepare` before any work starts. Each seed's outputs are built in `<run_dir>.partial` and moved
-into place only when complete; an earlier run directory is kept under a `.replaced-<time>` name.
+Everything that can be wrong with the request (unknown names, preset, incompatible task, missing data, seeds,
+device, output folders, unreadable raw CSVs, a method config its constructor rejects) is checked in `prepare`
+before any work starts. The run directory names the test split (`.../<config_hash>/test-<split_hash>/seed<k>`), so
+results on different test sets never replace each other. A run holds a lock on its seed directories (a second
+identical run stops with an error instead of mixing outputs). Each seed's outputs are built in `<run_dir>.partial`
+and moved into place only when complete; an earlier run directory is kept under a `.replaced-<time>` name.
+
+Each split's Dataset is built once per run (shared by every seed) and each test image is decoded once per seed:
+one pass fuses it, scores the fused PNG, feeds a segmenting method's own head and keeps the labels the downstream
+evaluators need. The seconds of every phase go to `<run_dir>/timings.json`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import os
 import shutil
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +40,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -38,8 +49,8 @@ from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.base.method import MultimodalClassifier, SegFusionMethod, load_method_config
 from fusion_bench.benchmark.downstream import (
     EVALUATOR_NAMES,
+    NativeSegmentation,
     evaluator_config,
-    native_segmentation,
     needs_val,
     parse_downstream,
     resolve_evaluators,
@@ -50,14 +61,18 @@ from fusion_bench.benchmark.profiling import count_gflops, count_params_m, fusio
 from fusion_bench.benchmark.protocol import check_preset, config_hash, load_protocol, protocol_preset
 from fusion_bench.benchmark.provenance import provenance
 from fusion_bench.benchmark.results import append_rows, read_rows
+from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.io import read_image, write_png
 from fusion_bench.data.transforms import collate_samples
 from fusion_bench.evaluators.common import DownstreamError, resolve_device
+from fusion_bench.metrics.folders import MAX_BATCH_PIXELS, batch_limit
 from fusion_bench.registry import get_datamodule, get_method
-from fusion_bench.types import GT, NAME, TARGET, Task
+from fusion_bench.types import BOXES, GT, LABELS, MASK, NAME, TARGET, Task
 
 GFLOPS_SIZE = (256, 256)
 BASELINE_METHODS = ("source_a", "source_b")  # the single-source rows every downstream table carries
+SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
+DEVICES = "auto, cpu, cuda or cuda:N"
 
 
 class BenchError(RuntimeError):
@@ -124,6 +139,9 @@ class PreparedRun:
     device: torch.device
     metric_names: list[str] | None = field(default=None)
     evaluators: dict[str, Any] = field(default_factory=dict)  # downstream evaluator name -> config
+    split_hash: str = ""  # the test split's identity: part of the run directory
+    datasets: dict[str, FusionDataset] = field(default_factory=dict)  # split -> Dataset, built once per run
+    timings: list[dict[str, Any]] = field(default_factory=list)  # timings.json of every seed run so far
 
     @property
     def dialect(self) -> str | None:
@@ -131,7 +149,96 @@ class PreparedRun:
 
     def run_dir(self, seed: int) -> Path:
         s = self.spec
-        return Path(s.out) / s.method / s.dataset / s.preset / self.config_hash / f"seed{seed}"
+        return (Path(s.out) / s.method / s.dataset / s.preset / self.config_hash / f"test-{self.split_hash}"
+                / f"seed{seed}")
+
+
+def check_seeds(seeds: Sequence[Any], option: str = "--seeds") -> list[int]:
+    """Seeds as ints in 0..2**32-1 (at least one); BenchError naming the option otherwise."""
+    out = []
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= SEED_MAX:
+            raise BenchError(f"{option}: seed {seed!r} is not an integer in 0..{SEED_MAX}")
+        out.append(int(seed))
+    if not out:
+        raise BenchError(f"{option}: no seed given; pass e.g. {option} 0 or 0,1,2")
+    return out
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """auto, cpu, cuda or cuda:N (N an existing GPU) -> torch.device; BenchError naming --device otherwise."""
+    if isinstance(device, torch.device):
+        return device
+    text = str(device).strip()
+    kind, _, index = text.partition(":")
+    if text not in ("auto", "cpu") and not (kind == "cuda" and (not _ or index.isdigit())):
+        raise BenchError(f"--device {device!r}: expected {DEVICES}")
+    try:
+        out = resolve_device(text)
+    except DownstreamError as err:  # a CUDA device without CUDA
+        raise BenchError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
+                         ) from err
+    if out.type == "cuda" and out.index is not None and out.index >= torch.cuda.device_count():
+        raise BenchError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return out
+
+
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """A folder the run may create or write into: not a file, no file on the way, writable; BenchError otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"{option} {path} is a file; expected a folder")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BenchError(f"{option} {path}: {probe} is a file, so the folder cannot be created there")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"{option} {path}: {probe} is not writable")
+    return path
+
+
+def check_raw_results(leaderboard_dir: Path) -> None:
+    """Every raw CSV under leaderboard_dir/raw must parse now (not after the run, when the row is appended and the
+    leaderboards regenerated): ResultsFileError naming the file and line otherwise."""
+    raw = Path(leaderboard_dir) / "raw"
+    for path in sorted(raw.glob("*.csv")) if raw.is_dir() else []:
+        read_rows(path)
+
+
+def method_kwargs(method_cls: type, spec: BenchSpec, config: dict[str, Any], modalities: tuple[str, ...],
+                  class_names: Sequence[str] | None) -> dict[str, Any]:
+    """The constructor keyword arguments of a method: modalities, the preset's model and optim sections, and
+    num_classes for classifiers and methods that train on segmentation labels."""
+    kwargs: dict[str, Any] = {"modalities": modalities, **config["model"], **config["optim"]}
+    if issubclass(method_cls, MultimodalClassifier) or getattr(method_cls, "needs_class_labels", False):
+        if class_names is None:
+            raise BenchError(f"method {spec.method!r} needs class labels; dataset {spec.dataset!r} has none")
+        kwargs["num_classes"] = len(class_names)
+    return kwargs
+
+
+CONFIG_ERRORS = (TypeError, ValueError, KeyError, FileNotFoundError, RuntimeError)
+"""What a method constructor raises for a config value it rejects (RuntimeError: e.g. a negative layer width)."""
+
+
+def _construct(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> L.LightningModule:
+    try:
+        return method_cls(**kwargs)
+    except CONFIG_ERRORS as err:
+        raise BenchError(f"method {spec.method!r} (preset {spec.preset}): its config does not fit the constructor: "
+                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+
+
+def check_method(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> None:
+    """Build the method once on the meta device (no memory, no initialisation cost), so that a config value its
+    constructor rejects is a request error before any training. When the meta build fails, the method is built on
+    the CPU to tell a real config error (BenchError) from something the meta device cannot do."""
+    try:
+        with torch.device("meta"):
+            method_cls(**kwargs)
+    except Exception:  # noqa: BLE001 - decided by the real build below
+        _construct(method_cls, spec, kwargs)
 
 
 def apply_overrides(config: dict[str, Any], overrides: dict[str, Any], method: str) -> dict[str, Any]:
@@ -156,6 +263,14 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         datamodule_cls = get_datamodule(spec.dataset)
     except (KeyError, ValueError) as err:
         raise BenchError(str(err)) from err
+    check_seeds(spec.seeds)
+    if isinstance(spec.num_workers, bool) or not isinstance(spec.num_workers, int) or spec.num_workers < 0:
+        raise BenchError(f"--num-workers {spec.num_workers!r}: expected an integer >= 0")
+    device = check_device(spec.device)
+    check_output_dir(spec.out, "--out")
+    if spec.leaderboard_dir is not None:
+        check_output_dir(spec.leaderboard_dir, "--leaderboard-dir")
+        check_raw_results(Path(spec.leaderboard_dir))
     task = datamodule_cls.dataset_class.task
     if task not in method_cls.tasks:
         valid = ", ".join(sorted(t.value for t in method_cls.tasks))
@@ -166,11 +281,14 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         raise BenchError(str(err)) from err
     config = apply_overrides(config, spec.overrides, spec.method)
     protocol = load_protocol(spec.dataset, task)
-    root = datamodule_cls.resolve_root(spec.root)
+    try:
+        root = datamodule_cls.resolve_root(spec.root)
+    except (TypeError, ValueError) as err:  # e.g. synthetic generator parameters
+        raise BenchError(f"dataset {spec.dataset!r}: {err}") from err
     # Instantiating the test split runs the integrity check now, before any training.
     try:
         test_set = datamodule_cls.dataset_class(root, "test", **spec.dataset_options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise BenchError(f"dataset {spec.dataset!r} does not take these options {spec.dataset_options}: {err}") from err
     if (getattr(method_cls, "needs_class_labels", False) or issubclass(method_cls, MultimodalClassifier)) \
             and test_set.class_names is None:
@@ -181,11 +299,6 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         for split in datamodule_cls.dataset_class.available_splits(root, **spec.dataset_options):
             if split != "test":
                 datamodule_cls.dataset_class(root, split, **spec.dataset_options)
-    try:
-        device = resolve_device(spec.device)
-    except DownstreamError as err:  # the only error it raises: a CUDA device without CUDA
-        raise BenchError(f"--device {spec.device}: CUDA is not available on this machine; use --device cpu or auto"
-                         ) from err
     evaluators: dict[str, Any] = {}  # evaluator name -> its effective config for this preset
     if task is not Task.CLASSIFICATION:
         try:
@@ -194,6 +307,8 @@ def prepare(spec: BenchSpec) -> PreparedRun:
             evaluators = {name: evaluator_config(name, spec.preset, protocol) for name in names}
         except ValueError as err:
             raise BenchError(str(err)) from err
+    check_method(method_cls, spec, method_kwargs(method_cls, spec, config, datamodule_cls.dataset_class.modalities,
+                                                 test_set.class_names))
     payload = {
         "method": spec.method,
         "dataset": spec.dataset,
@@ -210,32 +325,31 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     # protocol preset's seg/det blocks are left out above), so runs without downstream do not depend on them
     if evaluators:
         payload["downstream"] = {name: asdict(config) for name, config in evaluators.items()}
-    return PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
-                       device, protocol.get("metrics"), evaluators)
+    prep = PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
+                       device, protocol.get("metrics"), evaluators, test_set.split_hash(), {"test": test_set})
+    build_datamodule(prep, 0)  # the method's train settings (crop, augment, val_fraction) against the datamodule
+    return prep
 
 
 def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.LightningModule:
-    kwargs: dict[str, Any] = {"modalities": datamodule.modalities, **prep.config["model"], **prep.config["optim"]}
-    if issubclass(prep.method_cls, MultimodalClassifier) or getattr(prep.method_cls, "needs_class_labels", False):
-        class_names = datamodule.dataset("test").class_names  # an instance: options may change the classes
-        if class_names is None:
-            raise BenchError(f"method {prep.spec.method!r} needs class labels; dataset {prep.spec.dataset!r} has none")
-        kwargs["num_classes"] = len(class_names)
-    try:
-        return prep.method_cls(**kwargs)
-    except TypeError as err:
-        raise BenchError(f"method {prep.spec.method!r}: config does not match its constructor: {err}") from err
+    kwargs = method_kwargs(prep.method_cls, prep.spec, prep.config, datamodule.modalities,
+                           datamodule.dataset("test").class_names)  # an instance: options may change the classes
+    return _construct(prep.method_cls, prep.spec, kwargs)
 
 
 def build_datamodule(prep: PreparedRun, seed: int) -> PairedDataModule:
+    """The datamodule of one seed; it shares the run's datasets (each split is built once per run)."""
     train = prep.config["train"]
     augment = {"augment": train["augment"]} if train.get("augment") else {}  # PairedDataModule's train augmentation
     try:
-        return prep.datamodule_cls(root=prep.root, batch_size=train.get("batch_size", 4),
-                                   crop_size=train.get("crop_size"), seed=seed, num_workers=prep.spec.num_workers,
-                                   val_fraction=train.get("val_fraction", 0.0), **augment, **prep.spec.dataset_options)
+        datamodule = prep.datamodule_cls(root=prep.root, batch_size=train.get("batch_size", 4),
+                                         crop_size=train.get("crop_size"), seed=seed,
+                                         num_workers=prep.spec.num_workers, val_fraction=train.get("val_fraction", 0.0),
+                                         **augment, **prep.spec.dataset_options)
     except ValueError as err:
         raise BenchError(f"method {prep.spec.method!r}: train settings: {err}") from err
+    datamodule.share_datasets(prep.datasets)
+    return datamodule
 
 
 def _quiet_lightning() -> None:
@@ -261,6 +375,33 @@ def early_stopping_callbacks(train: dict[str, Any], has_val: bool, method: str) 
                           mode=settings.get("mode", "min"))]
 
 
+class FitProgress(L.Callback):
+    """One progress bar over the whole fit (optimizer steps of all epochs) with an ETA and the latest loss;
+    replaces Lightning's per-epoch bar, whose ETA covers one epoch only."""
+
+    def __init__(self, desc: str):
+        self.desc = desc
+        self.bar: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = trainer.estimated_stepping_batches
+        self.bar = tqdm(total=None if math.isinf(total) else int(total), desc=self.desc, unit="step", leave=False)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(max(0, trainer.global_step - self.bar.n))
+        loss = trainer.callback_metrics.get("train/loss", trainer.callback_metrics.get("loss"))
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path) -> float:
     """Train with Lightning (logs under run_dir/logs); returns seconds spent.
 
@@ -271,6 +412,9 @@ def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModul
     _quiet_lightning()
     train = prep.config["train"]
     has_val = datamodule.has_validation
+    callbacks = early_stopping_callbacks(train, has_val, prep.spec.method)
+    if prep.spec.progress:
+        callbacks.append(FitProgress(f"fit {prep.spec.method} on {prep.spec.dataset}"))
     trainer = L.Trainer(
         accelerator="cuda" if prep.device.type == "cuda" else "cpu",
         devices=1,
@@ -279,9 +423,9 @@ def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModul
         deterministic=True if prep.device.type == "cpu" else "warn",
         logger=make_logger(prep.spec.logger, run_dir),
         enable_checkpointing=False,
-        callbacks=early_stopping_callbacks(train, has_val, prep.spec.method),
+        callbacks=callbacks,
         enable_model_summary=False,
-        enable_progress_bar=prep.spec.progress,
+        enable_progress_bar=False,
         num_sanity_val_steps=0,
         limit_val_batches=train.get("limit_val_batches", 1.0) if has_val else 0,
         val_check_interval=train.get("val_check_interval"),
@@ -297,32 +441,187 @@ def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModul
 
 
 def save_weights(model: L.LightningModule, prep: PreparedRun, path: Path) -> None:
+    """Weights plus what they were made with (method, preset, config): plain dicts, strings and tensors only, so
+    that `load_weights` can read them with torch.load(weights_only=True)."""
     torch.save({"method": prep.spec.method, "preset": prep.spec.preset, "config": prep.config,
                 "state_dict": model.state_dict()}, path)
 
 
-def load_weights(model: L.LightningModule, path: Path, method: str) -> None:
-    """Load weights saved by `fit` (or `fusion-bench train`); the method name must match."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+def read_weights(path: str | Path, method: str, preset: str | None = None,
+                 config: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The state dict of a weights file from `fit` / `fusion-bench train`, after checking what it was made with.
+
+    The file is unpickled with torch.load(weights_only=True): only tensors and plain containers load, so a file that
+    carries code (a pickled object with __reduce__, ...) is refused and nothing in it runs. The recorded method,
+    preset and model settings must match the request; every refusal is a BenchError naming the file.
+    """
+    import pickle
+    import re
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"--weights {path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise BenchError(f"--weights {path}: not a readable weights file (expected the torch.save archive written by "
+                         "`fusion-bench train`)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise BenchError(f"--weights {path}: refused: the file holds more than tensors and plain data{what}; only "
+                         "weights saved by `fusion-bench train` load, and nothing in the file was run") from err
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise BenchError(f"--weights {path}: not a readable weights file: {str(err).splitlines()[0]}") from err
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise BenchError(f"--weights {path}: not a fusion-bench weights file (expected a dict with method, preset, "
+                         "config and state_dict, as written by `fusion-bench train`)")
     if checkpoint.get("method") != method:
-        raise BenchError(f"{path} holds weights of method {checkpoint.get('method')!r}, not {method!r}")
-    model.load_state_dict(checkpoint["state_dict"])
+        raise BenchError(f"--weights {path} holds weights of method {checkpoint.get('method')!r}, not {method!r}")
+    if preset is not None and checkpoint.get("preset") not in (None, preset):
+        raise BenchError(f"--weights {path} holds weights of preset {checkpoint.get('preset')!r}; pass --preset "
+                         f"{checkpoint.get('preset')} (or weights trained with --preset {preset})")
+    recorded = (checkpoint.get("config") or {}).get("model") if isinstance(checkpoint.get("config"), dict) else None
+    if config is not None and recorded is not None and recorded != config.get("model"):
+        keys = sorted(k for k in set(recorded) | set(config["model"]) if recorded.get(k) != config["model"].get(k))
+        raise BenchError(f"--weights {path} was trained with other model settings than preset {preset!r} now has "
+                         f"(differing: {', '.join(keys)})")
+    return checkpoint["state_dict"]
+
+
+def load_weights(model: L.LightningModule, path: str | Path, method: str, preset: str | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+    """Load weights saved by `fit` (or `fusion-bench train`) into `model` (see `read_weights` for the checks)."""
+    state = read_weights(path, method, preset, config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise BenchError(f"--weights {path} does not fit method {method!r} as configured now: "
+                         f"{str(err).splitlines()[0]}") from err
+
+
+@dataclass
+class SplitPass:
+    """What one pass over a split produced (see `fuse_split`)."""
+
+    split: str
+    n_images: int
+    split_hash: str
+    fuse_ms: float  # mean milliseconds of model.fuse per image
+    channels: tuple[int, int] | None  # source channels of the first sample (the GFLOPs inputs)
+    seconds: dict[str, float]  # phase -> seconds: fuse (decode, fuse, write), score, native_seg
+    per_image: pd.DataFrame | None = None  # metric values per image (score=True)
+    labels: LabelView | None = None  # the labels the downstream evaluators read (label_keys)
+    native: tuple[dict[str, float], list[dict]] | None = None  # native segmentation scores, per-class records
+
+
+class LabelView(torch.utils.data.Dataset):
+    """A split's labels as decoded during the runner's pass (name, mask, boxes/labels and each modality's size as a
+    zero-stride placeholder), standing in for the Dataset where the downstream evaluators read labels, so no image
+    is decoded again. Everything else (samples, class names, ...) is the dataset's."""
+
+    def __init__(self, dataset: FusionDataset, samples: list[dict[str, Any]]):
+        self._dataset = dataset
+        self._samples = samples
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._samples[index]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._dataset, name)
+
+
+def _label_sample(sample: dict[str, Any], keys: Sequence[str], modalities: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {NAME: sample[NAME]}
+    for key in modalities:
+        if isinstance(sample.get(key), torch.Tensor):
+            out[key] = torch.zeros((), dtype=torch.uint8).expand(*sample[key].shape)  # its size, no memory
+    for key in keys:
+        if key not in sample:
+            continue
+        value = sample[key]
+        if key == MASK and value.numel() and 0 <= int(value.min()) and int(value.max()) <= 255:
+            value = value.to(torch.uint8)  # the segmentation evaluator keeps uint8 masks too
+        out[key] = value
+    return out
+
+
+class _Scorer:
+    """Scores fused PNGs against their sources in batches of same-shaped images (at most `batch_size` images and
+    MAX_BATCH_PIXELS pixels per batch; pending images are flushed when they hold more than 4x that), one row per
+    image in dataset order."""
+
+    def __init__(self, prep: PreparedRun, dataset: FusionDataset, batch_size: int = 8):
+        from fusion_bench.metrics import get_dialect
+
+        self.prep, self.dataset, self.batch_size = prep, dataset, batch_size
+        self.dialect = get_dialect(prep.dialect)
+        self.groups: dict[tuple, list[tuple]] = defaultdict(list)
+        self.records: list[dict[str, Any]] = []
+        self.pending_pixels = 0
+
+    def add(self, name: str, a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor, gt: torch.Tensor | None) -> None:
+        key = (tuple(a.shape), tuple(b.shape), tuple(fused.shape), None if gt is None else tuple(gt.shape))
+        self.groups[key].append((name, a, b, fused, gt))
+        self.pending_pixels += a.shape[-2] * a.shape[-1]
+        if len(self.groups[key]) >= batch_limit(a.shape[-2], a.shape[-1], self.batch_size):
+            self._flush(key)
+        while self.pending_pixels > 4 * MAX_BATCH_PIXELS and self.groups:
+            self._flush(max(self.groups, key=lambda k: len(self.groups[k]) * k[0][-2] * k[0][-1]))
+
+    def _flush(self, key: tuple) -> None:
+        items = self.groups.pop(key)
+        self.pending_pixels -= len(items) * key[0][-2] * key[0][-1]
+        gt = torch.stack([i[4] for i in items]) if items[0][4] is not None else None
+        try:
+            scores = self.dialect.compute(torch.stack([i[1] for i in items]), torch.stack([i[2] for i in items]),
+                                          torch.stack([i[3] for i in items]), metrics=self.prep.metric_names, gt=gt)
+        except ValueError as err:  # e.g. an image smaller than a metric's window
+            raise BenchError(f"{self.dataset.name}/{self.dataset.split}: cannot score {', '.join(i[0] for i in items)} "
+                             f"(size {key[0][-2]}x{key[0][-1]}) with dialect {self.prep.dialect!r}: {err}") from err
+        for j, item in enumerate(items):
+            self.records.append({"name": item[0], **{m: float(v[j]) for m, v in scores.items()}})
+
+    def finish(self) -> pd.DataFrame:
+        for key in list(self.groups):
+            self._flush(key)
+        order = {s.name: i for i, s in enumerate(self.dataset.samples)}
+        return pd.DataFrame(self.records).sort_values("name", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
 def fuse_split(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, fused_dir: Path,
-               split: str = "test") -> tuple[float, int, str]:
-    """Fuse every image of a split to `fused_dir/<name>.png`; returns (ms per image, count, split hash)."""
+               split: str = "test", *, score: bool = False, label_keys: Sequence[str] = (),
+               native: bool = False) -> SplitPass:
+    """One pass over a split: decode each sample once, fuse it to `fused_dir/<name>.png` and, as asked, score the
+    fused PNG read back from disk against the sources (`score`), run a SegFusionMethod's own head on the same
+    inputs (`native`) and keep the labels in `label_keys` for the downstream evaluators. Decoded sources are kept
+    only until their batch is scored."""
     dataset = datamodule.dataset(split)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=prep.spec.num_workers,
                         collate_fn=collate_samples)
     model = model.to(prep.device).eval()
     a_key, b_key = datamodule.modalities
-    times = []
+    scorer = _Scorer(prep, dataset) if score else None
+    native_seg = NativeSegmentation(dataset, prep.device) if native else None
+    labels: list[dict[str, Any]] | None = [] if label_keys else None
+    times: list[float] = []
+    seconds = {"fuse": 0.0, **({"score": 0.0} if score else {}), **({"native_seg": 0.0} if native else {})}
+    channels = None
+    what = "fuse" + ("+score" if score else "") + ("+segment" if native else "")
     fused_dir.mkdir(parents=True, exist_ok=True)
+    clock = time.perf_counter()
     with torch.no_grad():
-        for batch in tqdm(loader, desc=f"fuse {prep.spec.method} on {prep.spec.dataset}/{split}",
+        for batch in tqdm(loader, desc=f"{what} {prep.spec.method} on {prep.spec.dataset}/{split}",
                           disable=not prep.spec.progress, leave=False):
+            sample = {k: v[0] for k, v in batch.items()}
             x1, x2 = batch[a_key].to(prep.device), batch[b_key].to(prep.device)
+            channels = channels or (int(x1.shape[1]), int(x2.shape[1]))
             if prep.device.type == "cuda":
                 torch.cuda.synchronize(prep.device)
             start = time.perf_counter()
@@ -333,49 +632,35 @@ def fuse_split(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDa
             if fused.shape[-2:] != x1.shape[-2:]:
                 raise BenchError(f"{prep.spec.method} returned {tuple(fused.shape)} for inputs of size "
                                  f"{tuple(x1.shape[-2:])}: fused images must keep the source size")
-            write_png(fused_dir / f"{batch[NAME][0]}.png", fused[0].cpu())
-    return float(np.mean(times)) if times else math.nan, len(dataset), dataset.split_hash()
-
-
-def score_fused(prep: PreparedRun, datamodule: PairedDataModule, fused_dir: Path,
-                batch_size: int = 8) -> pd.DataFrame:
-    """Score the fused PNGs on disk against the test sources with the protocol's dialect; one row per image."""
-    from fusion_bench.metrics import get_dialect
-
-    dialect = get_dialect(prep.dialect)
-    dataset = datamodule.dataset("test")
-    a_key, b_key = datamodule.modalities
-    groups: dict[tuple, list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]]
-    groups = defaultdict(list)
-    records: list[dict[str, Any]] = []
-
-    def flush(key: tuple) -> None:
-        items = groups.pop(key)
-        gt = torch.stack([i[4] for i in items]) if items[0][4] is not None else None
-        scores = dialect.compute(torch.stack([i[1] for i in items]), torch.stack([i[2] for i in items]),
-                                 torch.stack([i[3] for i in items]), metrics=prep.metric_names, gt=gt)
-        for j, item in enumerate(items):
-            records.append({"name": item[0], **{m: float(v[j]) for m, v in scores.items()}})
-
-    for index in tqdm(range(len(dataset)), desc=f"score ({prep.dialect})", disable=not prep.spec.progress,
-                      leave=False):
-        sample = dataset[index]
-        fused_path = fused_dir / f"{sample[NAME]}.png"
-        fused = read_image(fused_path, mode=None)
-        a, b, gt = sample[a_key], sample[b_key], sample.get(GT)
-        key = (tuple(a.shape), tuple(b.shape), tuple(fused.shape), None if gt is None else tuple(gt.shape))
-        groups[key].append((sample[NAME], a, b, fused, gt))
-        if len(groups[key]) >= batch_size:
-            flush(key)
-    for key in list(groups):
-        flush(key)
-    order = {s.name: i for i, s in enumerate(dataset.samples)}
-    return pd.DataFrame(records).sort_values("name", key=lambda s: s.map(order)).reset_index(drop=True)
+            path = write_png(fused_dir / f"{sample[NAME]}.png", fused[0].cpu())
+            if labels is not None:
+                labels.append(_label_sample(sample, label_keys, datamodule.modalities))
+            now = time.perf_counter()
+            seconds["fuse"] += now - clock
+            clock = now
+            if native_seg is not None:
+                native_seg.update(model, x1, x2, batch[MASK])
+                now = time.perf_counter()
+                seconds["native_seg"] += now - clock
+                clock = now
+            if scorer is not None:  # the metrics are computed on the PNG on disk, never on the in-memory tensor
+                scorer.add(sample[NAME], sample[a_key], sample[b_key], read_image(path, mode=None), sample.get(GT))
+                now = time.perf_counter()
+                seconds["score"] += now - clock
+                clock = now
+        per_image = None
+        if scorer is not None:
+            per_image = scorer.finish()
+            seconds["score"] += time.perf_counter() - clock
+    return SplitPass(split, len(dataset), dataset.split_hash(), float(np.mean(times)) if times else math.nan,
+                     channels, seconds, per_image, LabelView(dataset, labels) if labels is not None else None,
+                     native_seg.compute() if native_seg is not None else None)
 
 
 def evaluate_classifier(prep: PreparedRun, model: L.LightningModule,
-                        datamodule: PairedDataModule) -> tuple[dict[str, float], int, str]:
-    """Accuracy and macro-F1 of the fused logits, accuracy of each unimodal head, on the test split."""
+                        datamodule: PairedDataModule) -> tuple[dict[str, float], int, str, dict[str, Any] | None]:
+    """Accuracy and macro-F1 of the fused logits, accuracy of each unimodal head, on the test split; also the
+    first test sample as a batch of one (the GFLOPs input)."""
     from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
     dataset = datamodule.dataset("test")
@@ -384,8 +669,11 @@ def evaluate_classifier(prep: PreparedRun, model: L.LightningModule,
     model = model.to(prep.device).eval()
     outputs: dict[str, list[torch.Tensor]] = defaultdict(list)
     targets = []
+    first = None
     with torch.no_grad():
         for batch in tqdm(loader, desc="evaluate", disable=not prep.spec.progress, leave=False):
+            if first is None:
+                first = {k: v[:1] for k, v in batch.items()}
             batch = {k: v.to(prep.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             for head, logits in model(batch).items():
                 outputs[head].append(logits.argmax(1).cpu())
@@ -400,19 +688,70 @@ def evaluate_classifier(prep: PreparedRun, model: L.LightningModule,
     for head, pred in preds.items():
         if head != "fused":
             result[f"acc_{head}"] = float(multiclass_accuracy(pred, target, num_classes=k, average="micro"))
-    return result, len(dataset), dataset.split_hash()
+    return result, len(dataset), dataset.split_hash(), first
 
 
-def _gflops(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule) -> float:
-    sample = datamodule.dataset("test")[0]
+def _gflops(prep: PreparedRun, model: L.LightningModule, channels: tuple[int, int] | None,
+            batch: dict[str, Any] | None) -> float:
+    """GFLOPs of one fuse at GFLOPS_SIZE (random inputs with the sources' channels), or of one classifier call."""
     model = model.to(prep.device).eval()
     if prep.task is Task.CLASSIFICATION:
-        batch = collate_samples([sample])
+        if batch is None:
+            return math.nan
         batch = {k: v.to(prep.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         return count_gflops(lambda: model(batch))
-    a_key, b_key = datamodule.modalities
-    x1, x2 = fusion_inputs((sample[a_key].shape[0], sample[b_key].shape[0]), *GFLOPS_SIZE, prep.device)
+    if channels is None:
+        return math.nan
+    x1, x2 = fusion_inputs(channels, *GFLOPS_SIZE, prep.device)
     return count_gflops(lambda: model.fuse(x1, x2))
+
+
+class PhaseTimer:
+    """Seconds per phase of a seed (`with timer("fit"):`), in the order first seen."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add({phase: time.perf_counter() - start})
+
+    def add(self, seconds: dict[str, float]) -> None:
+        for phase, value in seconds.items():
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + value
+
+    def summary(self) -> dict[str, float]:
+        """The phases, `other` (set-up, GFLOPs, writing) and `total` (wall seconds of the seed)."""
+        total = time.perf_counter() - self.start
+        return {**self.seconds, "other": max(0.0, total - sum(self.seconds.values())), "total": total}
+
+
+@contextlib.contextmanager
+def seed_locks(prep: PreparedRun, seeds: Sequence[int]) -> Iterator[None]:
+    """Hold `<run_dir>.lock` for every seed: a second run of the same experiment (same method, config, test split,
+    seed and --out) stops with a BenchError instead of writing into the same directories. The OS drops the locks
+    of a killed process, so a crash never leaves a stale lock."""
+    locks: list[FileLock] = []
+    try:
+        for seed in seeds:
+            run_dir = prep.run_dir(seed)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(run_dir.with_name(run_dir.name + ".lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                raise BenchError(f"another fusion-bench run is computing {run_dir} (lock {lock.lock_file} is held): "
+                                 "wait for it to finish, or pass another --out") from None
+            locks.append(lock)
+        yield
+    finally:
+        for lock in reversed(locks):
+            lock.release()
 
 
 def _finalize_dir(partial: Path, final: Path) -> None:
@@ -422,29 +761,45 @@ def _finalize_dir(partial: Path, final: Path) -> None:
     partial.rename(final)
 
 
+def nan_summary(per_image: pd.DataFrame) -> dict[str, Any]:
+    """`n_nan` (NaN per-image values in all) and `nan_metrics` ("CC:2;SCD:2") of a per-image table."""
+    counts = {m: int(per_image[m].isna().sum()) for m in per_image.columns if m != "name"}
+    counts = {m: n for m, n in counts.items() if n}
+    return {"n_nan": sum(counts.values()), "nan_metrics": ";".join(f"{m}:{n}" for m, n in counts.items())}
+
+
 def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
-    """One seed: returns the result row (not yet written)."""
+    """One seed (the caller holds its lock, see `seed_locks`): returns the result row (not yet written); the
+    seconds per phase go to `<run_dir>/timings.json`."""
+    timer = PhaseTimer()
     L.seed_everything(seed, workers=True, verbose=False)
     if prep.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(prep.device)
     run_dir = prep.run_dir(seed)
     partial = run_dir.with_name(run_dir.name + ".partial")
-    if partial.exists():
+    if partial.exists():  # left by a killed run (we hold the lock): start over
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     datamodule = build_datamodule(prep, seed)
     model = build_method(prep, datamodule)
-    train_s = fit(prep, model, datamodule, partial) if model.trainable else 0.0
-    row = evaluate_seed(prep, model, datamodule, partial, seed, train_s)
+    train_s = 0.0
+    if model.trainable:
+        with timer("fit"):
+            train_s = fit(prep, model, datamodule, partial)
+    row = evaluate_seed(prep, model, datamodule, partial, seed, train_s, timer=timer)
     _finalize_dir(partial, run_dir)
+    prep.timings.append(row.pop("_timings"))
     return row
 
 
 def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path,
-                  seed: int, train_s: float, train_mixture: str = "") -> dict[str, Any]:
+                  seed: int, train_s: float, train_mixture: str = "", timer: PhaseTimer | None = None
+                  ) -> dict[str, Any]:
     """Score a (trained) model on the test split: fused PNGs, per-image metrics, downstream, efficiency and
-    provenance under `run_dir` (with its row.csv); returns the row. `train_mixture` names the datasets the model was
-    trained on when that is not just `prep`'s dataset (fusion_bench.benchmark.mixture)."""
+    provenance under `run_dir` (with its row.csv and timings.json); returns the row, with the timings under the
+    key `_timings` (not a column). `train_mixture` names the datasets the model was trained on when that is not
+    just `prep`'s dataset (fusion_bench.benchmark.mixture)."""
+    timer = timer or PhaseTimer()
     row: dict[str, Any] = {
         "method": prep.spec.method,
         "dataset": prep.spec.dataset,
@@ -455,21 +810,33 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         "metric_dialect": prep.dialect or "",
         "train_mixture": train_mixture,
     }
+    test: SplitPass | None = None
+    first_batch = None
     if prep.task is Task.CLASSIFICATION:
-        scores, n_images, split_hash = evaluate_classifier(prep, model, datamodule)
+        with timer("evaluate"):
+            scores, n_images, split_hash, first_batch = evaluate_classifier(prep, model, datamodule)
         row.update(scores)
         fuse_ms = math.nan
     else:
-        fuse_ms, n_images, split_hash = fuse_split(prep, model, datamodule, run_dir / "fused")
-        per_image = score_fused(prep, datamodule, run_dir / "fused")
+        test_set = datamodule.dataset("test")
+        test = fuse_split(prep, model, datamodule, run_dir / "fused", score=True,
+                          label_keys=_label_keys(prep.evaluators),
+                          native=isinstance(model, SegFusionMethod) and test_set.class_names is not None)
+        timer.add(test.seconds)
+        fuse_ms, n_images, split_hash = test.fuse_ms, test.n_images, test.split_hash
+        per_image = test.per_image
+        assert per_image is not None
         per_image.to_csv(run_dir / "metrics_per_image.csv", index=False)
         row.update({m: float(per_image[m].mean()) for m in per_image.columns if m != "name"})
+        row.update(nan_summary(per_image))
     peak_mem = peak_memory_mb(prep.device)  # the method's own peak: the in-process SegFormer evaluator resets it
-    if prep.task is not Task.CLASSIFICATION:
-        row.update(run_downstream(prep, model, datamodule, run_dir, seed))
+    if test is not None:
+        row.update(run_downstream(prep, model, datamodule, run_dir, seed, test, timer))
+    with timer("gflops"):
+        gflops = _gflops(prep, model, test.channels if test else None, first_batch)
     row.update({
         "params_m": count_params_m(model),
-        "gflops": _gflops(prep, model, datamodule),
+        "gflops": gflops,
         "fuse_ms_per_image": fuse_ms,
         "train_s": train_s,
         "peak_mem_mb": peak_mem,
@@ -478,33 +845,48 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         **provenance(prep.device),
     })
     pd.DataFrame([row]).to_csv(run_dir / "row.csv", index=False)
+    timings = {"method": prep.spec.method, "dataset": prep.spec.dataset, "preset": prep.spec.preset, "seed": seed,
+               "seconds": {k: round(v, 3) for k, v in timer.summary().items()}}
+    (run_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    row["_timings"] = timings
     return row
 
 
+def _label_keys(evaluators: dict[str, Any]) -> tuple[str, ...]:
+    return (*((MASK,) if "seg" in evaluators else ()), *((BOXES, LABELS) if "det" in evaluators else ()))
+
+
 def run_downstream(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path,
-                   seed: int) -> dict[str, float]:
-    """Native segmentation (SegFusionMethod) and the downstream evaluators; per-class values go to
-    `run_dir/downstream_per_class.csv`, evaluator logs to `run_dir/downstream/<evaluator>/`."""
+                   seed: int, test: SplitPass, timer: PhaseTimer | None = None) -> dict[str, float]:
+    """Native segmentation scores from the test pass and the downstream evaluators; per-class values go to
+    `run_dir/downstream_per_class.csv`, evaluator logs to `run_dir/downstream/<evaluator>/`. The train (and val)
+    splits are fused in one pass each that keeps their labels; the evaluators read labels from those passes.
+    Seconds go to `timer` as fuse_train / fuse_val and one phase per evaluator (seg, det)."""
+    timer = timer or PhaseTimer()
     values: dict[str, float] = {}
     per_class: list[dict[str, Any]] = []
-    test_set = datamodule.dataset("test")
-    if isinstance(model, SegFusionMethod) and test_set.class_names is not None:
-        native, records = native_segmentation(model, test_set, datamodule.modalities, prep.device, prep.spec.progress)
-        values.update(native)
-        per_class += records
+    if test.native is not None:
+        values.update(test.native[0])
+        per_class += test.native[1]
     if prep.evaluators:
+        if test.labels is None:
+            raise BenchError("internal: the test pass kept no labels for the downstream evaluators")
         splits = ["train"]
         if "val" in datamodule.available_splits() and any(needs_val(n, c) for n, c in prep.evaluators.items()):
             splits.append("val")
         fused = {"test": run_dir / "fused"}
+        labelled: dict[str, Any] = {"test": test.labels}
         for split in splits:
             fused[split] = run_dir / f"fused_{split}"
-            fuse_split(prep, model, datamodule, fused[split], split=split)
-        datasets = {split: datamodule.dataset(split) for split in fused}
+            result = fuse_split(prep, model, datamodule, fused[split], split=split,
+                                label_keys=_label_keys(prep.evaluators))
+            timer.add({f"fuse_{split}": result.seconds["fuse"]})
+            labelled[split] = result.labels
         for name, config in prep.evaluators.items():
             own = fused if needs_val(name, config) else {k: v for k, v in fused.items() if k != "val"}
-            scores, records = run_evaluator(name, config, own, datasets, seed, prep.device,
-                                            run_dir / "downstream" / name, prep.spec.progress)
+            with timer(name):
+                scores, records = run_evaluator(name, config, own, labelled, seed, prep.device,
+                                                run_dir / "downstream" / name, prep.spec.progress)
             values.update(scores)
             per_class += records
     if per_class:
@@ -517,7 +899,7 @@ def _append(spec: BenchSpec, row: dict[str, Any]) -> None:
         append_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv", [row])
 
 
-def _baseline_rows(spec: BenchSpec, prep: PreparedRun) -> list[dict[str, Any]]:
+def _baseline_rows(spec: BenchSpec, prep: PreparedRun, timings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """source_a / source_b rows for the same downstream protocol, run only for seeds the raw CSV lacks."""
     if not (prep.evaluators and spec.downstream_baselines) or spec.method in BASELINE_METHODS:
         return []
@@ -525,33 +907,64 @@ def _baseline_rows(spec: BenchSpec, prep: PreparedRun) -> list[dict[str, Any]]:
     rows = []
     for baseline in BASELINE_METHODS:
         base_prep = prepare(replace(spec, method=baseline, downstream=list(prep.evaluators), overrides={}))
+        base_prep.datasets = prep.datasets  # same dataset, root and options: reuse the built splits
         done = {r.get("seed") for r in existing if r.get("method") == baseline
-                and r.get("config_hash") == base_prep.config_hash and r.get("preset") == spec.preset}
+                and r.get("config_hash") == base_prep.config_hash and r.get("preset") == spec.preset
+                and r.get("split_hash") in (None, "", base_prep.split_hash)}
         for seed in spec.seeds:
             if str(seed) in done:
                 continue
-            row = run_seed(base_prep, seed)
+            with seed_locks(base_prep, [seed]):
+                row = run_seed(base_prep, seed)
             _append(spec, row)
             rows.append(row)
+        timings += base_prep.timings
     return rows
 
 
-def run_bench(spec: BenchSpec) -> list[dict[str, Any]]:
+def run_bench(spec: BenchSpec, timings: list[dict[str, Any]] | None = None,
+              prep: PreparedRun | None = None) -> list[dict[str, Any]]:
     """Run every seed, appending each row to <leaderboard_dir>/raw/<dataset>.csv as soon as it exists.
 
     With downstream evaluators, the source_a/source_b baseline rows follow (see `_baseline_rows`); the
-    returned list holds the method's rows first, then any baseline rows that were computed.
+    returned list holds the method's rows first, then any baseline rows that were computed. The seeds'
+    directories are locked for the whole run (`seed_locks`). `timings` (optional) receives each seed's
+    seconds per phase (as in its timings.json), for `format_timings`. `prep`: `prepare(spec)` when the caller has
+    it already (its datasets are reused).
     """
-    prep = prepare(spec)
+    prep = prep if prep is not None else prepare(spec)
     rows = []
-    for seed in spec.seeds:
-        row = run_seed(prep, seed)
-        rows.append(row)
-        _append(spec, row)
-    rows += _baseline_rows(spec, prep)
+    with seed_locks(prep, spec.seeds):
+        for seed in spec.seeds:
+            row = run_seed(prep, seed)
+            rows.append(row)
+            _append(spec, row)
+    done = list(prep.timings)
+    rows += _baseline_rows(spec, prep, done)
+    if timings is not None:
+        timings += done
     if spec.leaderboard_dir is not None:
         regenerate(Path(spec.leaderboard_dir))
     return rows
+
+
+def format_timings(timings: Sequence[dict[str, Any]]) -> str:
+    """A table of seconds per phase (fit, fuse, score, seg, det, ...) per method and seed, with a total line."""
+    if not timings:
+        return ""
+    order = ["fit", "evaluate", "fuse", "score", "native_seg", "fuse_train", "fuse_val", "seg", "det", "gflops"]
+    phases = [p for p in order if any(p in t["seconds"] for t in timings)]
+    phases += [p for t in timings for p in t["seconds"] if p not in phases and p not in ("other", "total")]
+    phases = list(dict.fromkeys(phases)) + ["other", "total"]
+    labels = [f"{t['method']} {t['dataset']} seed{t['seed']}" for t in timings]
+    width = max(len(x) for x in labels + ["all"])
+    lines = ["seconds".ljust(width) + "".join(f"{p:>11}" for p in phases)]
+    for label, t in zip(labels, timings):
+        lines.append(label.ljust(width) + "".join(
+            f"{t['seconds'][p]:>11.1f}" if p in t["seconds"] else f"{'-':>11}" for p in phases))
+    lines.append("all".ljust(width) + "".join(f"{sum(t['seconds'].get(p, 0.0) for t in timings):>11.1f}"
+                                               for p in phases))
+    return "\n".join(lines)
 
 
 def leaderboard_text(leaderboard_dir: Path, dataset: str, preset: str | None = None) -> str:

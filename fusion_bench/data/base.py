@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from fusion_bench.data.io import ImageReadError, is_image_file, read_image, read_mask
+from fusion_bench.data.io import ImageReadError, depth_of, is_image_file, read_image, read_mask, stored_mode
 from fusion_bench.types import BOXES, IGNORE_INDEX, LABELS, MASK, NAME, Task
 
 Sample = dict[str, Any]
@@ -86,11 +86,25 @@ class CheckReport:
     label_values: set[int] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)
     split_hashes: dict[str, str] = field(default_factory=dict)
+    stored: dict[str, Counter] = field(default_factory=dict)  # key -> Counter of stored PIL modes of its files
     extra: dict[str, Any] = field(default_factory=dict)  # scratch space for the check hooks
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def _stored_text(self, key: str) -> str:
+        """'; stored 16-bit I;16 (3), 8-bit L (1); 16-bit scaled by 1/65535' (empty when nothing was tallied)."""
+        modes = self.stored.get(key)
+        if not modes:
+            return ""
+        text = "; stored " + ", ".join(f"{depth_of(m)} {m} ({c})" for m, c in modes.most_common())
+        depths = {depth_of(m) for m in modes}
+        if "16-bit" in depths or "32-bit int" in depths:
+            text += "; 16-bit values scaled by 1/65535"
+        if "32-bit float" in depths:
+            text += "; float values read as stored (must be in [0, 1])"
+        return text
 
     def format(self) -> str:
         lines = [f"dataset {self.dataset} at {self.root}"]
@@ -101,7 +115,10 @@ class CheckReport:
         for key, sizes in self.sizes.items():
             seen = ", ".join(f"{h}x{w} ({c})" for (h, w), c in sizes.most_common(5))
             chans = ", ".join(f"{ch}ch ({c})" for ch, c in self.channels[key].most_common())
-            lines.append(f"  {key}: sizes {seen}; channels {chans}")
+            lines.append(f"  {key}: sizes {seen}; channels {chans}{self._stored_text(key)}")
+        for key in self.stored:
+            if key not in self.sizes:  # e.g. a 4-channel file split into two keys (MFNet's rgbt)
+                lines.append(f"  {key} files:{self._stored_text(key)[1:]}")
         if self.label_values:
             lines.append(f"  label values: {min(self.label_values)}..{max(self.label_values)}"
                          f" ({len(self.label_values)} distinct)")
@@ -252,6 +269,9 @@ class FusionDataset(Dataset):
             report.problems.extend(ds.problems)
             for ref in ds.samples:
                 ds._check_files(ref, report)
+                for key, path in ref.files.items():
+                    if key != MASK and ds.load_modes.get(key) != "mask" and is_image_file(Path(path)):
+                        report.stored.setdefault(key, Counter())[stored_mode(path)] += 1
                 try:
                     sample = ds._load(ref)
                 except DatasetIntegrityError as err:

@@ -13,10 +13,20 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fusion_bench.data.io import DEEP_MODES, ImageReadError, open_image, read_array
 from fusion_bench.metrics._common import MetricsInputError
-from fusion_bench.metrics.dialects import get_dialect
+from fusion_bench.metrics.dialects import Dialect, get_dialect
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_BATCH_PIXELS = 1 << 22
+"""Pixels per image scored in one batch at most (about 4.2 M: 8 images of 640x480 and 1 of 12 MP): the metrics keep
+tens of float64 copies of a batch, so the batch shrinks with the image size (never below one image)."""
+PROBE_SIZE = 64  # images up to this side are checked against the dialect's window sizes before scoring
+
+
+def batch_limit(height: int, width: int, batch_size: int) -> int:
+    """Images of HxW per batch: `batch_size`, lowered so that a batch holds at most MAX_BATCH_PIXELS (at least 1)."""
+    return max(1, min(batch_size, MAX_BATCH_PIXELS // max(1, height * width)))
 
 
 def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
@@ -56,31 +66,47 @@ def pair_folders(a_dir: str | Path, b_dir: str | Path, fused_dir: str | Path) ->
 
 
 def _header(path: Path) -> tuple[int, int, int]:
-    """(H, W, channels) without decoding the pixels."""
+    """(H, W, channels) without decoding the pixels (decompression bombs refused, naming the file)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             w, h = img.size
             mode = img.mode
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise MetricsInputError(f"cannot read image {path}: refused as a possible decompression bomb ({err})") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise MetricsInputError(f"cannot read image {path}: {err}") from err
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise MetricsInputError(f"{path}: mode {mode} is not an 8-bit image; the metrics are defined on 8-bit files")
-    return h, w, 1 if mode in ("L", "1", "LA") else 3
+    return h, w, 1 if mode in ("L", "1", "LA", *DEEP_MODES) else 3
 
 
 def read_metric_image(path: Path) -> torch.Tensor:
-    """Decode an 8-bit image to a float CxHxW tensor in [0, 1] (C = 1 for gray files, 3 otherwise)."""
+    """Decode an image to a float64 CxHxW tensor in [0, 1] (C = 1 for gray files, 3 otherwise).
+
+    8-bit files give k/255; 16-bit and float files follow the depth policy of fusion_bench.data.io (the same
+    values `bench` scores); the metrics then work on 8-bit levels round(255 x).
+    """
     channels = _header(path)[2]
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise MetricsInputError(f"cannot read image {path}: {err}") from err
+        arr = read_array(path, "L" if channels == 1 else "RGB")
+    except ImageReadError as err:
+        raise MetricsInputError(str(err)) from err
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy()).to(torch.float64) / 255.0
+    t = torch.from_numpy(arr.transpose(2, 0, 1).copy()).to(torch.float64)
+    return t / 255.0 if arr.dtype == np.uint8 else t
+
+
+def check_sizes(dialect: Dialect, names: Sequence[str], sizes: dict[tuple[int, int], str], with_gt: bool) -> None:
+    """Raise MetricsInputError naming an image whose size the dialect's metrics cannot score (e.g. 1x1 against an
+    11x11 window), before any scoring: small sizes are probed on a blank image of that size."""
+    for (h, w), where in sizes.items():
+        if min(h, w) > PROBE_SIZE:
+            continue
+        blank = torch.zeros(1, 1, h, w, dtype=torch.float64)
+        try:
+            dialect.compute(blank, blank, blank, names, gt=blank if with_gt else None)
+        except ValueError as err:
+            raise MetricsInputError(f"{where}: a {h}x{w} image cannot be scored with dialect {dialect.name!r}: "
+                                    f"{err}") from err
 
 
 def _write_csv_atomic(df: pd.DataFrame, out_csv: Path) -> None:
@@ -101,7 +127,9 @@ def score_folders(a_dir: str | Path, b_dir: str | Path, fused_dir: str | Path, d
                   device: str | torch.device = "cpu") -> pd.DataFrame:
     """Score every fused image against its two sources; one row per image (``name`` then one column per metric).
 
-    Images of the same size and channel layout are scored in batches; colour and gray files may be mixed.
+    Images of the same size and channel layout are scored in batches (of at most `batch_size` images and
+    MAX_BATCH_PIXELS pixels each); colour and gray files may be mixed. 16-bit and float sources follow the depth
+    policy of fusion_bench.data.io. A metric undefined for an image (e.g. CC of a constant image) is NaN.
     With ``out_csv`` the table is written atomically (temp file + rename; an existing file is replaced).
     """
     d = get_dialect(dialect)
@@ -113,13 +141,16 @@ def score_folders(a_dir: str | Path, b_dir: str | Path, fused_dir: str | Path, d
         if missing:
             raise MetricsInputError(f"no reference (gt) image for: {', '.join(missing[:10])}")
     groups: dict[tuple, list[tuple[str, list[Path]]]] = defaultdict(list)
+    sizes: dict[tuple[int, int], str] = {}
     for stem, pa, pb, pf in triples:
         paths = [pa, pb, pf] + ([gts[stem]] if gts is not None else [])
         heads = [_header(p) for p in paths]
         if len({h[:2] for h in heads}) != 1:
-            sizes = ", ".join(f"{p.name}: {h[0]}x{h[1]}" for p, h in zip(paths, heads))
-            raise MetricsInputError(f"size mismatch for {stem!r} (HxW): {sizes}")
+            shown = ", ".join(f"{p.name}: {h[0]}x{h[1]}" for p, h in zip(paths, heads))
+            raise MetricsInputError(f"size mismatch for {stem!r} (HxW): {shown}")
+        sizes.setdefault(heads[0][:2], str(pf))
         groups[tuple(heads)].append((stem, paths))
+    check_sizes(d, names, sizes, gts is not None)
     rows: dict[str, dict[str, float]] = {}
     bar = None
     if progress:
@@ -127,9 +158,10 @@ def score_folders(a_dir: str | Path, b_dir: str | Path, fused_dir: str | Path, d
 
         bar = tqdm(total=len(triples), desc=f"metrics[{d.name}]", unit="img")
     try:
-        for items in groups.values():
-            for i in range(0, len(items), batch_size):
-                chunk = items[i : i + batch_size]
+        for heads, items in groups.items():
+            step = batch_limit(heads[0][0], heads[0][1], batch_size)
+            for i in range(0, len(items), step):
+                chunk = items[i : i + step]
                 stacks = [torch.stack([read_metric_image(paths[k]) for _, paths in chunk]).to(device)
                           for k in range(len(chunk[0][1]))]
                 gt = stacks[3] if gts is not None else None
