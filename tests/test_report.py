@@ -228,7 +228,7 @@ def test_report_files_and_numbers(bench: dict, tmp_path: Path, cli, capsys) -> N
     en = board["EN_mean"].sort_values(ascending=False)
     assert f"<b>{en.iloc[0]:.3f}</b>" in page and f"<u>{en.iloc[1]:.3f}</u>" in page
     # the paired tests are scipy's Wilcoxon on the per-image values, Holm over the 10 pairs of a metric
-    per_image = {m: pd.read_csv(next((bench["runs"] / m / "synthetic-ivif" / "smoke").glob("*/seed0"))
+    per_image = {m: pd.read_csv(next((bench["runs"] / m / "synthetic-ivif" / "smoke").glob("*/test-*/seed0"))
                                 / "metrics_per_image.csv").set_index("name") for m in METHODS}
     tests = pd.read_csv(out / "tables" / "wilcoxon.csv")
     qabf = tests[tests["metric"] == "Qabf"]
@@ -278,7 +278,7 @@ def test_report_bad_input(bench: dict, tmp_path: Path, cli, capsys) -> None:
         writer = csv.DictWriter(fh, list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(r for r in rows if not (r["method"] == "mean" and r["seed"] == "1"))
-    fused = next((runs / "max" / "synthetic-ivif" / "smoke").glob("*/seed0")) / "fused"
+    fused = next((runs / "max" / "synthetic-ivif" / "smoke").glob("*/test-*/seed0")) / "fused"
     victim = fused / "00080D.png"
     victim.unlink()
     out = tmp_path / "report"
@@ -300,7 +300,7 @@ def test_report_bad_input(bench: dict, tmp_path: Path, cli, capsys) -> None:
 def test_report_per_class_training_curves_and_nan(bench: dict, tmp_path: Path, cli, capsys) -> None:
     """Per-class values and Lightning logs of the runs reach the page; NaN per-image values are counted."""
     runs, boards = _copy(bench, tmp_path)
-    seeds = sorted((runs / "max" / "synthetic-ivif" / "smoke").glob("*/seed*"))
+    seeds = sorted(p for p in (runs / "max" / "synthetic-ivif" / "smoke").glob("*/test-*/seed*") if p.is_dir())
     for k, run in enumerate(seeds):  # two seeds: IoU 0.2/0.4 -> mean 0.3; the car class is absent (NaN)
         pd.DataFrame({"evaluator": ["seg", "seg"], "class": ["road", "car"], "metric": ["iou", "iou"],
                       "value": [0.2 + 0.2 * k, math.nan]}).to_csv(run / "downstream_per_class.csv", index=False)

@@ -149,7 +149,7 @@ def run_mixture(plan: PreparedMixture) -> list[dict[str, Any]]:
             _append(scored.spec, row)
             rows.append(row)
     for scored in plan.scored:
-        rows += _baseline_rows(scored.spec, scored)
+        rows += _baseline_rows(scored.spec, scored, [])
     if plan.train.spec.leaderboard_dir is not None:
         regenerate(Path(plan.train.spec.leaderboard_dir))
     return rows
@@ -168,8 +168,8 @@ def bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[s
         spec = BenchSpec(method=method, dataset=datasets[0], root=args.root, preset=args.preset, seeds=seeds,
                          out=args.out, leaderboard_dir=args.leaderboard_dir, device=args.device,
                          num_workers=args.num_workers, progress=not args.no_progress, logger=args.logger,
-                         dataset_options=dict(args.dataset_options), downstream=args.downstream,
-                         downstream_baselines=not args.no_downstream_baselines)
+                         dataset_options=dict(args.dataset_options), overrides=dict(args.overrides),
+                         downstream=args.downstream, downstream_baselines=not args.no_downstream_baselines)
         plans.append(prepare_mixture(spec, datasets))
     for plan in plans:
         rows = run_mixture(plan)

@@ -31,6 +31,13 @@ PROVENANCE_COLUMNS = ("n_images", "n_nan", "nan_metrics", "split_hash", "git_sha
 NON_METRIC_COLUMNS = frozenset(ID_COLUMNS + EFFICIENCY_COLUMNS + PROVENANCE_COLUMNS)
 
 
+def run_directory(out: str | Path, method: str, dataset: str, preset: str, config_hash: str, split_hash: str,
+                  seed: int | str) -> Path:
+    """Where one seed's outputs live: `<out>/<method>/<dataset>/<preset>/<config_hash>/test-<split_hash>/seed<k>`
+    (the test split's identity is part of the path, so runs on different test sets never replace each other)."""
+    return Path(out) / method / dataset / preset / str(config_hash) / f"test-{split_hash}" / f"seed{seed}"
+
+
 class ResultsFileError(RuntimeError):
     """A raw results file is malformed; the message names the file and line."""
 

@@ -60,7 +60,7 @@ from fusion_bench.benchmark.leaderboard import aggregate, markdown_table, regene
 from fusion_bench.benchmark.profiling import count_gflops, count_params_m, fusion_inputs, peak_memory_mb
 from fusion_bench.benchmark.protocol import check_preset, config_hash, load_protocol, protocol_preset
 from fusion_bench.benchmark.provenance import provenance
-from fusion_bench.benchmark.results import append_rows, read_rows
+from fusion_bench.benchmark.results import append_rows, read_rows, run_directory
 from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.io import read_image, write_png
 from fusion_bench.data.transforms import collate_samples
@@ -149,8 +149,7 @@ class PreparedRun:
 
     def run_dir(self, seed: int) -> Path:
         s = self.spec
-        return (Path(s.out) / s.method / s.dataset / s.preset / self.config_hash / f"test-{self.split_hash}"
-                / f"seed{seed}")
+        return run_directory(s.out, s.method, s.dataset, s.preset, self.config_hash, self.split_hash, seed)
 
 
 def check_seeds(seeds: Sequence[Any], option: str = "--seeds") -> list[int]:

@@ -31,7 +31,7 @@ from fusion_bench.benchmark.leaderboard import (
     latest_rows,
 )
 from fusion_bench.benchmark.provenance import REPO_ROOT
-from fusion_bench.benchmark.results import EFFICIENCY_COLUMNS, read_rows
+from fusion_bench.benchmark.results import EFFICIENCY_COLUMNS, read_rows, run_directory
 from fusion_bench.report import figures, grid, page, stats
 from fusion_bench.report.formats import build_table, seed_nan_counts, to_html, to_latex
 
@@ -741,7 +741,8 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
         seeds = list(mine["seed"])
         run_dirs, missing = {}, []
         for seed in seeds:
-            run_dir = runs_dir / record["method"] / dataset / preset / str(record["config_hash"]) / f"seed{seed}"
+            run_dir = run_directory(runs_dir, record["method"], dataset, preset, record["config_hash"],
+                                    record["split_hash"], seed)
             (run_dirs.__setitem__(seed, run_dir) if run_dir.is_dir() else missing.append(run_dir))
         entries.append(Entry(i, label, record, seeds, run_dirs, missing,
                              {c: pd.to_numeric(mine[c], errors="coerce").to_numpy(dtype=float) for c in value_cols}))
