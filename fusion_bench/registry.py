@@ -65,9 +65,9 @@ DATASETS: dict[str, str] = {
 }
 
 EVALUATORS: dict[str, str] = {
-    # downstream evaluators on folders of fused images (`fusion-bench downstream seg|det`)
-    "seg": "fusion_bench.evaluators.segmentation:evaluate_segmentation_folders",
-    "det": "fusion_bench.evaluators.detection:evaluate_detection_folders",
+    # downstream evaluators (fusion_bench.evaluators.spec.EvaluatorSpec): `bench` and `fusion-bench downstream`
+    "seg": "fusion_bench.evaluators.segmentation:SEGMENTATION",
+    "det": "fusion_bench.evaluators.detection:DETECTION",
 }
 
 

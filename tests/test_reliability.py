@@ -480,3 +480,28 @@ def test_a_corrupt_used_image_is_named(cli, capsys, tmp_path, name):
     with pytest.raises(DatasetError) as info:
         cls(root, "test")[0]
     assert str(victim) in str(info.value)
+
+
+def test_a_corrupt_image_is_named_after_ultralytics_wrapped_image_open(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once imported, ultralytics replaces PIL's Image.open by a version that, on a file PIL cannot identify, tries
+    to import (or pip-install) the HEIF plugin and raises ModuleNotFoundError; reading a corrupt image must still be
+    a clear ImageReadError naming the file. (Simulated: importing ultralytics here would patch PIL for the rest of
+    the session and could try to install packages.)"""
+    from PIL import Image, UnidentifiedImageError
+
+    from fusion_bench.data.io import ImageReadError, read_image
+
+    original = Image.open
+
+    def wrapped(fp, *args, **kwargs):
+        try:
+            return original(fp, *args, **kwargs)
+        except UnidentifiedImageError:
+            raise ModuleNotFoundError("No module named 'pi_heif'") from None
+
+    monkeypatch.setattr(Image, "open", wrapped)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(ImageReadError, match="bad.png"):
+        read_image(bad)

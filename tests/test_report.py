@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import skip_without
 from scipy import stats as sps
 
 from fusion_bench.cli import main
@@ -416,7 +417,7 @@ def test_segmentation_saves_per_image_predictions(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_detection_saves_per_image_predictions(tmp_path: Path) -> None:
-    pytest.importorskip("ultralytics")
+    skip_without("ultralytics")
     from fusion_bench.evaluators.detection import det_preset, evaluate_detection_folders
 
     datasets = _fused_folders(tmp_path, ("train", "test"))

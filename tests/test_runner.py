@@ -163,18 +163,19 @@ def test_each_split_built_once_per_run_and_each_image_decoded_once_per_seed(cli,
         decoded[(self.split, ref.name)] += 1
         return load(self, ref)
 
-    def evaluator(name, config, fused, datasets, seed, device, log_dir, progress):  # reads labels as `seg` does
+    def evaluators(configs, fused, datasets, seed, device, log_root, progress):  # reads labels as `seg` does
+        assert list(configs) == ["seg"]
         for split in ("train", "test"):
             for i in range(len(datasets[split])):
                 assert datasets[split][i][MASK].dtype == torch.uint8
             assert sorted(p.stem for p in fused[split].glob("*.png")) == [s.name for s in datasets[split].samples]
-        return {"seg_miou": 0.5, "seg_pixel_acc": 0.5}, []
+        return {"seg_miou": 0.5, "seg_pixel_acc": 0.5}, [], {"seg": 0.1}
 
     import torch
 
     monkeypatch.setattr(ToyDataset, "__init__", counting_init)
     monkeypatch.setattr(ToyDataset, "_load", counting_load)
-    monkeypatch.setattr(runner, "run_evaluator", evaluator)
+    monkeypatch.setattr(runner, "run_evaluators", evaluators)
     code, out, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--dataset", "toy", "--root", root,
                             "--seeds", "0,1", "--downstream", "seg", "--no-downstream-baselines")
     assert code == 0, err

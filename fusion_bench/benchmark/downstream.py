@@ -19,13 +19,12 @@ from torch.utils.data import DataLoader
 from fusion_bench.benchmark.protocol import protocol_preset
 from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.transforms import collate_samples
-from fusion_bench.registry import EVALUATORS
+from fusion_bench.evaluators.spec import EvaluatorSpec
+from fusion_bench.registry import EVALUATORS, get_evaluator
 from fusion_bench.types import MASK
 
 EVALUATOR_NAMES = tuple(EVALUATORS)  # seg, det
 DOWNSTREAM_ENV = "FUSION_BENCH_DOWNSTREAM"
-# the result-row columns each evaluator fills; the rest of its output goes to the run directory
-ROW_COLUMNS = {"seg": ("seg_miou", "seg_pixel_acc"), "det": ("det_map50", "det_map50_95")}
 
 
 def parse_downstream(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -45,13 +44,14 @@ def parse_downstream(text: str | Sequence[str] | None) -> tuple[str, ...] | None
     return tuple(dict.fromkeys(items))
 
 
+def evaluator(name: str) -> EvaluatorSpec:
+    """The EvaluatorSpec registered as `name`."""
+    return get_evaluator(name)
+
+
 def applicable(dataset: FusionDataset, name: str) -> str | None:
     """None when evaluator `name` can run on `dataset`, else the reason it cannot."""
-    if name == "seg" and dataset.class_names is None:
-        return f"dataset {dataset.name!r} has no segmentation masks"
-    if name == "det" and dataset.box_class_names is None:
-        return f"dataset {dataset.name!r} has no detection boxes"
-    return None
+    return evaluator(name).not_applicable(dataset)
 
 
 def resolve_evaluators(requested: tuple[str, ...] | None, protocol: dict[str, Any], test_set: FusionDataset,
@@ -77,41 +77,63 @@ def evaluator_config(name: str, preset: str, protocol: dict[str, Any]) -> Any:
     """The evaluator's preset config with the protocol's per-preset overrides applied."""
     preset = protocol_preset(preset)
     overrides = dict(((protocol.get("presets") or {}).get(preset) or {}).get(name) or {})
-    if name == "seg":
-        from fusion_bench.evaluators.segmentation import seg_preset
-
-        for key in ("hidden_sizes", "depths", "num_attention_heads", "image_size"):
-            if isinstance(overrides.get(key), list):
-                overrides[key] = tuple(overrides[key])
-        return seg_preset(preset, **overrides)
-    from fusion_bench.evaluators.detection import det_preset
-
-    return det_preset(preset, **overrides)
+    return evaluator(name).preset_config(preset, **overrides)
 
 
 def needs_val(name: str, config: Any) -> bool:
     """Whether the evaluator validates during training (then a dataset val split is fused and used)."""
-    if name == "seg":
-        return bool(config.early_stopping_patience)
-    return config.val_fraction > 0
+    return evaluator(name).validates(config)
 
 
-def run_evaluator(name: str, config: Any, fused: dict[str, Path], datasets: dict[str, FusionDataset], seed: int,
+def label_keys(names: Sequence[str]) -> tuple[str, ...]:
+    """The sample keys (labels) the evaluators `names` read."""
+    return tuple(dict.fromkeys(k for name in names for k in evaluator(name).label_keys))
+
+
+def run_in_parallel(device: torch.device) -> bool:
+    """Whether an evaluator that trains in a child process (YOLO) may run while an in-process one (SegFormer)
+    trains: on CPU with pinned numerics each process uses one thread, so with two or more cores they overlap
+    without competing for threads (the numbers are those of a sequential run)."""
+    from fusion_bench import numerics
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return device.type == "cpu" and numerics.is_pinned() and cores >= 2
+
+
+def run_evaluators(configs: dict[str, Any], fused: dict[str, Path], datasets: dict[str, Any], seed: int,
+                   device: torch.device, log_root: Path, progress: bool,
+                   ) -> tuple[dict[str, float], list[dict], dict[str, float]]:
+    """Run the evaluators `configs` ({name: config}) on fused split folders, child-process ones first so that they
+    overlap with the in-process ones when `run_in_parallel`; each evaluator's logs go to `log_root/<name>`.
+
+    Returns (row values, per-class records, wall seconds per evaluator). Split folders are given to an evaluator
+    only for the splits it uses (val only when it validates)."""
+    names = sorted(configs, key=lambda n: not evaluator(n).child_process)
+    parallel = run_in_parallel(device)
+    pending, results = {}, {}
+    for name in names:
+        spec, config = evaluator(name), configs[name]
+        own = {k: v for k, v in fused.items() if k != "val" or spec.validates(config)}
+        pending[name] = spec.start(config, own, datasets, seed=seed, device=device, log_dir=log_root / name,
+                                   progress=progress)
+        if not parallel:
+            results[name] = pending[name].result()
+    values: dict[str, float] = {}
+    per_class: list[dict] = []
+    for name in configs:  # results (and row columns) in the requested order
+        result = results.get(name) or pending[name].result()
+        values.update(evaluator(name).row(result))
+        per_class += evaluator(name).per_class_records(result)
+    return values, per_class, {name: pending[name].seconds for name in names}
+
+
+def run_evaluator(name: str, config: Any, fused: dict[str, Path], datasets: dict[str, Any], seed: int,
                   device: torch.device, log_dir: Path, progress: bool) -> tuple[dict[str, float], list[dict]]:
     """Run one evaluator on fused split folders; returns (row values, per-class records)."""
-    from fusion_bench.registry import get_evaluator
-
-    val = {"fused_val": fused["val"], "val_set": datasets["val"]} if "val" in fused else {}
-    result = get_evaluator(name)(fused["train"], fused["test"], datasets["train"], datasets["test"], config,
-                                 seed=seed, device=device, log_dir=log_dir, progress=progress, **val)
-    if name == "seg":
-        per_class = [{"evaluator": "seg", "class": c, "metric": "iou", "value": v}
-                     for c, v in result["seg_iou_per_class"].items()]
-    else:
-        per_class = [{"evaluator": "det", "class": c, "metric": metric, "value": v}
-                     for metric, key in (("ap50", "det_ap50_per_class"), ("ap50_95", "det_ap50_95_per_class"))
-                     for c, v in result[key].items()]
-    return {col: float(result[col]) for col in ROW_COLUMNS[name]}, per_class
+    spec = evaluator(name)
+    own = {k: v for k, v in fused.items() if k != "val" or spec.validates(config)}
+    result = spec.start(config, own, datasets, seed=seed, device=device, log_dir=log_dir, progress=progress).result()
+    return spec.row(result), spec.per_class_records(result)
 
 
 class NativeSegmentation:

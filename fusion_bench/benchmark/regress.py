@@ -13,20 +13,33 @@ from fusion_bench.benchmark.protocol import SUITE_DIR, load_suite
 from fusion_bench.benchmark.results import DOWNSTREAM_COLUMNS, NON_METRIC_COLUMNS
 from fusion_bench.benchmark.runner import BenchSpec, run_bench
 
-KEY = ["dataset", "method", "preset", "seed"]
+KEY = ["dataset", "method", "preset", "seed", "train_mixture", "downstream"]
 
 
 def run_suite(suite: dict[str, Any], out: Path, progress: bool = False) -> pd.DataFrame:
-    """Run every (dataset, method, seed) of a suite; one row per run, checked columns only."""
+    """Run every (dataset, method, seed) of a suite; one row per run, checked columns only.
+
+    A run entry is `{dataset: D, methods: [...]}` (optionally `downstream: [seg, det]`, else the suite's
+    `downstream`), or `{mixture: [D1, D2, ...], methods: [...]}`: one model trained on the mixture, one row per
+    dataset (`train_mixture` set). Baseline downstream rows are not added: list source_a/source_b to check them.
+    """
+    from fusion_bench.benchmark.mixture import prepare_mixture, run_mixture
+
     records = []
     for entry in suite["runs"]:
         for method in entry["methods"]:
-            spec = BenchSpec(method=method, dataset=entry["dataset"], preset=suite.get("preset", "smoke"),
+            datasets = entry.get("mixture") or [entry["dataset"]]
+            spec = BenchSpec(method=method, dataset=datasets[0], preset=suite.get("preset", "smoke"),
                              seeds=suite.get("seeds", [0]), out=out / "runs", leaderboard_dir=out / "leaderboards",
-                             device="cpu", progress=progress, downstream=suite.get("downstream", "none"))
-            for row in run_bench(spec):
-                records.append({k: v for k, v in row.items() if k in KEY or checked_column(k)})
-    return pd.DataFrame(records)
+                             device="cpu", progress=progress,
+                             downstream=entry.get("downstream", suite.get("downstream", "none")),
+                             downstream_baselines=False)
+            rows = run_mixture(prepare_mixture(spec, datasets)) if "mixture" in entry else run_bench(spec)
+            evaluators = spec.downstream if isinstance(spec.downstream, (list, tuple)) else [spec.downstream]
+            for row in rows:
+                records.append({**{k: v for k, v in row.items() if k in KEY or checked_column(k)},
+                                "downstream": ",".join(e for e in evaluators if e != "none")})
+    return _with_key(pd.DataFrame(records))
 
 
 def checked_column(column: str) -> bool:
@@ -40,13 +53,22 @@ def tolerance_for(tolerance: dict[str, Any], method: str) -> tuple[float, float]
     return float(entry.get("rtol", 1e-6)), float(entry.get("atol", 1e-9))
 
 
+def _with_key(frame: pd.DataFrame) -> pd.DataFrame:
+    """KEY columns present, `train_mixture` and `downstream` as text ("" for ordinary runs; a CSV reads an empty
+    cell as NaN)."""
+    frame = frame.copy()
+    for col in ("train_mixture", "downstream"):
+        frame[col] = frame[col].fillna("").astype(str) if col in frame.columns else ""
+    return frame
+
+
 def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: dict[str, Any]) -> list[str]:
     """Every drift beyond |a - e| <= atol + rtol * |e|, every missing run or metric, as readable lines."""
     drifts = []
-    exp = expected.set_index(KEY)
-    act = actual.set_index(KEY)
+    exp = _with_key(expected).set_index(KEY)
+    act = _with_key(actual).set_index(KEY)
     for key, exp_row in exp.iterrows():
-        label = "/".join(str(k) for k in key)
+        label = "/".join(str(k) for k in key if k != "")
         if key not in act.index:
             drifts.append(f"{label}: run missing from the re-run")
             continue
@@ -61,7 +83,7 @@ def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: dict[str, A
             if pd.isna(e) != pd.isna(a) or abs(float(a) - float(e)) > atol + rtol * abs(float(e)):
                 drifts.append(f"{label}: {metric} expected {float(e)!r}, got {float(a)!r}")
     for key in act.index.difference(exp.index):
-        drifts.append(f"{'/'.join(str(k) for k in key)}: new run without an expected value (run --update)")
+        drifts.append(f"{'/'.join(str(k) for k in key if k != '')}: new run without an expected value (run --update)")
     return drifts
 
 

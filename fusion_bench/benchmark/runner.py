@@ -51,10 +51,11 @@ from fusion_bench.benchmark.downstream import (
     EVALUATOR_NAMES,
     NativeSegmentation,
     evaluator_config,
+    label_keys,
     needs_val,
     parse_downstream,
     resolve_evaluators,
-    run_evaluator,
+    run_evaluators,
 )
 from fusion_bench.benchmark.leaderboard import aggregate, markdown_table, regenerate
 from fusion_bench.benchmark.profiling import count_gflops, count_params_m, fusion_inputs, peak_memory_mb
@@ -67,7 +68,7 @@ from fusion_bench.data.transforms import collate_samples
 from fusion_bench.evaluators.common import DownstreamError, resolve_device
 from fusion_bench.metrics.folders import MAX_BATCH_PIXELS, batch_limit
 from fusion_bench.registry import get_datamodule, get_method
-from fusion_bench.types import BOXES, GT, LABELS, MASK, NAME, TARGET, Task
+from fusion_bench.types import GT, MASK, NAME, TARGET, Task
 
 GFLOPS_SIZE = (256, 256)
 BASELINE_METHODS = ("source_a", "source_b")  # the single-source rows every downstream table carries
@@ -819,7 +820,7 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
     else:
         test_set = datamodule.dataset("test")
         test = fuse_split(prep, model, datamodule, run_dir / "fused", score=True,
-                          label_keys=_label_keys(prep.evaluators),
+                          label_keys=label_keys(list(prep.evaluators)),
                           native=isinstance(model, SegFusionMethod) and test_set.class_names is not None)
         timer.add(test.seconds)
         fuse_ms, n_images, split_hash = test.fuse_ms, test.n_images, test.split_hash
@@ -851,10 +852,6 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
     return row
 
 
-def _label_keys(evaluators: dict[str, Any]) -> tuple[str, ...]:
-    return (*((MASK,) if "seg" in evaluators else ()), *((BOXES, LABELS) if "det" in evaluators else ()))
-
-
 def run_downstream(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path,
                    seed: int, test: SplitPass, timer: PhaseTimer | None = None) -> dict[str, float]:
     """Native segmentation scores from the test pass and the downstream evaluators; per-class values go to
@@ -878,16 +875,14 @@ def run_downstream(prep: PreparedRun, model: L.LightningModule, datamodule: Pair
         for split in splits:
             fused[split] = run_dir / f"fused_{split}"
             result = fuse_split(prep, model, datamodule, fused[split], split=split,
-                                label_keys=_label_keys(prep.evaluators))
+                                label_keys=label_keys(list(prep.evaluators)))
             timer.add({f"fuse_{split}": result.seconds["fuse"]})
             labelled[split] = result.labels
-        for name, config in prep.evaluators.items():
-            own = fused if needs_val(name, config) else {k: v for k, v in fused.items() if k != "val"}
-            with timer(name):
-                scores, records = run_evaluator(name, config, own, labelled, seed, prep.device,
-                                                run_dir / "downstream" / name, prep.spec.progress)
-            values.update(scores)
-            per_class += records
+        scores, records, seconds = run_evaluators(prep.evaluators, fused, labelled, seed, prep.device,
+                                                  run_dir / "downstream", prep.spec.progress)
+        timer.add(seconds)  # seg and det overlap when they run in parallel (downstream.run_in_parallel)
+        values.update(scores)
+        per_class += records
     if per_class:
         pd.DataFrame(per_class).to_csv(run_dir / "downstream_per_class.csv", index=False)
     return values

@@ -111,7 +111,9 @@ def read_array(path: str | Path, mode: str | None = None) -> np.ndarray:
             arr = np.asarray(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(_bomb_message(path, err)) from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as err:
+        # ImportError: once ultralytics is imported it wraps Image.open and, on a file PIL cannot identify, tries to
+        # import the optional HEIF plugin (pi_heif) instead of raising UnidentifiedImageError
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     return arr
 

@@ -27,6 +27,13 @@ def _offline_ultralytics() -> None:
                      "openvino_msg": False})
     data_utils.check_font = lambda *args, **kwargs: None  # plots are off: no font is needed
     trainer_module.check_amp = lambda *args, **kwargs: True  # AMP is asked for only on CUDA, where it works
+    from fusion_bench import numerics
+
+    if numerics.is_pinned():  # the parent's pinned numerics hold here too: one thread, oneDNN/NNPACK off
+        import ultralytics.utils.torch_utils as torch_utils
+
+        torch_utils.NUM_THREADS = 1  # select_device() sets torch's threads to this for CPU training
+        numerics.apply_runtime()
 
 
 def _epoch_log(save_dir: Path) -> list[dict[str, str]]:
