@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.benchmark.runner import BenchError, BenchSpec, TRAIN_KEYS, apply_overrides, prepare, valid_keys
+from fusion_bench.benchmark.runner import TRAIN_KEYS, BenchError, BenchSpec, apply_overrides, prepare, valid_keys
 from fusion_bench.registry import get_method
 
 
@@ -71,7 +71,7 @@ def test_config_file_then_set_reach_the_run_the_hash_and_the_row(cli, capsys, tm
     assert same.config["model"]["width"] == 8 and same.config["model"]["depth"] == plain.config["model"]["depth"]
     run_dir = same.run_dir(0)
     weights = torch.load(run_dir / "model.pt", weights_only=True)
-    assert weights["state_dict"]["net.features.0.weight"].shape[0] == 8, "the network was built with the overridden width"
+    assert weights["state_dict"]["net.features.0.weight"].shape[0] == 8, "built with the overridden width"
     assert same.config["train"]["max_steps"] == 3 and same.config["train"]["batch_size"] == 4
     # a value equal to the preset's is still an override (recorded, own hash); none at all keeps the old hash
     echo = prepare(BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", downstream="none",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from fusion_bench.benchmark.jobs import run_job
 from fusion_bench.benchmark.protocol import load_yaml
 from fusion_bench.benchmark.results import collect_rows, read_rows
 from fusion_bench.benchmark.runner import BASELINE_METHODS, BenchError, BenchSpec, baseline_spec, prepare
@@ -180,20 +180,6 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
         unique.setdefault((job.method, job.dataset, job.seed), job)
     plan.jobs = list(unique.values())
     return plan
-
-
-def run_job(command: Sequence[str], log: str | None = None) -> int:
-    """Run one job's command (a submitit job, or a worker of the local pool); its output goes to `log` when given.
-    Raises RuntimeError when the job fails (so a scheduler marks it failed)."""
-    if log is None:
-        code = subprocess.run(list(command), check=False).returncode
-    else:
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as fh:
-            code = subprocess.run(list(command), stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
-    if code != 0:
-        raise RuntimeError(f"exit code {code}: {shlex.join(command)}" + (f" (log: {log})" if log else ""))
-    return code
 
 
 def run_local(plan: GridPlan, jobs: int, log_dir: Path) -> list[str]:

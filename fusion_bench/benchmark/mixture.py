@@ -31,6 +31,7 @@ from fusion_bench.base.mixture import MixtureDataModule
 from fusion_bench.benchmark.leaderboard import regenerate
 from fusion_bench.benchmark.profiling import PeakMemory
 from fusion_bench.benchmark.protocol import config_hash
+from fusion_bench.benchmark.results import path_name
 from fusion_bench.benchmark.runner import (
     BenchError,
     BenchSpec,
@@ -61,7 +62,8 @@ class PreparedMixture:
 
     def run_dir(self, seed: int) -> Path:
         s = self.train.spec
-        return Path(s.out) / s.method / f"mix-{self.label}" / s.preset / self.train.config_hash / f"seed{seed}"
+        return (Path(s.out) / path_name(s.method) / f"mix-{self.label}" / s.preset / self.train.config_hash
+                / f"seed{seed}")
 
 
 def prepare_mixture(spec: BenchSpec, datasets: list[str]) -> PreparedMixture:

@@ -16,6 +16,7 @@ import csv
 import io
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,14 @@ def run_directory(out: str | Path, method: str, dataset: str, preset: str, confi
                   seed: int | str) -> Path:
     """Where one seed's outputs live: `<out>/<method>/<dataset>/<preset>/<config_hash>/test-<split_hash>/seed<k>`
     (the test split's identity is part of the path, so runs on different test sets never replace each other)."""
-    return Path(out) / method / dataset / preset / str(config_hash) / f"test-{split_hash}" / f"seed{seed}"
+    return (Path(out) / path_name(method) / path_name(dataset) / preset / str(config_hash) / f"test-{split_hash}"
+            / f"seed{seed}")
+
+
+def path_name(name: str) -> str:
+    """A method/dataset name as one portable path component: a plug-in's `package.module:Class` becomes
+    `package.module-Class` (registered names are unchanged)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", name)
 
 
 class ResultsFileError(RuntimeError):

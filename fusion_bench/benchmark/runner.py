@@ -1072,13 +1072,16 @@ def wandb_logger(run: Any) -> Any:
 
 def prepare_partial(partial: Path, resume: bool) -> None:
     """The seed's work folder: emptied (a killed run's leftovers) unless `resume`, which keeps its checkpoints and
-    training logs (everything else is recomputed)."""
+    the interrupted fit's training logs (as `logs-until-<time>`; everything else is recomputed)."""
     if partial.exists():
         if not resume:
             shutil.rmtree(partial)
         else:
             for item in partial.iterdir():
-                if item.name not in ("checkpoints", "logs"):
+                if item.name == "logs":
+                    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+                    item.rename(item.with_name(f"logs-until-{stamp}"))
+                elif item.name != "checkpoints" and not item.name.startswith("logs-until-"):
                     shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
     partial.mkdir(parents=True, exist_ok=True)
 
