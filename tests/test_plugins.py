@@ -137,3 +137,27 @@ def test_a_module_class_path_runs_through_bench(cli, capsys, tmp_path, monkeypat
 def test_bad_method_paths(cli, capsys, tmp_path, method, needle):
     code, _, err = _bench(cli, capsys, tmp_path, "--method", method, "--dataset", "synthetic-ivif")
     assert code == 2 and needle in err, err
+
+
+def test_module_constants_imported_during_the_meta_check_are_real_tensors(tmp_path, monkeypatch):
+    """The runner first builds a method on the meta device; a module the constructor imports lazily (a plug-in's,
+    or SSVIF's backbones importing SeAFusion's Sobel kernel) would keep meta tensors as module constants."""
+    import torch
+
+    from fusion_bench.base import FusionMethod
+    from fusion_bench.benchmark.runner import check_method
+
+    (tmp_path / "lazy_kernel_xyz.py").write_text("import torch\nKERNEL = torch.tensor([1.0, 2.0, 3.0])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class Lazy(FusionMethod):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            from lazy_kernel_xyz import KERNEL
+
+            self.weight = torch.nn.Parameter(torch.zeros(3))
+            with torch.no_grad():
+                self.weight.copy_(KERNEL)
+
+    check_method(Lazy, BenchSpec(method="lazy", dataset="synthetic-ivif"), {})
+    assert Lazy().weight.tolist() == [1.0, 2.0, 3.0]

@@ -146,3 +146,15 @@ def test_swinfusion_ema_is_lightning_weight_averaging_with_kairs_rule(tmp_path):
 
 def test_no_ema_callback_without_decay():
     assert _tiny_swinfusion(0.0).configure_callbacks() == []
+
+
+def test_train_resume_accepts_the_interrupted_log_folder(cli, capsys, tmp_path):
+    weights = tmp_path / "w.pt"
+    (tmp_path / "w" / "logs").mkdir(parents=True)  # what an interrupted `train --out w.pt` leaves
+    args = ("train", "--method", "fusion_cnn", "--dataset", "synthetic-ivif", "--out", weights, "--no-progress",
+            "--set", "train.max_steps=1")
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and "is not empty" in err
+    code, out, err = cli(capsys, *args, "--resume")
+    assert code == 0 and weights.is_file(), err
+    assert "no checkpoint" in err and not (tmp_path / "w" / "checkpoints").exists()

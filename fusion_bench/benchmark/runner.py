@@ -240,14 +240,46 @@ def _construct(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> L.L
                          f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
 
 
+def _holds_meta_tensors(module: Any) -> bool:
+    def meta(value: Any) -> bool:
+        return isinstance(value, torch.Tensor) and value.device.type == "meta"
+
+    for value in list(vars(module).values()):
+        if meta(value) or (isinstance(value, (list, tuple)) and any(meta(v) for v in value)) or \
+                (isinstance(value, dict) and any(meta(v) for v in value.values())):
+            return True
+    return False
+
+
+def _reimport_meta_constants(names: set[str]) -> None:
+    """Modules first imported during a meta-device build made their module-level tensors (constants such as a Sobel
+    kernel) on the meta device: re-run those modules now, in place, so that every later build sees real tensors."""
+    import importlib
+    import sys
+
+    for name in sorted(names):
+        module = sys.modules.get(name)
+        if module is not None and _holds_meta_tensors(module):
+            importlib.reload(module)
+
+
 def check_method(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> None:
     """Build the method once on the meta device (no memory, no initialisation cost), so that a config value its
     constructor rejects is a request error before any training. When the meta build fails, the method is built on
-    the CPU to tell a real config error (BenchError) from something the meta device cannot do."""
+    the CPU to tell a real config error (BenchError) from something the meta device cannot do. Modules the
+    constructor imported lazily under the meta device are re-run if they hold meta tensors."""
+    import sys
+
+    before = set(sys.modules)
     try:
         with torch.device("meta"):
             method_cls(**kwargs)
+        built = True
     except Exception:  # noqa: BLE001 - decided by the real build below
+        built = False
+    finally:
+        _reimport_meta_constants(set(sys.modules) - before)
+    if not built:
         _construct(method_cls, spec, kwargs)
 
 
@@ -1025,7 +1057,8 @@ class PhaseTimer:
 def seed_locks(prep: PreparedRun, seeds: Sequence[int]) -> Iterator[None]:
     """Hold `<run_dir>.lock` for every seed: a second run of the same experiment (same method, config, test split,
     seed and --out) stops with a BenchError instead of writing into the same directories. The OS drops the locks
-    of a killed process, so a crash never leaves a stale lock."""
+    of a killed process, so a crash never leaves a stale lock. On a file system without locks (some cluster file
+    systems refuse flock) the run goes on unlocked, with a warning (a grid never runs one seed twice at once)."""
     locks: list[FileLock] = []
     try:
         for seed in seeds:
@@ -1037,6 +1070,9 @@ def seed_locks(prep: PreparedRun, seeds: Sequence[int]) -> Iterator[None]:
             except Timeout:
                 raise BenchError(f"another fusion-bench run is computing {run_dir} (lock {lock.lock_file} is held): "
                                  "wait for it to finish, or pass another --out") from None
+            except OSError as err:  # e.g. ENOSYS/ENOLCK: the file system has no locks
+                warnings.warn(f"{lock.lock_file}: cannot lock ({err}); running without the seed lock", stacklevel=2)
+                continue
             locks.append(lock)
         yield
     finally:
