@@ -106,7 +106,27 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
     _add_dataset_options(p)
 
 
-def _add_override_arguments(p: argparse.ArgumentParser) -> None:
+class _TrainAlias(argparse.Action):
+    """`--devices X` = `--set train.devices=X` (likewise --strategy, --num-nodes): appended to the overrides."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        from fusion_bench.benchmark.protocol import load_yaml
+
+        items = list(getattr(namespace, self.dest) or [])
+        items.append((self.const, load_yaml(values)))
+        setattr(namespace, self.dest, items)
+
+
+def _add_override_arguments(p: argparse.ArgumentParser, devices: bool = True) -> None:
+    if devices:
+        p.add_argument("--devices", dest="overrides", action=_TrainAlias, const="train.devices", default=[],
+                       metavar="N|LIST",
+                       help="= --set train.devices=N: devices of one fit (e.g. 4, [0,2], auto); see --strategy")
+        p.add_argument("--strategy", dest="overrides", action=_TrainAlias, const="train.strategy", default=[],
+                       metavar="auto|ddp|ddp_spawn|fsdp", help="= --set train.strategy=...")
+        p.add_argument("--num-nodes", dest="overrides", action=_TrainAlias, const="train.num_nodes", default=[],
+                       metavar="N",
+                       help="= --set train.num_nodes=N (one process per device on every node, e.g. SLURM srun)")
     p.add_argument("--set", dest="overrides", type=_option, nargs="+", action="extend", default=[],
                    metavar="SECTION.KEY=VALUE",
                    help="override preset values (values parsed as YAML), e.g. --set train.max_epochs=5 optim.lr=1e-4 "
@@ -209,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    _add_override_arguments(p)
+    _add_override_arguments(p, devices=False)
 
     p = sub.add_parser("leaderboard", help="regenerate leaderboards/<dataset>.csv and README.md from raw rows")
     p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
@@ -280,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", default=None, help="slurm: partition")
     p.add_argument("--gpus-per-node", type=_non_negative, default=0, help="slurm: GPUs per job")
     p.add_argument("--tasks-per-node", type=_positive, default=None,
-                   help="slurm: tasks per job (default: --gpus-per-node, one process per GPU for train.devices > 1)")
+                   help="slurm: tasks per node (default: train.devices, one process per device; else 1)")
     p.add_argument("--nodes", type=_positive, default=1, help="slurm: nodes per job (train.num_nodes)")
     p.add_argument("--cpus-per-task", type=_positive, default=4, help="slurm: CPUs per task")
     p.add_argument("--time", dest="timeout_min", type=_positive, default=240, help="slurm: minutes per job")
@@ -735,7 +755,12 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     if args.launcher == "local":
         failures = run_local(plan, args.jobs, args.out / "grid-logs")
     else:
-        tasks = args.tasks_per_node or max(1, args.gpus_per_node)
+        from fusion_bench.benchmark.runner import read_config_file
+
+        effective = {**(read_config_file(config) if config is not None else {}), **overrides}
+        devices = effective.get("train.devices", 1)  # one process per device of a multi-device fit
+        tasks = args.tasks_per_node or (len(devices) if isinstance(devices, (list, tuple)) else
+                                        devices if isinstance(devices, int) and devices > 0 else 1)
         jobs = submit_slurm(plan, args.out / "grid-logs" / "submitit", args.submitit_cluster, {
             "partition": args.partition, "gpus_per_node": args.gpus_per_node, "tasks_per_node": tasks,
             "cpus_per_task": args.cpus_per_task, "timeout_min": args.timeout_min, "mem_gb": args.mem_gb,

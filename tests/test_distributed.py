@@ -95,3 +95,12 @@ def test_compile_runs_the_method_networks_compiled(tmp_path):
     assert model.net._compiled_call_impl is not None, "the network runs through torch.compile"
     assert set(torch.load(tmp_path / "run" / "model.pt", weights_only=True)["state_dict"]) == \
         set(build_method(prep, datamodule).state_dict()), "compiling in place keeps the weights' names"
+
+
+def test_device_flags_are_train_overrides():
+    from fusion_bench.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--method", "m", "--dataset", "d", "--devices", "[0,2]", "--strategy",
+                                      "ddp", "--num-nodes", "2", "--set", "optim.lr=1e-4"])
+    assert dict(args.overrides) == {"train.devices": [0, 2], "train.strategy": "ddp", "train.num_nodes": 2,
+                                    "optim.lr": 1e-4}
