@@ -1,6 +1,6 @@
 """`fusion-bench` command line (also `python -m fusion_bench`, and `main(argv)` in-process).
 
-Subcommands: bench, train, fuse, metrics, downstream, profile, leaderboard, report, regress, list,
+Subcommands: bench, train, fuse, metrics, downstream, profile, leaderboard, report, regress, grid, list,
 data {check, fake, prepare}.
 Errors in the request (unknown names, bad values, missing data, bad input files, outputs that would overwrite
 something) print one clear message and exit 2, before any expensive work.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,14 +67,16 @@ def _positive(text: str) -> int:
 
 
 def _option(text: str) -> tuple[str, object]:
-    """KEY=VALUE with the value parsed as YAML (so classes=14 is an int, layout=flat a string)."""
+    """KEY=VALUE with the value parsed as YAML (so classes=14 is an int, lr=1e-4 a float, layout=flat a string)."""
     import yaml
+
+    from fusion_bench.benchmark.protocol import load_yaml
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        return key.strip(), yaml.safe_load(value)
+        return key.strip(), load_yaml(value)
     except yaml.YAMLError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML ({' '.join(str(err).split())})"
                                          ) from err
@@ -99,10 +102,39 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, many: bool = False) -> Non
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--logger", default="csv", choices=("csv", "tensorboard", "wandb"),
                    help="Lightning logger for training (wandb runs offline unless WANDB_MODE is set)")
-    p.add_argument("--set", dest="overrides", type=_option, action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a preset value, repeatable (e.g. model.alpha=0, optim.lr=0.01, train.max_steps=50); "
-                        "recorded in the config hash")
+    _add_override_arguments(p)
     _add_dataset_options(p)
+
+
+class _TrainAlias(argparse.Action):
+    """`--devices X` = `--set train.devices=X` (likewise --strategy, --num-nodes): appended to the overrides."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        from fusion_bench.benchmark.protocol import load_yaml
+
+        items = list(getattr(namespace, self.dest) or [])
+        items.append((self.const, load_yaml(values)))
+        setattr(namespace, self.dest, items)
+
+
+def _add_override_arguments(p: argparse.ArgumentParser, devices: bool = True) -> None:
+    if devices:
+        p.add_argument("--devices", dest="overrides", action=_TrainAlias, const="train.devices", default=[],
+                       metavar="N|LIST",
+                       help="= --set train.devices=N: devices of one fit (e.g. 4, [0,2], auto); see --strategy")
+        p.add_argument("--strategy", dest="overrides", action=_TrainAlias, const="train.strategy", default=[],
+                       metavar="auto|ddp|ddp_spawn|fsdp", help="= --set train.strategy=...")
+        p.add_argument("--num-nodes", dest="overrides", action=_TrainAlias, const="train.num_nodes", default=[],
+                       metavar="N",
+                       help="= --set train.num_nodes=N (one process per device on every node, e.g. SLURM srun)")
+    p.add_argument("--set", dest="overrides", type=_option, nargs="+", action="extend", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="override preset values (values parsed as YAML), e.g. --set train.max_epochs=5 optim.lr=1e-4 "
+                        "model.encoder=b2; an unknown key is an error listing the valid ones; recorded in the config "
+                        "hash and the row's overrides column")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE.yaml",
+                   help="a preset section (model: {...}, optim: {...}, train: {...}) over the preset, before --set; "
+                        "read with yaml.safe_load (a plug-in method without config.yaml takes its preset from here)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixture", action="store_true",
                    help="train one model on the mixture of the --dataset list, then score it on each dataset's test "
                         "split (one row per dataset, train_mixture recorded); without it a list means one run each")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: seeds whose run directory is complete are reused, an "
+                        "interrupted seed continues from its last Lightning checkpoint (<run_dir>.partial/checkpoints/"
+                        "last.ckpt); without it an interrupted seed starts over")
+    p.add_argument("--no-leaderboard", action="store_true",
+                   help="write each row only to its run directory (row.csv), not to --leaderboard-dir (cluster jobs: "
+                        "merge them later with `fusion-bench leaderboard --collect RUNS_DIR`)")
 
     p = sub.add_parser("train", help="fit a method and save its weights")
     _add_run_arguments(p)
@@ -142,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True,
                    help="file to write the weights to (.pt); its Lightning logs go to the folder of the same name")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file and its log folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted `train` with the same --out from its last Lightning checkpoint "
+                        "(<out without suffix>/checkpoints/last.ckpt)")
 
     p = sub.add_parser("fuse", help="fuse a dataset split into a folder of PNGs")
     _add_run_arguments(p)
@@ -187,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_override_arguments(p, devices=False)
 
     p = sub.add_parser("leaderboard", help="regenerate leaderboards/<dataset>.csv and README.md from raw rows")
     p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"))
@@ -196,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="with --format: one dataset (default: every dataset)")
     p.add_argument("--preset", default=None, choices=PRESETS, help="with --format: one preset")
     p.add_argument("--out", type=Path, default=None, help="with --format: write to this file instead of stdout")
+    p.add_argument("--collect", type=Path, default=None, metavar="RUNS_DIR",
+                   help="first merge the row.csv of every complete run under RUNS_DIR into the raw CSVs (no file "
+                        "locks: run one collect at a time; a row already present is not added again)")
 
     p = sub.add_parser("report", help="a static HTML report (figures, statistics, reproduced vs reported)")
     p.add_argument("--dataset", required=True)
@@ -224,6 +270,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update", action="store_true", help="rewrite the expected numbers instead of comparing")
     p.add_argument("--out", type=Path, default=None, help="keep the re-run outputs here (default: temp dir)")
     p.add_argument("--progress", action="store_true")
+
+    p = sub.add_parser("grid", help="a resumable method x dataset x seed grid of bench jobs (local pool, SLURM "
+                                    "through submitit, or printed commands)")
+    p.add_argument("--grid", type=Path, default=None, metavar="FILE.yaml",
+                   help="methods, datasets, seeds, preset, set, config, downstream, root, dataset_args, device from a "
+                        "YAML file (options given on the command line win)")
+    p.add_argument("--methods", type=_csv_list, default=None, help="comma-separated methods")
+    p.add_argument("--datasets", type=_csv_list, default=None, help="comma-separated datasets")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="comma-separated seeds (default: each dataset protocol's seeds for the preset, else 0)")
+    p.add_argument("--preset", default=None, choices=PRESETS, help="default smoke")
+    p.add_argument("--root", default=None, help="dataset root (as for bench)")
+    p.add_argument("--device", default=None, help="each job's --device (default auto)")
+    p.add_argument("--num-workers", type=_non_negative, default=0, help="each job's DataLoader workers")
+    p.add_argument("--logger", default="csv", choices=("csv", "tensorboard", "wandb"))
+    p.add_argument("--downstream", default=None, metavar="LIST", help="as for bench")
+    p.add_argument("--resume", action="store_true", help="jobs continue interrupted seeds from their checkpoints")
+    _add_override_arguments(p)
+    _add_dataset_options(p)
+    p.add_argument("--out", type=Path, default=Path("runs"), help="run outputs of every job (bench --out)")
+    p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"),
+                   help="raw leaderboard: jobs whose rows are here are skipped; local (and slurm --wait) merge the "
+                        "new rows into it")
+    p.add_argument("--launcher", required=True, choices=("local", "slurm", "commands"),
+                   help="local: a pool of --jobs processes here; slurm: a submitit job array; commands: print one "
+                        "shell line per job")
+    p.add_argument("--jobs", type=_positive, default=1, help="local: jobs at a time")
+    p.add_argument("--partition", default=None, help="slurm: partition")
+    p.add_argument("--gpus-per-node", type=_non_negative, default=0, help="slurm: GPUs per job")
+    p.add_argument("--tasks-per-node", type=_positive, default=None,
+                   help="slurm: tasks per node (default: train.devices, one process per device; else 1)")
+    p.add_argument("--nodes", type=_positive, default=1, help="slurm: nodes per job (train.num_nodes)")
+    p.add_argument("--cpus-per-task", type=_positive, default=4, help="slurm: CPUs per task")
+    p.add_argument("--time", dest="timeout_min", type=_positive, default=240, help="slurm: minutes per job")
+    p.add_argument("--mem-gb", type=_positive, default=None, help="slurm: memory per job (GB)")
+    p.add_argument("--array-parallelism", type=_positive, default=None, help="slurm: jobs of the array at a time")
+    p.add_argument("--submitit-cluster", default=None, choices=("slurm", "local", "debug"),
+                   help="slurm: submitit's executor (default: SLURM when available; local/debug run here)")
+    p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then merge their rows")
 
     p = sub.add_parser("list", help="list registered methods, datasets and evaluators")
 
@@ -254,8 +339,11 @@ def _protocol_seeds(dataset: str, preset: str) -> list[int]:
 
 def _new_file(path: Path, overwrite: bool, option: str = "--out") -> None:
     """An output file: refused when it is a folder, exists without --overwrite, or cannot be created."""
+    from fusion_bench.benchmark.distributed import is_rank_zero
     from fusion_bench.benchmark.runner import BenchError, check_output_dir
 
+    if not is_rank_zero():  # another process of a multi-process fit: rank 0 checked (and now writes) the outputs
+        return
     if path.is_dir():
         raise BenchError(f"{option} {path} is a folder; expected a file")
     if path.exists() and not overwrite:
@@ -266,8 +354,11 @@ def _new_file(path: Path, overwrite: bool, option: str = "--out") -> None:
 def _empty_dir(path: Path, option: str = "--out", overwrite: bool | None = None) -> None:
     """An output folder: refused when it is a file, cannot be created, or is not empty (unless --overwrite where
     the command offers it)."""
+    from fusion_bench.benchmark.distributed import is_rank_zero
     from fusion_bench.benchmark.runner import BenchError, check_output_dir
 
+    if not is_rank_zero():
+        return
     check_output_dir(path, option)
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         hint = " or pass --overwrite" if overwrite is not None else ""
@@ -286,6 +377,7 @@ def _outside(path: Path, root: Path, option: str = "--out") -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from fusion_bench.benchmark.distributed import is_rank_zero
     from fusion_bench.benchmark.runner import (
         BASELINE_METHODS,
         BenchError,
@@ -306,12 +398,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from fusion_bench.benchmark.mixture import bench_mixture
 
         return bench_mixture(args, methods, datasets)
+    leaderboard_dir = None if args.no_leaderboard else args.leaderboard_dir
     specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset,
                        seeds=args.seeds if args.seeds is not None else _protocol_seeds(d, args.preset), out=args.out,
-                       leaderboard_dir=args.leaderboard_dir, device=args.device, num_workers=args.num_workers,
+                       leaderboard_dir=leaderboard_dir, device=args.device, num_workers=args.num_workers,
                        progress=not args.no_progress, logger=args.logger,
                        dataset_options=dict(args.dataset_options), overrides=dict(args.overrides),
-                       downstream=args.downstream,
+                       config=args.config, downstream=args.downstream, resume=args.resume,
                        downstream_baselines=not args.no_downstream_baselines)
              for d in datasets for m in methods]
     prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
@@ -319,12 +412,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     notes = []
     for spec, prep in zip(specs, prepared):
         rows = run_bench(spec, timings, prep)
-        print(f"{spec.method} on {spec.dataset} ({spec.preset}): {len(rows)} row(s) -> "
-              f"{args.leaderboard_dir / 'raw' / (spec.dataset + '.csv')}; outputs under "
-              f"{args.out / spec.method / spec.dataset / spec.preset / rows[0]['config_hash']}")
+        if not is_rank_zero():  # another process of a multi-process fit: rank 0 reports
+            continue
+        where = "their run directories (row.csv)" if leaderboard_dir is None else \
+            args.leaderboard_dir / "raw" / (spec.dataset + ".csv")
+        print(f"{spec.method} on {spec.dataset} ({spec.preset}): {len(rows)} row(s) -> {where}; outputs under "
+              f"{prep.run_dir(spec.seeds[0]).parent.parent}")
         notes += [f"note: {r['method']} seed {r['seed']}: {r['n_nan']} per-image metric value(s) are NaN (undefined, "
                   f"e.g. on a constant image) and left out of the means over {r['n_images']} images: "
-                  f"{r['nan_metrics']} (metric:images)" for r in rows if r.get("n_nan")]
+                  f"{r['nan_metrics']} (metric:images)" for r in rows if r.get("n_nan") not in (None, "", 0, "0")]
+    if not is_rank_zero():
+        return 0
+    if leaderboard_dir is None:
+        print(f"merge the rows into {args.leaderboard_dir} with: fusion-bench leaderboard --collect {args.out} "
+              f"--leaderboard-dir {args.leaderboard_dir}")
+        return 0
     for dataset in datasets:
         print(f"\n## {dataset} ({args.preset})\n")
         print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))
@@ -355,18 +457,35 @@ def _bench_reports(args: argparse.Namespace, datasets: list[str]) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import lightning as L
 
-    from fusion_bench.benchmark.runner import BenchError, BenchSpec, build_datamodule, build_method, fit, prepare
+    from fusion_bench.benchmark.distributed import is_rank_zero
+    from fusion_bench.benchmark.runner import (
+        BenchError,
+        BenchSpec,
+        build_datamodule,
+        build_method,
+        check_output_dir,
+        checkpoint_dir,
+        fit,
+        prepare,
+    )
 
     if not args.out.suffix:
         raise BenchError(f"--out {args.out}: expected a weights file name such as {args.out}.pt (its Lightning logs go "
                          f"to the folder {args.out})")
     _new_file(args.out, args.overwrite)
     log_dir = args.out.with_suffix("")
-    _empty_dir(log_dir, "--out (its log folder)", args.overwrite)
+    if args.resume:
+        check_output_dir(log_dir, "--out (its log folder)")
+        if not (checkpoint_dir(log_dir) / "last.ckpt").is_file():
+            print(f"note: --resume: no checkpoint {checkpoint_dir(log_dir) / 'last.ckpt'}: training starts from the "
+                  "beginning", file=sys.stderr)
+    else:
+        _empty_dir(log_dir, "--out (its log folder)", args.overwrite)
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
                              device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
                              logger=args.logger, dataset_options=dict(args.dataset_options), out=args.out.parent,
-                             leaderboard_dir=None, overrides=dict(args.overrides)))
+                             leaderboard_dir=None, overrides=dict(args.overrides), config=args.config,
+                             resume=args.resume))
     _outside(args.out.parent, prep.root)
     L.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = build_datamodule(prep, args.seed)
@@ -375,8 +494,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {args.method} is training-free: nothing to train", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    seconds = fit(prep, model, datamodule, log_dir)
+    seconds = fit(prep, model, datamodule, log_dir, resume=args.resume)
+    if not is_rank_zero():  # another process of a multi-process fit: rank 0 saves the weights
+        return 0
     (log_dir / "model.pt").replace(args.out)
+    shutil.rmtree(checkpoint_dir(log_dir), ignore_errors=True)  # the weights are in --out now
     print(f"trained {args.method} on {args.dataset} in {seconds:.1f} s -> {args.out}")
     return 0
 
@@ -396,7 +518,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=args.preset,
                              device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
                              dataset_options=dict(args.dataset_options), out=args.out, leaderboard_dir=None,
-                             overrides=dict(args.overrides)))
+                             overrides=dict(args.overrides), config=args.config))
     _outside(args.out, prep.root)
     _empty_dir(args.out, "--out", args.overwrite)
     splits = prep.datamodule_cls.dataset_class.available_splits(prep.root, **prep.spec.dataset_options)
@@ -499,7 +621,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     dataset = args.dataset or ("synthetic-av" if Task.CLASSIFICATION in method_cls.tasks else "synthetic-ivif")
     prep = prepare(BenchSpec(method=args.method, dataset=dataset, root=args.root, preset=args.preset,
                              device=args.device, progress=False, leaderboard_dir=None,
-                             out=args.out.parent if args.out is not None else Path(".")))
+                             out=args.out.parent if args.out is not None else Path("."),
+                             overrides=dict(args.overrides), config=args.config))
     datamodule = build_datamodule(prep, 0)
     model = build_method(prep, datamodule)
     sample = datamodule.dataset("test")[0]
@@ -509,7 +632,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         a, b = datamodule.modalities
         result = profile_fusion(model, (sample[a].shape[0], sample[b].shape[0]), args.height, args.width,
                                 prep.device)
-    result = {"method": args.method, "dataset": dataset, "preset": args.preset, "device": str(prep.device), **result}
+    result = {"method": args.method, "dataset": dataset, "preset": args.preset, "device": str(prep.device),
+              "overrides": prep.overrides, **result}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
@@ -521,6 +645,15 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from fusion_bench.benchmark.leaderboard import regenerate
 
+    if args.collect is not None:
+        from fusion_bench.benchmark.results import collect_rows
+
+        added = collect_rows(args.collect, args.leaderboard_dir)
+        if not added:
+            print(f"no complete runs (row.csv) under {args.collect}", file=sys.stderr)
+        for dataset, n in added.items():
+            print(f"{dataset}: {n} new row(s) from {args.collect} -> "
+                  f"{args.leaderboard_dir / 'raw' / (dataset + '.csv')}")
     tables = regenerate(args.leaderboard_dir)
     message = f"regenerated {len(tables)} dataset table(s) and {args.leaderboard_dir / 'README.md'}"
     if args.format is None:
@@ -585,11 +718,79 @@ def _cmd_regress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    from fusion_bench.registry import DATASETS, EVALUATORS, METHODS
+def _cmd_grid(args: argparse.Namespace) -> int:
+    from fusion_bench.benchmark.grid import collect, plan_grid, read_grid_file, run_local, submit_slurm
+    from fusion_bench.benchmark.runner import BenchError, BenchSpec
 
-    for title, registry in (("methods", METHODS), ("datasets", DATASETS), ("evaluators", EVALUATORS)):
-        print(f"{title}: {', '.join(registry) or '-'}")
+    grid = read_grid_file(args.grid) if args.grid is not None else {}
+    methods = args.methods if args.methods is not None else grid.get("methods")
+    datasets = args.datasets if args.datasets is not None else grid.get("datasets")
+    if not methods or not datasets:
+        raise BenchError("grid: give --methods and --datasets (or a --grid file with methods and datasets)")
+    overrides = {**(grid.get("set") or {}), **dict(args.overrides)}
+    config = args.config if args.config is not None else grid.get("config")
+    if config is not None and args.config is None and args.grid is not None:
+        config = (args.grid.parent / config) if not Path(config).is_absolute() else Path(config)
+    base = BenchSpec(method="", dataset="", root=args.root if args.root is not None else grid.get("root"),
+                     preset=args.preset or grid.get("preset") or "smoke", out=args.out,
+                     leaderboard_dir=args.leaderboard_dir, device=args.device or grid.get("device") or "auto",
+                     num_workers=args.num_workers, progress=False, logger=args.logger,
+                     dataset_options={**(grid.get("dataset_args") or {}), **dict(args.dataset_options)},
+                     overrides=overrides, config=config,
+                     downstream=args.downstream if args.downstream is not None else grid.get("downstream"),
+                     resume=args.resume)
+    seeds = args.seeds if args.seeds is not None else grid.get("seeds")
+    plan = plan_grid(_csv_list(",".join(methods)), _csv_list(",".join(datasets)), seeds, base)
+    print(f"grid: {len(plan.jobs)} job(s) to run, {len(plan.skipped)} already done (rows in "
+          f"{args.leaderboard_dir / 'raw'} or complete run directories)", file=sys.stderr)
+    collect_line = f"fusion-bench leaderboard --collect {args.out} --leaderboard-dir {args.leaderboard_dir}"
+    if args.launcher == "commands":
+        for job in plan.jobs:
+            print(job.shell())
+        if plan.jobs:
+            print(f"# when every job is done: {collect_line}")
+        return 0
+    if not plan.jobs:
+        return 0
+    if args.launcher == "local":
+        failures = run_local(plan, args.jobs, args.out / "grid-logs")
+    else:
+        from fusion_bench.benchmark.runner import read_config_file
+
+        effective = {**(read_config_file(config) if config is not None else {}), **overrides}
+        devices = effective.get("train.devices", 1)  # one process per device of a multi-device fit
+        tasks = args.tasks_per_node or (len(devices) if isinstance(devices, (list, tuple)) else
+                                        devices if isinstance(devices, int) and devices > 0 else 1)
+        jobs = submit_slurm(plan, args.out / "grid-logs" / "submitit", args.submitit_cluster, {
+            "partition": args.partition, "gpus_per_node": args.gpus_per_node, "tasks_per_node": tasks,
+            "cpus_per_task": args.cpus_per_task, "timeout_min": args.timeout_min, "mem_gb": args.mem_gb,
+            "array_parallelism": args.array_parallelism, "nodes": args.nodes})
+        for job, submitted in zip(plan.jobs, jobs):
+            print(f"submitted {job.label}: job {submitted.job_id}")
+        if not args.wait:
+            print(f"when the jobs are done: {collect_line}")
+            return 0
+        failures = []
+        for job, submitted in zip(plan.jobs, jobs):
+            error = submitted.exception()
+            if error is not None:
+                failures.append(f"{job.label}: job {submitted.job_id} failed: {str(error).splitlines()[-1]}")
+    added = collect(args.out, args.leaderboard_dir)
+    print(f"collected {sum(added.values())} new row(s) into {args.leaderboard_dir / 'raw'}")
+    if failures:
+        print(f"{len(failures)} job(s) failed:\n" + "\n".join(f"  {f}" for f in failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from fusion_bench.registry import names, plugins
+
+    for kind in ("method", "dataset", "evaluator"):
+        print(f"{kind}s: {', '.join(names(kind)) or '-'}")
+    for kind in ("method", "dataset"):
+        for name, (target, dist) in plugins(kind).items():
+            print(f"  plug-in {kind} {name}: {target} (package {dist})")
     return 0
 
 
@@ -627,7 +828,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 COMMANDS = {"bench": _cmd_bench, "train": _cmd_train, "fuse": _cmd_fuse, "metrics": _cmd_metrics,
             "downstream": _cmd_downstream,
             "profile": _cmd_profile, "leaderboard": _cmd_leaderboard, "report": _cmd_report, "regress": _cmd_regress,
-            "list": _cmd_list,
+            "list": _cmd_list, "grid": _cmd_grid,
             "data": _cmd_data}
 
 
@@ -651,10 +852,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # a bad FUSION_BENCH_NUMERICS value
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from fusion_bench.benchmark.protocol import ProtocolError
     from fusion_bench.evaluators.common import DownstreamError
 
     expected_errors: tuple[type[BaseException], ...] = (BenchError, DatasetError, ImageReadError, UnknownNameError,
-                                                        ResultsFileError, FileNotFoundError, DownstreamError)
+                                                        ResultsFileError, FileNotFoundError, DownstreamError,
+                                                        ProtocolError)
     try:
         from fusion_bench.metrics import MetricsInputError
 

@@ -1,12 +1,24 @@
-"""Explicit registries of methods, datasets and evaluators.
+"""Registries of methods, datasets and evaluators: the explicit dicts, installed plug-ins, `module:Class` paths.
 
 Entries are import paths ("package.module:Class") so that listing names never imports heavy optional
-dependencies. `get_*` imports the entry; an unknown name raises UnknownNameError listing the valid ones.
+dependencies. `get_method` / `get_datamodule` resolve a name in this order:
+
+1. the explicit dicts below (the built-in methods and datasets);
+2. entry points of installed packages, groups `fusion_bench.methods` and `fusion_bench.datasets`
+   (`pip install my-fusion-method` makes its methods appear in `fusion-bench list`); an entry point whose name is
+   also a built-in name is an error naming both, as are two packages registering one name differently;
+3. a `package.module:Class` path (`--method my_pkg.fusion:MyFusion`): the named module is imported from the Python
+   path and nothing else is executed.
+
+An unknown name raises UnknownNameError listing the valid ones.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from functools import lru_cache
+from importlib import metadata
 from typing import Any
 
 METHODS: dict[str, str] = {
@@ -71,29 +83,109 @@ EVALUATORS: dict[str, str] = {
 }
 
 
+BUILTIN_DATASETS = frozenset(DATASETS)  # shipped with the package: each has a protocol file (protocol.load_protocol)
+ENTRY_POINT_GROUPS = {"method": "fusion_bench.methods", "dataset": "fusion_bench.datasets"}
+_REGISTRIES = {"method": METHODS, "dataset": DATASETS, "evaluator": EVALUATORS}
+
+
 class UnknownNameError(KeyError):
-    """An unknown method/dataset/evaluator name; the message lists the valid choices."""
+    """An unknown method/dataset/evaluator name (the message lists the valid choices), a `module:Class` path that
+    does not import or names the wrong kind of class, or a plug-in name clash."""
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])
 
 
-def _lookup(kind: str, registry: dict[str, str], name: str) -> Any:
-    if name not in registry:
-        raise UnknownNameError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(registry))}")
-    module_name, attr = registry[name].split(":")
-    return getattr(importlib.import_module(module_name), attr)
+@lru_cache(maxsize=8)
+def _entry_points(group: str, path: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """(name, value, distribution) of every entry point in `group` visible on `path` (= sys.path), one per name."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for ep in metadata.entry_points(group=group):
+        dist = ep.dist.name if getattr(ep, "dist", None) is not None else "?"
+        if ep.name in found and found[ep.name][1] != ep.value:
+            other = found[ep.name]
+            raise UnknownNameError(f"plug-in name clash in entry-point group {group}: {ep.name!r} is {other[1]} "
+                                   f"(package {other[2]}) and {ep.value} (package {dist}); uninstall or rename one")
+        found.setdefault(ep.name, (ep.name, ep.value, dist))
+    return tuple(found.values())
+
+
+def plugins(kind: str) -> dict[str, tuple[str, str]]:
+    """name -> (`module:attr`, distribution) of the installed plug-ins of a kind (method or dataset); a plug-in
+    whose name is a built-in name is an UnknownNameError naming both."""
+    group = ENTRY_POINT_GROUPS.get(kind)
+    if group is None:
+        return {}
+    builtin = _REGISTRIES[kind]
+    out = {}
+    for name, value, dist in _entry_points(group, tuple(sys.path)):
+        if name in builtin:
+            raise UnknownNameError(f"plug-in name clash: package {dist} registers the {kind} {name!r} ({value}, "
+                                   f"entry-point group {group}), which is the built-in {kind} {name!r} "
+                                   f"({builtin[name]}); rename the plug-in's entry point")
+        out[name] = (value, dist)
+    return out
+
+
+def names(kind: str) -> list[str]:
+    """Built-in names, then installed plug-ins (sorted), of a kind: method, dataset or evaluator."""
+    return [*_REGISTRIES[kind], *sorted(plugins(kind))]
+
+
+def _import(kind: str, target: str, what: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        if isinstance(err, ModuleNotFoundError) and err.name is not None and module_name.startswith(err.name):
+            raise UnknownNameError(f"{what}: cannot import module {module_name!r} ({err}); a {kind} given as "
+                                   "package.module:Class must be importable (installed, or on PYTHONPATH)") from err
+        raise
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise UnknownNameError(f"{what}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+                               f"attribute {attr!r}") from None
+
+
+def _is_path(name: str) -> bool:
+    module_name, sep, attr = name.partition(":")
+    return bool(sep and attr.isidentifier() and all(p.isidentifier() for p in module_name.split(".")))
+
+
+def _lookup(kind: str, name: str) -> Any:
+    registry = _REGISTRIES[kind]
+    if name in registry:
+        return _import(kind, registry[name], f"{kind} {name!r}")
+    found = plugins(kind).get(name)
+    if found is not None:
+        return _import(kind, found[0], f"{kind} {name!r} (plug-in package {found[1]})")
+    if kind in ENTRY_POINT_GROUPS and _is_path(name):
+        return _import(kind, name, f"{kind} {name}")
+    hint = " or a package.module:Class path" if kind in ENTRY_POINT_GROUPS else ""
+    raise UnknownNameError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(names(kind)))}{hint}")
+
+
+def _check_class(kind: str, name: str, obj: Any, bases: tuple[type, ...]) -> Any:
+    if not (isinstance(obj, type) and issubclass(obj, bases)):
+        expected = " or ".join(b.__name__ for b in bases)
+        raise UnknownNameError(f"{kind} {name!r} is {obj!r}, not a {expected} subclass")
+    return obj
 
 
 def get_method(name: str) -> Any:
-    """The method class (a FusionMethod or MultimodalClassifier subclass) registered as `name`."""
-    return _lookup("method", METHODS, name)
+    """The method class (a FusionMethod or MultimodalClassifier subclass) registered, installed or named as `name`."""
+    from fusion_bench.base.method import FusionMethod, MultimodalClassifier
+
+    return _check_class("method", name, _lookup("method", name), (FusionMethod, MultimodalClassifier))
 
 
 def get_datamodule(name: str) -> Any:
-    """The DataModule class registered as `name` (its `.dataset_class` is the Dataset)."""
-    return _lookup("dataset", DATASETS, name)
+    """The DataModule class registered, installed or named as `name` (its `.dataset_class` is the Dataset)."""
+    from fusion_bench.base.datamodule import PairedDataModule
+
+    return _check_class("dataset", name, _lookup("dataset", name), (PairedDataModule,))
 
 
 def get_evaluator(name: str) -> Any:
-    return _lookup("evaluator", EVALUATORS, name)
+    return _lookup("evaluator", name)

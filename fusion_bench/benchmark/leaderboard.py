@@ -30,7 +30,7 @@ GROUP_COLUMNS = ("method", "preset", "config_hash", "metric_dialect")
 ENTRY_COLUMNS = GROUP_COLUMNS + ("split_hash",)  # what makes one leaderboard entry
 SHOWN_EFFICIENCY = ("params_m", "gflops", "fuse_ms_per_image", "train_s")
 # after GROUP_COLUMNS in <dataset>.csv
-DESCRIPTION_COLUMNS = ("task", "train_mixture", "n", "seeds", "split_hash", "n_images")
+DESCRIPTION_COLUMNS = ("task", "train_mixture", "overrides", "n", "seeds", "split_hash", "n_images")
 
 
 class LeaderboardError(ResultsFileError):
@@ -75,7 +75,7 @@ def latest_rows(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataFrame
     """
     frame = raw_frame(rows)
     values = value_columns(list(frame.columns))
-    for col in (*ENTRY_COLUMNS, "seed", "task", "train_mixture", "timestamp", "n_images"):
+    for col in (*ENTRY_COLUMNS, "seed", "task", "train_mixture", "overrides", "timestamp", "n_images"):
         if col not in frame.columns:
             frame[col] = ""
     if frame.empty:
@@ -91,7 +91,8 @@ def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataF
     """Mean, std (ddof=1) and n over seeds per leaderboard entry (see the module docstring).
 
     Returns (one row per entry sorted by GROUP_COLUMNS then split_hash, value columns in order). Columns: the
-    GROUP_COLUMNS, task, train_mixture (part of the config hash), n (seeds), seeds, split_hash, n_images,
+    GROUP_COLUMNS, task, train_mixture and overrides (both part of the config hash), n (seeds), seeds, split_hash,
+    n_images,
     then `<col>_mean`, `<col>_std` per value column.
     Values that are empty or not numbers are NaN and left out of the mean (std needs two values, else NaN);
     `nan_counts` counts them.
@@ -104,7 +105,8 @@ def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataF
     grouped = numbers.groupby([latest[c] for c in ENTRY_COLUMNS], sort=True)
     means, stds = grouped.mean(), grouped.std(ddof=1)
     info = latest.groupby(list(ENTRY_COLUMNS), sort=True).agg(
-        task=("task", "first"), train_mixture=("train_mixture", "first"), n=("seed", "size"),
+        task=("task", "first"), train_mixture=("train_mixture", "first"), overrides=("overrides", "first"),
+        n=("seed", "size"),
         seeds=("seed", lambda s: " ".join(sorted(s, key=_seed_key))),
         n_images=("n_images", lambda s: " ".join(dict.fromkeys(v for v in s if v))))
     out = info.reset_index()
@@ -204,6 +206,8 @@ def markdown_table(dataset: str, aggregated: pd.DataFrame | list[dict[str, objec
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         method = str(r["method"]) + (f" (trained on {r['train_mixture']})" if r.get("train_mixture") else "")
+        if r.get("overrides"):
+            method += f" [{override_label(str(r['overrides']))}]"
         cells = [method, str(r["preset"]), str(r["metric_dialect"]), str(r["n"])]
         if splits:
             cells.append(f"{r.get('n_images', '')} (split {str(r.get('split_hash', ''))[:8] or '?'})")
@@ -217,6 +221,20 @@ def markdown_table(dataset: str, aggregated: pd.DataFrame | list[dict[str, objec
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def override_label(text: str) -> str:
+    """`{"optim.lr":0.01,"train.max_steps":5}` (the row's overrides column) -> `optim.lr=0.01, train.max_steps=5`."""
+    import json
+
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(values, dict):
+        return text
+    return ", ".join(f"{k}={json.dumps(v, separators=(',', ':')) if not isinstance(v, str) else v}"
+                     for k, v in values.items())
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -19,31 +19,33 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 import fusion_bench
-from fusion_bench.base.method import FusionMethod, SegFusionMethod, load_method_config
+from fusion_bench.base.method import FusionMethod, SegFusionMethod
 from fusion_bench.base.mixture import MixtureDataModule
 from fusion_bench.benchmark.leaderboard import regenerate
+from fusion_bench.benchmark.profiling import PeakMemory
 from fusion_bench.benchmark.protocol import config_hash
+from fusion_bench.benchmark.results import path_name
 from fusion_bench.benchmark.runner import (
     BenchError,
     BenchSpec,
     PreparedRun,
     _append,
     _baseline_rows,
-    _finalize_dir,
     build_datamodule,
     evaluate_seed,
-    fit,
+    finish_partial,
+    fit_method,
     leaderboard_text,
+    method_config,
     prepare,
+    prepare_partial,
 )
 from fusion_bench.registry import get_datamodule
 
@@ -60,7 +62,8 @@ class PreparedMixture:
 
     def run_dir(self, seed: int) -> Path:
         s = self.train.spec
-        return Path(s.out) / s.method / f"mix-{self.label}" / s.preset / self.train.config_hash / f"seed{seed}"
+        return (Path(s.out) / path_name(s.method) / f"mix-{self.label}" / s.preset / self.train.config_hash
+                / f"seed{seed}")
 
 
 def prepare_mixture(spec: BenchSpec, datasets: list[str]) -> PreparedMixture:
@@ -82,16 +85,19 @@ def prepare_mixture(spec: BenchSpec, datasets: list[str]) -> PreparedMixture:
     if not (issubclass(method_cls, FusionMethod) and method_cls.trainable) or issubclass(method_cls, SegFusionMethod):
         raise BenchError(f"--mixture trains one model: method {spec.method!r} must be a trainable fusion method "
                          "(not training-free, not segmenting)")
-    config = load_method_config(method_cls, spec.method, spec.preset, None)
+    config, overrides = method_config(method_cls, spec, None)
     mixture = [{"dataset": name, "dataset_options": spec.dataset_options} for name in datasets]
     label = "+".join(datasets)
-    train_hash = config_hash({"method": spec.method, "preset": spec.preset, "train_mixture": mixture,
-                              "config": config, "sampler": SAMPLER, "version": fusion_bench.__version__})
+    payload = {"method": spec.method, "preset": spec.preset, "train_mixture": mixture, "config": config,
+               "sampler": SAMPLER, "version": fusion_bench.__version__}
+    if overrides:
+        payload["overrides"] = overrides
+    train_hash = config_hash(payload)
     scored = [replace(prep, config=config, config_hash=config_hash({"run": prep.config_hash, "train": train_hash}))
               for prep in scored]
     first = scored[0]
     train = PreparedRun(replace(spec, dataset=f"mix-{label}"), method_cls, first.datamodule_cls, first.task, config,
-                        {}, first.root, train_hash, first.device)
+                        {}, first.root, train_hash, first.device, overrides=overrides)
     return PreparedMixture(train, scored, label)
 
 
@@ -116,27 +122,34 @@ def build_mixture_method(plan: PreparedMixture, num_tasks: int) -> L.LightningMo
 
 
 def run_mixture_seed(plan: PreparedMixture, seed: int) -> list[dict[str, Any]]:
-    """Train on the mixture, score every dataset; returns one row per dataset (not yet appended)."""
+    """Train on the mixture, score every dataset; returns one row per dataset (not yet appended). In a multi-process
+    fit, ranks other than 0 only train and return []."""
+    from fusion_bench.benchmark.distributed import is_rank_zero
+
+    lead = is_rank_zero()
     prep = plan.train
     L.seed_everything(seed, workers=True, verbose=False)
-    if prep.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(prep.device)
+    memory = PeakMemory(prep.device).start()
     run_dir = plan.run_dir(seed)
     partial = run_dir.with_name(run_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    mixture, datamodules = build_mixture(plan, seed)
-    model = build_mixture_method(plan, mixture.num_tasks)
-    train_s = fit(prep, model, mixture, partial)
-    rows = []
-    for scored, datamodule in zip(plan.scored, datamodules):
-        (partial / scored.spec.dataset).mkdir()
-        row = evaluate_seed(scored, model, datamodule, partial / scored.spec.dataset, seed, train_s,
-                            train_mixture=plan.label)
-        scored.timings.append(row.pop("_timings"))
-        rows.append(row)
-    _finalize_dir(partial, run_dir)
+    if lead:
+        prepare_partial(partial, prep.spec.resume)
+    try:
+        mixture, datamodules = build_mixture(plan, seed)
+        model = build_mixture_method(plan, mixture.num_tasks)
+        model, train_s = fit_method(prep, model, mixture, partial, prep.spec.resume)
+        if not lead:
+            return []
+        rows = []
+        for scored, datamodule in zip(plan.scored, datamodules):
+            (partial / scored.spec.dataset).mkdir(exist_ok=True)
+            row = evaluate_seed(scored, model, datamodule, partial / scored.spec.dataset, seed, train_s,
+                                train_mixture=plan.label, memory=memory)
+            scored.timings.append(row.pop("_timings"))
+            rows.append(row)
+    finally:
+        memory.stop()
+    finish_partial(partial, run_dir)
     return rows
 
 
@@ -148,6 +161,8 @@ def run_mixture(plan: PreparedMixture) -> list[dict[str, Any]]:
         for row, scored in zip(run_mixture_seed(plan, seed), plan.scored):
             _append(scored.spec, row)
             rows.append(row)
+    if not rows and plan.train.spec.seeds:  # a rank other than 0 of a multi-process fit
+        return rows
     for scored in plan.scored:
         rows += _baseline_rows(scored.spec, scored, [])
     if plan.train.spec.leaderboard_dir is not None:
@@ -157,6 +172,7 @@ def run_mixture(plan: PreparedMixture) -> list[dict[str, Any]]:
 
 def bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[str]) -> int:
     """`fusion-bench bench --mixture`: validate every (method, mixture) first, then run them."""
+    from fusion_bench.benchmark.distributed import is_rank_zero
     from fusion_bench.cli import _protocol_seeds
 
     if args.seeds is not None:
@@ -169,13 +185,18 @@ def bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[s
                          out=args.out, leaderboard_dir=args.leaderboard_dir, device=args.device,
                          num_workers=args.num_workers, progress=not args.no_progress, logger=args.logger,
                          dataset_options=dict(args.dataset_options), overrides=dict(args.overrides),
-                         downstream=args.downstream, downstream_baselines=not args.no_downstream_baselines)
+                         config=args.config, downstream=args.downstream, resume=args.resume,
+                         downstream_baselines=not args.no_downstream_baselines)
         plans.append(prepare_mixture(spec, datasets))
     for plan in plans:
         rows = run_mixture(plan)
+        if not is_rank_zero():
+            continue
         print(f"{plan.train.spec.method} trained on {plan.label} ({args.preset}): {len(rows)} row(s) in "
               f"{', '.join(str(args.leaderboard_dir / 'raw' / (d + '.csv')) for d in datasets)}; outputs under "
               f"{plan.run_dir(seeds[0]).parent}")
+    if not is_rank_zero():
+        return 0
     for dataset in datasets:
         print(f"\n## {dataset} ({args.preset})\n")
         print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import resource
+import re
 import statistics
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,10 +51,86 @@ def measure_latency_ms(fn: Callable[[], Any], device: torch.device, warmup: int 
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: peak bytes allocated by torch on the device. CPU: peak resident set size of the process."""
+    """CUDA: peak bytes allocated by torch on the device. CPU: the process's current resident set size (a
+    `PeakMemory` started at the run's beginning gives the run's own peak)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+_HWM = re.compile(r"^VmHWM:\s+(\d+)\s+kB", re.MULTILINE)
+
+
+def _linux_hwm_kb() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            found = _HWM.search(fh.read())
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+class PeakMemory:
+    """The peak memory of one run (one seed), from `start()` to `peak_mb()`.
+
+    CUDA: torch's peak allocated bytes on the device (the counter is reset at start). CPU: the peak resident set size
+    of the process since start, which includes what the process already held then (the imported libraries, memory
+    earlier runs in the same process left allocated). On Linux the kernel's high-water mark is reset at start
+    (`/proc/self/clear_refs`) and read back (`VmHWM`): exact. Elsewhere a thread samples the resident set size every
+    `interval` seconds with psutil (a peak shorter than the interval can be missed).
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.01):
+        self.device, self.interval = device, interval
+        self._linux = False
+        self._peak = 0
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        if sys.platform.startswith("linux") and _linux_hwm_kb() is not None:
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")  # reset the peak resident set size (Linux >= 4.0)
+                self._linux = True
+                return self
+            except OSError:
+                pass
+        import psutil
+
+        process = psutil.Process()
+        self._peak = process.memory_info().rss
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            assert self._stop is not None
+            while not self._stop.wait(self.interval):
+                self._peak = max(self._peak, process.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, name="peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def peak_mb(self) -> float:
+        """The peak so far, in MiB."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self._linux:
+            return (_linux_hwm_kb() or 0) / 1024
+        import psutil
+
+        self._peak = max(self._peak, psutil.Process().memory_info().rss)
+        return self._peak / 2**20
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
 
 
 def fusion_inputs(channels: tuple[int, int], height: int, width: int, device: torch.device,

@@ -1,9 +1,17 @@
-"""Benchmark protocols (benchmarks/protocols/<dataset>.yaml) and the config hash of a run."""
+"""Benchmark protocols (benchmarks/protocols/<dataset>.yaml) and the config hash of a run.
+
+`benchmarks/` (protocols, suites, the papers' reported numbers) is read from the source checkout when there is one,
+else from the copy the wheel ships inside the package (`fusion_bench/_benchmarks`, put there by setup.py's build
+step). A built-in dataset without its protocol file is an error (a broken install), never a silent default.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +20,43 @@ import yaml
 from fusion_bench.benchmark.provenance import REPO_ROOT
 from fusion_bench.types import Task
 
-PROTOCOL_DIR = REPO_ROOT / "benchmarks" / "protocols"
-SUITE_DIR = REPO_ROOT / "benchmarks" / "suites"
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load, plus YAML 1.2's floats without a dot (`1e-4` is a number, not the string '1e-4')."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse user-written YAML (--set values, --config and --grid files): safe (no object construction), with
+    `1e-4` read as a float."""
+    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: no object construction
+
+
+def benchmarks_dir() -> Path:
+    """`benchmarks/` of the source checkout, else the copy shipped in the installed package."""
+    checkout = REPO_ROOT / "benchmarks"
+    if (checkout / "protocols").is_dir():
+        return checkout
+    return Path(str(resources.files("fusion_bench") / "_benchmarks"))
+
+
+BENCHMARKS_DIR = benchmarks_dir()
+PROTOCOL_DIR = BENCHMARKS_DIR / "protocols"
+SUITE_DIR = BENCHMARKS_DIR / "suites"
+REPORTED_DIR = BENCHMARKS_DIR / "reported"
+
+
+class ProtocolError(ValueError):
+    """A dataset's protocol file is missing (broken install) or malformed; the message names the file."""
 PRESETS = ("smoke", "paper", "paper_text")
 # Method ablation presets run under the protocol settings (seeds, downstream evaluator configs) of a base preset:
 # `paper_text` is a method's reading of its paper's text where the authors' code (`paper`) differs.
@@ -31,15 +74,39 @@ def default_protocol(dataset: str, task: Task) -> dict[str, Any]:
     }
 
 
+def protocol_path(dataset: str) -> Path | None:
+    """The protocol file of a dataset: benchmarks/protocols/<name>.yaml for a built-in dataset (required); for a
+    plug-in dataset, `protocols/<name>.yaml` beside its datamodule's module when it ships one, else None."""
+    from fusion_bench.registry import BUILTIN_DATASETS, get_datamodule
+
+    if dataset in BUILTIN_DATASETS:
+        return PROTOCOL_DIR / f"{dataset}.yaml"
+    try:
+        own = Path(inspect.getfile(get_datamodule(dataset))).parent / "protocols" / f"{dataset}.yaml"
+    except (KeyError, TypeError, OSError):
+        return None
+    return own if own.is_file() else None
+
+
 def load_protocol(dataset: str, task: Task) -> dict[str, Any]:
-    """The dataset's protocol file merged over the task defaults."""
+    """The dataset's protocol file merged over the task defaults; ProtocolError when a built-in dataset's file is
+    missing or does not parse. A plug-in dataset without a protocol file gets the task defaults."""
     protocol = default_protocol(dataset, task)
-    path = PROTOCOL_DIR / f"{dataset}.yaml"
-    if path.is_file():
+    path = protocol_path(dataset)
+    if path is None:
+        return protocol
+    if not path.is_file():
+        raise ProtocolError(f"the protocol of dataset {dataset!r} is missing: {path} (a broken install: reinstall "
+                            "mmfusion-bench, or restore benchmarks/protocols in a source checkout)")
+    try:
         loaded = yaml.safe_load(path.read_text()) or {}
-        if loaded.get("task") not in (None, task.value):
-            raise ValueError(f"{path}: task {loaded['task']!r} does not match the dataset's task {task.value!r}")
-        protocol.update({k: v for k, v in loaded.items() if v is not None or k == "metric_dialect"})
+    except yaml.YAMLError as err:
+        raise ProtocolError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
+    if not isinstance(loaded, dict):
+        raise ProtocolError(f"{path}: expected a mapping of protocol settings")
+    if loaded.get("task") not in (None, task.value):
+        raise ProtocolError(f"{path}: task {loaded['task']!r} does not match the dataset's task {task.value!r}")
+    protocol.update({k: v for k, v in loaded.items() if v is not None or k == "metric_dialect"})
     return protocol
 
 

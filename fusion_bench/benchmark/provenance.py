@@ -12,7 +12,11 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("torch", "lightning", "torchmetrics", "numpy", "scikit-image", "mamba-ssm", "mmfusion-bench")
+# Every installed package whose version can change a number of a row: the training stack, the numeric libraries the
+# metrics and data pipelines call, the downstream evaluators' libraries, the audio decoders, and this package.
+PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "numpy", "scipy", "scikit-image", "opencv-python",
+            "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless", "PyWavelets", "pillow",
+            "transformers", "ultralytics", "mamba-ssm", "av", "soundfile", "mmfusion-bench")
 
 
 def _git(*args: str) -> str | None:

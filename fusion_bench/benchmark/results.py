@@ -11,18 +11,22 @@ NaN: a metric that is undefined for an image (e.g. CC or SCD of a constant image
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-# train_mixture: the datasets one model was trained on ("a+b+c", `bench --mixture`); empty for ordinary runs
-ID_COLUMNS = ("method", "dataset", "task", "preset", "seed", "config_hash", "metric_dialect", "train_mixture")
+# train_mixture: the datasets one model was trained on ("a+b+c", `bench --mixture`); empty for ordinary runs.
+# overrides: the --config/--set values over the preset (canonical JSON of the dotted keys); empty when none.
+ID_COLUMNS = ("method", "dataset", "task", "preset", "seed", "config_hash", "metric_dialect", "train_mixture",
+              "overrides")
 DOWNSTREAM_COLUMNS = ("seg_miou", "seg_pixel_acc", "native_miou", "det_map50", "det_map50_95", "cls_acc",
                       "cls_macro_f1")
 EFFICIENCY_COLUMNS = ("params_m", "gflops", "fuse_ms_per_image", "train_s", "peak_mem_mb")
@@ -35,7 +39,14 @@ def run_directory(out: str | Path, method: str, dataset: str, preset: str, confi
                   seed: int | str) -> Path:
     """Where one seed's outputs live: `<out>/<method>/<dataset>/<preset>/<config_hash>/test-<split_hash>/seed<k>`
     (the test split's identity is part of the path, so runs on different test sets never replace each other)."""
-    return Path(out) / method / dataset / preset / str(config_hash) / f"test-{split_hash}" / f"seed{seed}"
+    return (Path(out) / path_name(method) / path_name(dataset) / preset / str(config_hash) / f"test-{split_hash}"
+            / f"seed{seed}")
+
+
+def path_name(name: str) -> str:
+    """A method/dataset name as one portable path component: a plug-in's `package.module:Class` becomes
+    `package.module-Class` (registered names are unchanged)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", name)
 
 
 class ResultsFileError(RuntimeError):
@@ -76,10 +87,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows atomically (see module docstring); new columns extend the header of earlier rows."""
+def row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    """What identifies one result row: method, dataset, preset, config hash, test split, seed and timestamp (a row
+    read back from its row.csv or from a raw CSV has the key of the row that was written)."""
+    return tuple(str(row.get(k, "")) for k in ("method", "dataset", "preset", "config_hash", "split_hash", "seed",
+                                               "timestamp"))
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]], lock: bool = True) -> None:
+    """Append rows atomically (see module docstring); new columns extend the header of earlier rows. `lock=False`:
+    no lock file (`collect_rows`, for file systems where locks are unsafe; one writer at a time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path.with_name(path.name + ".lock")):
+    with FileLock(path.with_name(path.name + ".lock")) if lock else contextlib.nullcontext():
         existing = read_rows(path)
         header_now: list[str] = []
         if path.is_file():
@@ -100,3 +119,44 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+
+
+def run_row_files(runs_dir: Path) -> list[Path]:
+    """The row.csv of every complete run under runs_dir (a bench --out), skipping unfinished (`*.partial`) and
+    replaced (`*.replaced-*`) run directories."""
+    runs_dir = Path(runs_dir)
+    found = []
+    for path in sorted(runs_dir.rglob("row.csv")):
+        parts = path.relative_to(runs_dir).parts[:-1]
+        if not any(p.endswith(".partial") or ".replaced-" in p for p in parts):
+            found.append(path)
+    return found
+
+
+def collect_rows(runs_dir: Path, leaderboard_dir: Path) -> dict[str, int]:
+    """Merge the row.csv of every complete run under runs_dir into <leaderboard_dir>/raw/<dataset>.csv: a row whose
+    key (`row_key`) is already in the raw CSV is not added again, so collecting twice changes nothing. No file locks
+    (cluster file systems where they are unsafe): run one collect at a time, not while runs append with locks.
+    Returns dataset -> rows added."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise ResultsFileError(f"--collect {runs_dir}: no such folder (expected the --out of bench/grid runs)")
+    by_dataset: dict[str, list[dict[str, str]]] = {}
+    for path in run_row_files(runs_dir):
+        for row in read_rows(path):
+            if not row.get("dataset") or not row.get("method"):
+                raise ResultsFileError(f"{path}: not a result row (no method/dataset)")
+            by_dataset.setdefault(row["dataset"], []).append(row)
+    added = {}
+    for dataset, rows in by_dataset.items():
+        raw = Path(leaderboard_dir) / "raw" / f"{dataset}.csv"
+        seen = {row_key(r) for r in read_rows(raw)}
+        new = []
+        for row in rows:
+            if row_key(row) not in seen:
+                seen.add(row_key(row))
+                new.append(row)
+        if new:
+            append_rows(raw, new, lock=False)
+        added[dataset] = len(new)
+    return added

@@ -58,10 +58,17 @@ from fusion_bench.benchmark.downstream import (
     run_evaluators,
 )
 from fusion_bench.benchmark.leaderboard import aggregate, markdown_table, regenerate
-from fusion_bench.benchmark.profiling import count_gflops, count_params_m, fusion_inputs, peak_memory_mb
-from fusion_bench.benchmark.protocol import check_preset, config_hash, load_protocol, protocol_preset
+from fusion_bench.benchmark.profiling import PeakMemory, count_gflops, count_params_m, fusion_inputs
+from fusion_bench.benchmark.protocol import (
+    ProtocolError,
+    check_preset,
+    config_hash,
+    load_protocol,
+    load_yaml,
+    protocol_preset,
+)
 from fusion_bench.benchmark.provenance import provenance
-from fusion_bench.benchmark.results import append_rows, read_rows, run_directory
+from fusion_bench.benchmark.results import append_rows, read_rows, row_key, run_directory
 from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.io import read_image, write_png
 from fusion_bench.data.transforms import collate_samples
@@ -97,8 +104,10 @@ class BenchSpec:
     logger: str = "csv"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)  # {"model.alpha": 0.0, ...} over the preset (`--set`)
+    config: str | Path | None = None  # a YAML preset section (model/optim/train) over the preset (`--config`)
     downstream: str | Sequence[str] | None = None  # protocol (None), none, or evaluator names: see downstream.py
     downstream_baselines: bool = True  # also bench source_a/source_b downstream when missing from the raw CSV
+    resume: bool = False  # reuse complete seeds; continue an interrupted seed from <run_dir>.partial/checkpoints
 
 
 LOGGERS = ("csv", "tensorboard", "wandb")
@@ -116,14 +125,15 @@ def make_logger(kind: str, run_dir: Path):
         from lightning.pytorch.loggers import TensorBoardLogger
 
         return TensorBoardLogger(run_dir, name="logs", version="")
-    if kind == "wandb":
+    if kind == "wandb":  # rank 0 of `bench` passes its own run (wandb_log.start_run); this is the other ranks' one
         os.environ.setdefault("WANDB_MODE", "offline")
         try:
             from lightning.pytorch.loggers import WandbLogger
 
-            return WandbLogger(save_dir=str(run_dir / "logs"), project="fusion_bench", name=run_dir.parent.name)
+            return WandbLogger(save_dir=str(run_dir / "logs"), project=os.environ.get("WANDB_PROJECT", "fusion_bench"),
+                               name=run_dir.parent.name)
         except ModuleNotFoundError as err:
-            raise BenchError("the wandb logger needs the wandb extra: pip install -e '.[wandb]'") from err
+            raise BenchError("the wandb logger needs the wandb extra: pip install 'mmfusion-bench[wandb]'") from err
     raise BenchError(f"unknown logger {kind!r}; valid loggers: {', '.join(LOGGERS)}")
 
 
@@ -143,6 +153,7 @@ class PreparedRun:
     split_hash: str = ""  # the test split's identity: part of the run directory
     datasets: dict[str, FusionDataset] = field(default_factory=dict)  # split -> Dataset, built once per run
     timings: list[dict[str, Any]] = field(default_factory=list)  # timings.json of every seed run so far
+    overrides: dict[str, Any] = field(default_factory=dict)  # effective dotted overrides (--config, then --set)
 
     @property
     def dialect(self) -> str | None:
@@ -230,27 +241,180 @@ def _construct(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> L.L
                          f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
 
 
+def _holds_meta_tensors(module: Any) -> bool:
+    def meta(value: Any) -> bool:
+        return isinstance(value, torch.Tensor) and value.device.type == "meta"
+
+    for value in list(vars(module).values()):
+        if meta(value) or (isinstance(value, (list, tuple)) and any(meta(v) for v in value)) or \
+                (isinstance(value, dict) and any(meta(v) for v in value.values())):
+            return True
+    return False
+
+
+def _reimport_meta_constants(names: set[str]) -> None:
+    """Modules first imported during a meta-device build made their module-level tensors (constants such as a Sobel
+    kernel) on the meta device: re-run those modules now, in place, so that every later build sees real tensors."""
+    import importlib
+    import sys
+
+    for name in sorted(names):
+        module = sys.modules.get(name)
+        if module is not None and _holds_meta_tensors(module):
+            importlib.reload(module)
+
+
 def check_method(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> None:
     """Build the method once on the meta device (no memory, no initialisation cost), so that a config value its
     constructor rejects is a request error before any training. When the meta build fails, the method is built on
-    the CPU to tell a real config error (BenchError) from something the meta device cannot do."""
+    the CPU to tell a real config error (BenchError) from something the meta device cannot do. Modules the
+    constructor imported lazily under the meta device are re-run if they hold meta tensors."""
+    import sys
+
+    before = set(sys.modules)
     try:
         with torch.device("meta"):
             method_cls(**kwargs)
+        built = True
     except Exception:  # noqa: BLE001 - decided by the real build below
+        built = False
+    finally:
+        _reimport_meta_constants(set(sys.modules) - before)
+    if not built:
         _construct(method_cls, spec, kwargs)
 
 
-def apply_overrides(config: dict[str, Any], overrides: dict[str, Any], method: str) -> dict[str, Any]:
-    """The preset with `--set section.key=value` overrides (section: model, optim or train) merged in."""
-    config = {section: dict(values) for section, values in config.items()}
+SECTIONS = ("model", "optim", "train")
+TRAIN_KEYS = (
+    # the `train` keys the runner reads (datamodule, Trainer, callbacks); a preset's own train keys are valid too
+    "max_steps", "max_epochs", "batch_size", "crop_size", "augment", "val_fraction", "precision", "early_stopping",
+    "limit_val_batches", "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps",
+    "devices", "strategy", "num_nodes", "find_unused_parameters", "compile", "checkpoint_every_n_steps",
+)
+RUNNER_KWARGS = ("modalities",)  # constructor arguments the runner passes itself (and num_classes where it applies)
+
+
+def constructor_parameters(method_cls: type) -> set[str]:
+    """The keyword parameters of a method's constructor, following `**kwargs` up the class hierarchy."""
+    import inspect
+
+    names: set[str] = set()
+    for cls in method_cls.__mro__:
+        if cls in (L.LightningModule, torch.nn.Module, object):
+            break
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(cls.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def valid_keys(method_cls: type, config: dict[str, Any]) -> dict[str, list[str]]:
+    """Per section, the keys an override may set: the preset's keys, plus the constructor's parameters (model,
+    optim) or the runner's TRAIN_KEYS (train)."""
+    params = constructor_parameters(method_cls) - set(RUNNER_KWARGS)
+    if issubclass(method_cls, MultimodalClassifier) or getattr(method_cls, "needs_class_labels", False):
+        params.discard("num_classes")
+    extra = {"model": params, "optim": params, "train": set(TRAIN_KEYS)}
+    return {section: sorted(set(config.get(section) or {}) | extra[section]) for section in SECTIONS}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """`--config FILE.yaml`: a preset section ({model: {...}, optim: {...}, train: {...}}) as dotted overrides
+    (`{"model.width": 8, ...}`); a value replaces the preset's value of that key (a mapping replaces a mapping)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"--config {path}: no such file")
+    try:
+        loaded = load_yaml(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise BenchError(f"--config {path}: not valid YAML ({' '.join(str(err).split())})") from err
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict) or set(loaded) - set(SECTIONS):
+        extra = sorted(set(loaded) - set(SECTIONS)) if isinstance(loaded, dict) else type(loaded).__name__
+        raise BenchError(f"--config {path}: expected a mapping with the sections {', '.join(SECTIONS)} (a preset of a "
+                         f"method's config.yaml), got {extra}")
+    out = {}
+    for section, values in loaded.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise BenchError(f"--config {path}: section {section!r} must be a mapping of keys to values")
+        out.update({f"{section}.{key}": value for key, value in values.items()})
+    return out
+
+
+def apply_overrides(config: dict[str, Any], overrides: dict[str, Any], method: str,
+                    valid: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The preset with dotted overrides merged in (`section.key=value`, section: model, optim or train;
+    `section.key.sub=value` sets one entry of a mapping value). With `valid` (see `valid_keys`) an unknown key is a
+    BenchError naming the valid ones."""
+    config = {section: dict(config.get(section) or {}) for section in SECTIONS}
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if section not in config or not name:
+        section, _, rest = str(key).partition(".")
+        parts = rest.split(".") if rest else []
+        if section not in config or not parts or not all(parts):
             raise BenchError(f"method {method!r}: --set {key}={value}: expected SECTION.KEY with SECTION one of "
-                             f"{', '.join(config)}")
-        config[section][name] = value
+                             f"{', '.join(SECTIONS)}")
+        if valid is not None and parts[0] not in valid[section]:
+            raise BenchError(f"method {method!r}: --set {key}: unknown key {parts[0]!r} in section {section}; valid "
+                             f"{section} keys: {', '.join(valid[section]) or '-'}")
+        target = config[section]
+        for i, part in enumerate(parts[:-1]):
+            inner = target.get(part)
+            if inner is None:
+                inner = {}
+            elif not isinstance(inner, dict):
+                raise BenchError(f"method {method!r}: --set {key}: {section}.{'.'.join(parts[:i + 1])} is {inner!r}, "
+                                 "not a mapping")
+            target[part] = inner = dict(inner)
+            target = inner
+        target[parts[-1]] = value
     return config
+
+
+def overrides_text(overrides: dict[str, Any]) -> str:
+    """The row's `overrides` column: canonical JSON of the dotted overrides (sorted keys), empty when none."""
+    return json.dumps(overrides, sort_keys=True, separators=(",", ":"), default=str) if overrides else ""
+
+
+def config_section(method_cls: type, name: str) -> str:
+    """The section of the method's config.yaml to read: its name; for a `module:Class` path, the section named like
+    the class, else the file's only section."""
+    if ":" not in name:
+        return name
+    import inspect
+
+    import yaml
+
+    path = Path(inspect.getfile(method_cls)).parent / "config.yaml"
+    sections = list(yaml.safe_load(path.read_text()) or {}) if path.is_file() else []
+    if method_cls.__name__ in sections:
+        return method_cls.__name__
+    return sections[0] if len(sections) == 1 else name
+
+
+def method_config(method_cls: type, spec: BenchSpec, dataset: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the preset of the method's config.yaml with `--config` and `--set` merged in, the effective dotted
+    overrides). A method without a config.yaml (a plug-in) takes its whole preset from --config / --set."""
+    overrides = {**(read_config_file(spec.config) if spec.config is not None else {}), **spec.overrides}
+    if not getattr(method_cls, "trainable", True):  # nothing to train: train.* cannot change a number
+        overrides = {k: v for k, v in overrides.items() if not str(k).startswith("train.")}
+    try:
+        config = load_method_config(method_cls, config_section(method_cls, spec.method), spec.preset, dataset)
+    except FileNotFoundError as err:
+        if not overrides:
+            raise BenchError(f"{err}: pass the preset with --config FILE.yaml (sections model, optim, train)"
+                             ) from err
+        config = {section: {} for section in SECTIONS}
+    except KeyError as err:
+        raise BenchError(str(err)) from err
+    return apply_overrides(config, overrides, spec.method, valid_keys(method_cls, config)), overrides
 
 
 def prepare(spec: BenchSpec) -> PreparedRun:
@@ -259,6 +423,13 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         check_preset(spec.preset)
         if spec.logger not in LOGGERS:
             raise ValueError(f"unknown logger {spec.logger!r}; valid loggers: {', '.join(LOGGERS)}")
+        if spec.logger in ("wandb", "tensorboard"):
+            import importlib.util
+
+            packages = ("wandb",) if spec.logger == "wandb" else ("tensorboard", "tensorboardX")
+            if all(importlib.util.find_spec(p) is None for p in packages):
+                raise ValueError(f"--logger {spec.logger} needs the {spec.logger} extra: pip install "
+                                 f"'mmfusion-bench[{spec.logger}]'")
         method_cls = get_method(spec.method)
         datamodule_cls = get_datamodule(spec.dataset)
     except (KeyError, ValueError) as err:
@@ -275,12 +446,11 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     if task not in method_cls.tasks:
         valid = ", ".join(sorted(t.value for t in method_cls.tasks))
         raise BenchError(f"method {spec.method!r} handles {valid}; dataset {spec.dataset!r} is {task.value}")
+    config, overrides = method_config(method_cls, spec, spec.dataset)
     try:
-        config = load_method_config(method_cls, spec.method, spec.preset, spec.dataset)
-    except KeyError as err:
+        protocol = load_protocol(spec.dataset, task)
+    except ProtocolError as err:
         raise BenchError(str(err)) from err
-    config = apply_overrides(config, spec.overrides, spec.method)
-    protocol = load_protocol(spec.dataset, task)
     try:
         root = datamodule_cls.resolve_root(spec.root)
     except (TypeError, ValueError) as err:  # e.g. synthetic generator parameters
@@ -325,9 +495,14 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     # protocol preset's seg/det blocks are left out above), so runs without downstream do not depend on them
     if evaluators:
         payload["downstream"] = {name: asdict(config) for name, config in evaluators.items()}
+    if overrides:  # only when given, so that runs without overrides keep their hashes
+        payload["overrides"] = overrides
     prep = PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
-                       device, protocol.get("metrics"), evaluators, test_set.split_hash(), {"test": test_set})
+                       device, protocol.get("metrics"), evaluators, test_set.split_hash(), {"test": test_set},
+                       overrides=overrides)
     build_datamodule(prep, 0)  # the method's train settings (crop, augment, val_fraction) against the datamodule
+    if getattr(method_cls, "trainable", False):
+        check_train_settings(prep)
     return prep
 
 
@@ -359,6 +534,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 def early_stopping_callbacks(train: dict[str, Any], has_val: bool, method: str) -> list[L.Callback]:
@@ -384,6 +560,8 @@ class FitProgress(L.Callback):
         self.bar: Any = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         total = trainer.estimated_stepping_batches
         self.bar = tqdm(total=None if math.isinf(total) else int(total), desc=self.desc, unit="step", leave=False)
 
@@ -402,42 +580,187 @@ class FitProgress(L.Callback):
             self.bar = None
 
 
-def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path) -> float:
-    """Train with Lightning (logs under run_dir/logs); returns seconds spent.
+CHECKPOINT_INTERVAL_MIN = 15.0  # default minutes between resumable checkpoints (train.checkpoint_every_n_steps: steps)
 
-    `train` keys: max_steps / max_epochs, batch_size, crop_size, precision, val_fraction (hold out part of train
-    when the dataset has no val split), early_stopping {monitor, patience, mode}, limit_val_batches,
-    val_check_interval, check_val_every_n_epoch, log_every_n_steps.
+
+def _int_or_none(train: dict[str, Any], key: str, minimum: int) -> None:
+    value = train.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise BenchError(f"train.{key} {value!r}: expected an integer >= {minimum}")
+
+
+def check_train_settings(prep: PreparedRun) -> None:
+    """The `train` values the runner reads have the right types, and the Trainer accepts the devices, strategy and
+    precision (built once without running anything); BenchError naming the key otherwise."""
+    _quiet_lightning()
+    train = prep.config["train"]
+    for key, minimum in (("max_steps", -1), ("max_epochs", -1), ("batch_size", 1), ("log_every_n_steps", 1),
+                         ("check_val_every_n_epoch", 1), ("checkpoint_every_n_steps", 1), ("num_nodes", 1)):
+        _int_or_none(train, key, minimum)
+    compile_settings(train)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    kwargs = trainer_kwargs(prep, has_val=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(**kwargs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
+        raise BenchError(f"method {prep.spec.method!r}: train settings: {str(err).splitlines()[0]}") from err
+
+
+def compile_settings(train: dict[str, Any]) -> dict[str, Any] | None:
+    """`train.compile`: false/absent (None), true ({}), or torch.compile keyword arguments (mode, backend, ...)."""
+    value = train.get("compile")
+    if value in (None, False):
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, dict) and set(value) <= {"mode", "backend", "fullgraph", "dynamic", "options"}:
+        return dict(value)
+    raise BenchError(f"train.compile {value!r}: expected true, false or a mapping of torch.compile arguments "
+                     "(mode, backend, fullgraph, dynamic, options)")
+
+
+def compile_method(model: L.LightningModule, settings: dict[str, Any]) -> list[str]:
+    """torch.compile, in place, every top-level submodule of the method that holds parameters (its networks), so the
+    method's own code (training_step, fuse) runs the compiled modules and the state dict keeps its keys. Returns the
+    compiled submodules' names."""
+    names = []
+    for name, child in model.named_children():
+        if any(True for _ in child.parameters()):
+            child.compile(**settings)
+            names.append(name)
+    return names
+
+
+def trainer_kwargs(prep: PreparedRun, has_val: bool) -> dict[str, Any]:
+    """The Trainer arguments that come from the run's `train` settings and device (see TRAIN_KEYS)."""
+    from fusion_bench.benchmark.distributed import DistributedSettingsError, trainer_settings
+
+    train = prep.config["train"]
+    try:
+        devices = trainer_settings(train, prep.device, prep.method_cls)
+    except DistributedSettingsError as err:
+        raise BenchError(f"method {prep.spec.method!r}: {err}") from err
+    return {
+        **devices,
+        "max_steps": train.get("max_steps", -1),
+        "max_epochs": train.get("max_epochs", -1 if "max_steps" in train else None),
+        "deterministic": True if prep.device.type == "cpu" else "warn",
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": train.get("limit_val_batches", 1.0) if has_val else 0,
+        "val_check_interval": train.get("val_check_interval"),
+        "check_val_every_n_epoch": train.get("check_val_every_n_epoch", 1),
+        "log_every_n_steps": train.get("log_every_n_steps", 10),
+        "precision": train.get("precision", "32-true"),
+    }
+
+
+class PinNumerics(L.Callback):
+    """Applies the pinned runtime switches (fusion_bench.numerics) in every training process, including the ones
+    `ddp_spawn` starts (they inherit the environment but not oneDNN/thread settings)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from fusion_bench import numerics
+
+        numerics.apply_runtime()
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Saves `path` when the fit stops on an exception (Ctrl-C, a signal Lightning turns into one, an error), so that
+    `--resume` continues from there. (Lightning's OnExceptionCheckpoint would also make every later fit resume from
+    its file without being asked.)"""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+class GatherWeights(L.Callback):
+    """At the end of training, the full state dict on rank 0 (gathered from the shards when the strategy shards the
+    weights, e.g. FSDP; every rank must take part, so this runs inside the fit)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from fusion_bench.benchmark.distributed import is_sharded
+
+        if is_sharded(trainer):
+            self.state = trainer.strategy.lightning_module_state_dict()
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    """Where a fit keeps its resumable Lightning checkpoints (`last.ckpt`)."""
+    return run_dir / "checkpoints"
+
+
+def fit_method(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path,
+               resume: bool = False, logger: Any = None) -> tuple[L.LightningModule, float]:
+    """Train with Lightning (logs under run_dir/logs, checkpoints under run_dir/checkpoints); returns the trained
+    model and the seconds spent. Rank 0 also saves `run_dir/model.pt`.
+
+    `train` keys (TRAIN_KEYS): max_steps / max_epochs, batch_size, crop_size, augment, precision, val_fraction (hold
+    out part of train when the dataset has no val split), early_stopping {monitor, patience, mode},
+    limit_val_batches, val_check_interval, check_val_every_n_epoch, log_every_n_steps; devices, strategy, num_nodes,
+    find_unused_parameters (fusion_bench.benchmark.distributed); compile (torch.compile of the method's networks;
+    off by default: it changes numbers at the float level, so no smoke preset uses it); checkpoint_every_n_steps.
+
+    Checkpoints: `last.ckpt` (Lightning's ModelCheckpoint, save_last) every CHECKPOINT_INTERVAL_MIN minutes of
+    training, or every `checkpoint_every_n_steps` steps, on an exception or Ctrl-C, and once at the end of the fit.
+    With `resume`, a fit continues from `run_dir/checkpoints/last.ckpt` when it exists (weights, optimizer, schedule,
+    step counters, callback state such as an EMA).
     """
+    from datetime import timedelta
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     _quiet_lightning()
     train = prep.config["train"]
     has_val = datamodule.has_validation
     callbacks = early_stopping_callbacks(train, has_val, prep.spec.method)
     if prep.spec.progress:
         callbacks.append(FitProgress(f"fit {prep.spec.method} on {prep.spec.dataset}"))
+    ckpt_dir = checkpoint_dir(run_dir)
+    every = train.get("checkpoint_every_n_steps")
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", save_top_k=0, save_last=True,
+                                 every_n_train_steps=every,
+                                 train_time_interval=None if every else timedelta(minutes=CHECKPOINT_INTERVAL_MIN))
+    gather = GatherWeights()
+    callbacks += [checkpoint, CheckpointOnInterrupt(ckpt_dir / "last.ckpt"), PinNumerics(), gather]
     trainer = L.Trainer(
-        accelerator="cuda" if prep.device.type == "cuda" else "cpu",
-        devices=1,
-        max_steps=train.get("max_steps", -1),
-        max_epochs=train.get("max_epochs", -1 if "max_steps" in train else None),
-        deterministic=True if prep.device.type == "cpu" else "warn",
-        logger=make_logger(prep.spec.logger, run_dir),
-        enable_checkpointing=False,
+        **trainer_kwargs(prep, has_val),
+        logger=logger if logger is not None else make_logger(prep.spec.logger, run_dir),
+        enable_checkpointing=True,
         callbacks=callbacks,
         enable_model_summary=False,
         enable_progress_bar=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=train.get("limit_val_batches", 1.0) if has_val else 0,
-        val_check_interval=train.get("val_check_interval"),
-        check_val_every_n_epoch=train.get("check_val_every_n_epoch", 1),
-        log_every_n_steps=train.get("log_every_n_steps", 10),
-        precision=train.get("precision", "32-true"),
     )
+    compiled = compile_settings(train)
+    if compiled is not None:
+        compile_method(model, compiled)
+    last = ckpt_dir / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(last)  # the finished fit: a resumed run whose evaluation failed goes straight to it
     seconds = time.perf_counter() - start
-    save_weights(model, prep, run_dir / "model.pt")
-    return seconds
+    if gather.state is not None and trainer.is_global_zero:  # sharded weights: a whole copy for fusing on rank 0
+        model = build_method(prep, datamodule)
+        model.load_state_dict(gather.state)
+    if trainer.is_global_zero:
+        save_weights(model, prep, run_dir / "model.pt")
+    return model, seconds
+
+
+def fit(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path,
+        resume: bool = False) -> float:
+    """`fit_method` for callers that keep `model` (every strategy but FSDP trains it in place); returns seconds."""
+    return fit_method(prep, model, datamodule, run_dir, resume)[1]
 
 
 def save_weights(model: L.LightningModule, prep: PreparedRun, path: Path) -> None:
@@ -735,7 +1058,8 @@ class PhaseTimer:
 def seed_locks(prep: PreparedRun, seeds: Sequence[int]) -> Iterator[None]:
     """Hold `<run_dir>.lock` for every seed: a second run of the same experiment (same method, config, test split,
     seed and --out) stops with a BenchError instead of writing into the same directories. The OS drops the locks
-    of a killed process, so a crash never leaves a stale lock."""
+    of a killed process, so a crash never leaves a stale lock. On a file system without locks (some cluster file
+    systems refuse flock) the run goes on unlocked, with a warning (a grid never runs one seed twice at once)."""
     locks: list[FileLock] = []
     try:
         for seed in seeds:
@@ -747,6 +1071,9 @@ def seed_locks(prep: PreparedRun, seeds: Sequence[int]) -> Iterator[None]:
             except Timeout:
                 raise BenchError(f"another fusion-bench run is computing {run_dir} (lock {lock.lock_file} is held): "
                                  "wait for it to finish, or pass another --out") from None
+            except OSError as err:  # e.g. ENOSYS/ENOLCK: the file system has no locks
+                warnings.warn(f"{lock.lock_file}: cannot lock ({err}); running without the seed lock", stacklevel=2)
+                continue
             locks.append(lock)
         yield
     finally:
@@ -768,38 +1095,87 @@ def nan_summary(per_image: pd.DataFrame) -> dict[str, Any]:
     return {"n_nan": sum(counts.values()), "nan_metrics": ";".join(f"{m}:{n}" for m, n in counts.items())}
 
 
-def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any]:
+def start_wandb(prep: PreparedRun, seed: int, run_dir: Path) -> Any:
+    from fusion_bench.benchmark.wandb_log import start_run
+
+    return start_run(prep, seed, run_dir)
+
+
+def wandb_logger(run: Any) -> Any:
+    from fusion_bench.benchmark.wandb_log import lightning_logger
+
+    return lightning_logger(run)
+
+
+def prepare_partial(partial: Path, resume: bool) -> None:
+    """The seed's work folder: emptied (a killed run's leftovers) unless `resume`, which keeps its checkpoints and
+    the interrupted fit's training logs (as `logs-until-<time>`; everything else is recomputed)."""
+    if partial.exists():
+        if not resume:
+            shutil.rmtree(partial)
+        else:
+            for item in partial.iterdir():
+                if item.name == "logs":
+                    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+                    item.rename(item.with_name(f"logs-until-{stamp}"))
+                elif item.name != "checkpoints" and not item.name.startswith("logs-until-"):
+                    shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+    partial.mkdir(parents=True, exist_ok=True)
+
+
+def finish_partial(partial: Path, final: Path) -> None:
+    """Drop the resumable checkpoints (the weights are in model.pt) and move the seed's folder into place."""
+    shutil.rmtree(checkpoint_dir(partial), ignore_errors=True)
+    _finalize_dir(partial, final)
+
+
+def run_seed(prep: PreparedRun, seed: int) -> dict[str, Any] | None:
     """One seed (the caller holds its lock, see `seed_locks`): returns the result row (not yet written); the
-    seconds per phase go to `<run_dir>/timings.json`."""
+    seconds per phase go to `<run_dir>/timings.json`. In a multi-process fit, ranks other than 0 only train and
+    return None (fusion_bench.benchmark.distributed)."""
+    from fusion_bench.benchmark.distributed import is_rank_zero
+
+    lead = is_rank_zero()
     timer = PhaseTimer()
     L.seed_everything(seed, workers=True, verbose=False)
-    if prep.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(prep.device)
+    memory = PeakMemory(prep.device).start()
     run_dir = prep.run_dir(seed)
     partial = run_dir.with_name(run_dir.name + ".partial")
-    if partial.exists():  # left by a killed run (we hold the lock): start over
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    datamodule = build_datamodule(prep, seed)
-    model = build_method(prep, datamodule)
-    train_s = 0.0
-    if model.trainable:
-        with timer("fit"):
-            train_s = fit(prep, model, datamodule, partial)
-    row = evaluate_seed(prep, model, datamodule, partial, seed, train_s, timer=timer)
-    _finalize_dir(partial, run_dir)
+    if lead:  # left by a killed run (we hold the lock): start over, or continue from its checkpoint with --resume
+        prepare_partial(partial, prep.spec.resume)
+    wandb_run = start_wandb(prep, seed, partial) if lead and prep.spec.logger == "wandb" else None
+    try:
+        datamodule = build_datamodule(prep, seed)
+        model = build_method(prep, datamodule)
+        train_s = 0.0
+        if model.trainable:
+            logger = wandb_logger(wandb_run) if wandb_run is not None else None
+            with timer("fit"):
+                model, train_s = fit_method(prep, model, datamodule, partial, prep.spec.resume, logger)
+        if not lead:
+            return None
+        row = evaluate_seed(prep, model, datamodule, partial, seed, train_s, timer=timer, memory=memory,
+                            wandb_run=wandb_run)
+    finally:
+        memory.stop()
+        if wandb_run is not None:
+            wandb_run.finish()
+    finish_partial(partial, run_dir)
     prep.timings.append(row.pop("_timings"))
     return row
 
 
 def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, run_dir: Path,
-                  seed: int, train_s: float, train_mixture: str = "", timer: PhaseTimer | None = None
-                  ) -> dict[str, Any]:
+                  seed: int, train_s: float, train_mixture: str = "", timer: PhaseTimer | None = None,
+                  memory: PeakMemory | None = None, wandb_run: Any = None) -> dict[str, Any]:
     """Score a (trained) model on the test split: fused PNGs, per-image metrics, downstream, efficiency and
     provenance under `run_dir` (with its row.csv and timings.json); returns the row, with the timings under the
     key `_timings` (not a column). `train_mixture` names the datasets the model was trained on when that is not
-    just `prep`'s dataset (fusion_bench.benchmark.mixture)."""
+    just `prep`'s dataset (fusion_bench.benchmark.mixture). `memory`: started at the seed's beginning (peak_mem_mb
+    is its peak up to the end of scoring; default: from now). `wandb_run`: the row, the downstream evaluators' curves
+    and a few fused images also go to this wandb run (fusion_bench.benchmark.wandb_log)."""
     timer = timer or PhaseTimer()
+    memory = memory or PeakMemory(prep.device).start()
     row: dict[str, Any] = {
         "method": prep.spec.method,
         "dataset": prep.spec.dataset,
@@ -809,6 +1185,7 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         "config_hash": prep.config_hash,
         "metric_dialect": prep.dialect or "",
         "train_mixture": train_mixture,
+        "overrides": overrides_text(prep.overrides),
     }
     test: SplitPass | None = None
     first_batch = None
@@ -829,7 +1206,7 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         per_image.to_csv(run_dir / "metrics_per_image.csv", index=False)
         row.update({m: float(per_image[m].mean()) for m in per_image.columns if m != "name"})
         row.update(nan_summary(per_image))
-    peak_mem = peak_memory_mb(prep.device)  # the method's own peak: the in-process SegFormer evaluator resets it
+    peak_mem = memory.peak_mb()  # the method's own peak, before the in-process downstream evaluators run
     if test is not None:
         row.update(run_downstream(prep, model, datamodule, run_dir, seed, test, timer))
     with timer("gflops"):
@@ -845,6 +1222,10 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         **provenance(prep.device),
     })
     pd.DataFrame([row]).to_csv(run_dir / "row.csv", index=False)
+    if wandb_run is not None:
+        from fusion_bench.benchmark.wandb_log import log_results
+
+        log_results(wandb_run, row, run_dir)
     timings = {"method": prep.spec.method, "dataset": prep.spec.dataset, "preset": prep.spec.preset, "seed": seed,
                "seconds": {k: round(v, 3) for k, v in timer.summary().items()}}
     (run_dir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
@@ -893,6 +1274,29 @@ def _append(spec: BenchSpec, row: dict[str, Any]) -> None:
         append_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv", [row])
 
 
+def completed_row(prep: PreparedRun, seed: int) -> dict[str, str] | None:
+    """The row of a seed whose run directory is complete (its row.csv, as text), else None."""
+    rows = read_rows(prep.run_dir(seed) / "row.csv")
+    return rows[0] if len(rows) == 1 else None
+
+
+def _done_or_run(spec: BenchSpec, prep: PreparedRun, seed: int) -> dict[str, Any] | None:
+    """With --resume, a seed whose run directory is complete is not run again: its row.csv is the row (appended to
+    the raw CSV when missing there). Otherwise the seed runs."""
+    if spec.resume:
+        done = completed_row(prep, seed)
+        if done is not None:
+            existing = read_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv") \
+                if spec.leaderboard_dir is not None else []
+            if row_key(done) not in {row_key(r) for r in existing}:
+                _append(spec, done)
+            return done
+    row = run_seed(prep, seed)
+    if row is not None:
+        _append(spec, row)
+    return row
+
+
 def _baseline_rows(spec: BenchSpec, prep: PreparedRun, timings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """source_a / source_b rows for the same downstream protocol, run only for seeds the raw CSV lacks."""
     if not (prep.evaluators and spec.downstream_baselines) or spec.method in BASELINE_METHODS:
@@ -900,7 +1304,7 @@ def _baseline_rows(spec: BenchSpec, prep: PreparedRun, timings: list[dict[str, A
     existing = read_rows(Path(spec.leaderboard_dir) / "raw" / f"{spec.dataset}.csv") if spec.leaderboard_dir else []
     rows = []
     for baseline in BASELINE_METHODS:
-        base_prep = prepare(replace(spec, method=baseline, downstream=list(prep.evaluators), overrides={}))
+        base_prep = prepare(baseline_spec(spec, baseline, list(prep.evaluators)))
         base_prep.datasets = prep.datasets  # same dataset, root and options: reuse the built splits
         done = {r.get("seed") for r in existing if r.get("method") == baseline
                 and r.get("config_hash") == base_prep.config_hash and r.get("preset") == spec.preset
@@ -910,10 +1314,17 @@ def _baseline_rows(spec: BenchSpec, prep: PreparedRun, timings: list[dict[str, A
                 continue
             with seed_locks(base_prep, [seed]):
                 row = run_seed(base_prep, seed)
-            _append(spec, row)
-            rows.append(row)
+            if row is not None:
+                _append(spec, row)
+                rows.append(row)
         timings += base_prep.timings
     return rows
+
+
+def baseline_spec(spec: BenchSpec, baseline: str, evaluators: Sequence[str]) -> BenchSpec:
+    """The request of a source_a/source_b downstream baseline next to `spec` (never the method's overrides)."""
+    return replace(spec, method=baseline, downstream=list(evaluators), overrides={}, config=None,
+                   downstream_baselines=False)
 
 
 def run_bench(spec: BenchSpec, timings: list[dict[str, Any]] | None = None,
@@ -924,15 +1335,23 @@ def run_bench(spec: BenchSpec, timings: list[dict[str, Any]] | None = None,
     returned list holds the method's rows first, then any baseline rows that were computed. The seeds'
     directories are locked for the whole run (`seed_locks`). `timings` (optional) receives each seed's
     seconds per phase (as in its timings.json), for `format_timings`. `prep`: `prepare(spec)` when the caller has
-    it already (its datasets are reused).
+    it already (its datasets are reused). With `spec.resume`, complete seeds are reused and an interrupted seed
+    continues from its last checkpoint. In a multi-process fit, ranks other than 0 train only and return [].
     """
+    from fusion_bench.benchmark.distributed import is_rank_zero
+
     prep = prep if prep is not None else prepare(spec)
+    if not is_rank_zero():
+        for seed in spec.seeds:
+            if not (spec.resume and completed_row(prep, seed) is not None):
+                run_seed(prep, seed)
+        return []
     rows = []
     with seed_locks(prep, spec.seeds):
         for seed in spec.seeds:
-            row = run_seed(prep, seed)
-            rows.append(row)
-            _append(spec, row)
+            row = _done_or_run(spec, prep, seed)
+            if row is not None:
+                rows.append(row)
     done = list(prep.timings)
     rows += _baseline_rows(spec, prep, done)
     if timings is not None:

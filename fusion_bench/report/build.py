@@ -30,12 +30,12 @@ from fusion_bench.benchmark.leaderboard import (
     higher_is_better,
     latest_rows,
 )
-from fusion_bench.benchmark.provenance import REPO_ROOT
+from fusion_bench.benchmark.protocol import BENCHMARKS_DIR
 from fusion_bench.benchmark.results import EFFICIENCY_COLUMNS, read_rows, run_directory
 from fusion_bench.report import figures, grid, page, stats
 from fusion_bench.report.formats import build_table, seed_nan_counts, to_html, to_latex
 
-REPORTED_DIR = REPO_ROOT / "benchmarks" / "reported"
+REPORTED_DIR = BENCHMARKS_DIR / "reported"  # the checkout's benchmarks/, else the copy shipped in the wheel
 SOURCE_ROWS = ("source_a", "source_b")  # = benchmark.runner.BASELINE_METHODS (not imported: it loads Lightning)
 MARKER = "report.json"
 QUALITY_DEFAULTS = ("seg_miou", "native_miou", "det_map50", "cls_acc")

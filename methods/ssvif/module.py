@@ -47,6 +47,9 @@ class SSVIF(FusionMethod):
     """
 
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.IVIF})
+    # Stage I trains the fusion network only (the segmentation branch gets no gradient): DDP must look for unused
+    # parameters (read by fusion_bench.benchmark.distributed.trainer_settings)
+    ddp_find_unused_parameters: ClassVar[bool] = True
 
     def __init__(self, backbone: str = "swinfusion", backbone_args: dict[str, Any] | None = None,
                  num_seg_classes: int = 15, head_channels: int | None = None,

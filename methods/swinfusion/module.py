@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 from fusion_bench.base import LuminanceFusionMethod
 from fusion_bench.base.colour import split_luminance
@@ -12,6 +15,27 @@ from fusion_bench.data.transforms import batch_dihedral
 from fusion_bench.types import Task
 from methods.swinfusion.loss import SwinFusionLoss
 from methods.swinfusion.model import SwinFusionNet
+
+
+def kair_ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, *,
+                    decay: float) -> torch.Tensor:
+    """KAIR's `update_E`: E <- decay * E + (1 - decay) * W (the same two operations, so the same numbers)."""
+    return average.mul(decay).add_(current, alpha=1 - decay)
+
+
+class KAIREMA(WeightAveraging):
+    """Lightning's weight averaging with KAIR's EMA: the average starts from the weights at the start of the fit
+    (AveragedModel would start from the weights after the first step) and is updated after every optimizer step;
+    parameters only (the network's buffers are constants)."""
+
+    def __init__(self, decay: float):
+        super().__init__(use_buffers=False, avg_fn=functools.partial(kair_ema_update, decay=decay))
+        self.decay = decay
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and self._average_model is not None:
+            self._average_model.n_averaged.fill_(1)  # the copy made now is E_0 = W_0 (a checkpoint may replace it)
 
 
 class SwinFusion(LuminanceFusionMethod):
@@ -22,9 +46,11 @@ class SwinFusion(LuminanceFusionMethod):
     flip/rotation modes of the square at random, the same for both sources (the authors' `augment_img` with
     `mode = randint(0, 7)`: `batch_dihedral` after the datamodule's horizontal flip; draws from the module's own
     CPU generator, seeded from the global seed, so the crops are the same with and without it). With `ema_decay` >
-    0 an exponential moving average of the weights is kept (no bias correction, started from the initial weights,
-    as in KAIR's `update_E`) and copied into the network when training ends, since the authors' test script loads
-    the EMA weights (`*_E.pth`); Lightning checkpoints carry it (`swinfusion_ema`) so a resumed run continues it.
+    0 an exponential moving average of the weights is kept by Lightning's WeightAveraging callback (`KAIREMA`: no
+    bias correction, started from the initial weights, updated after every optimizer step, as in KAIR's `update_E`)
+    and copied into the network when training ends, since the authors' test script loads the EMA weights
+    (`*_E.pth`); Lightning checkpoints carry both the average and the current weights, so a resumed run continues
+    it. Validation during training sees the averaged weights (the callback swaps them in).
     """
 
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.IVIF, Task.MEDICAL})
@@ -51,7 +77,6 @@ class SwinFusion(LuminanceFusionMethod):
         self.lr_gamma = lr_gamma
         self.augment = augment
         self._generator: torch.Generator | None = None
-        self._ema: dict[str, torch.Tensor] | None = None
 
     def training_output(self, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         return self.net(y1, y2, clamp=False)  # the authors' loss sees the raw output
@@ -73,37 +98,9 @@ class SwinFusion(LuminanceFusionMethod):
 
     # ------------------------------------------------------------ EMA of the weights
 
-    def on_train_start(self) -> None:
-        if self.ema_decay <= 0:
-            return
-        if self._ema is None:
-            self._ema = {k: p.detach().clone() for k, p in self.net.named_parameters()}
-        else:  # restored from a checkpoint (on the checkpoint's device)
-            self._ema = {k: self._ema[k].to(p) for k, p in self.net.named_parameters()}
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._ema is None:
-            return
-        with torch.no_grad():
-            for k, p in self.net.named_parameters():
-                self._ema[k].mul_(self.ema_decay).add_(p.detach(), alpha=1 - self.ema_decay)
-
-    def on_train_end(self) -> None:
-        """Replace the trained weights by their moving average (what the authors test with)."""
-        if self._ema is None:
-            return
-        with torch.no_grad():
-            for k, p in self.net.named_parameters():
-                p.copy_(self._ema[k])
-        self._ema = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._ema is not None:
-            checkpoint["swinfusion_ema"] = {k: v.detach().clone() for k, v in self._ema.items()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "swinfusion_ema" in checkpoint:
-            self._ema = dict(checkpoint["swinfusion_ema"])
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The EMA of the weights (when `ema_decay` > 0), merged with the Trainer's callbacks by Lightning."""
+        return [KAIREMA(self.ema_decay)] if self.ema_decay > 0 else []
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,243 @@
+"""`fusion-bench grid`: a resumable method x dataset x seed grid of `fusion-bench bench` jobs on an existing scheduler.
+
+Planning (`plan_grid`) prepares every (method, dataset) request first, so a bad name, preset, override or dataset is
+a request error before anything is submitted. One job = one method, one dataset, one seed: a
+`fusion-bench bench ... --seeds K --no-leaderboard` subprocess (pinned numerics and a clean process per job), which
+writes its row to its own run directory (`row.csv`), never to the shared raw CSVs. A job is skipped when its row is
+already in the raw leaderboard (same method, preset, config hash, test split and seed) or its run directory is
+complete, so re-running the same grid command resumes it. With downstream evaluators, the IR/visible baselines
+(source_a, source_b) are jobs of their own, once per dataset, preset and seed (not once per method).
+
+Launchers: `local` (a pool of `--jobs` subprocesses on this machine, then the rows are collected), `slurm` (a
+submitit job array; `--submitit-cluster local|debug` runs the same code path on this machine), `commands` (one
+shell line per job, for any other scheduler). Rows are merged with `fusion-bench leaderboard --collect RUNS_DIR`
+(no file locks, idempotent); `local` and `slurm --wait` do that themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fusion_bench.benchmark.jobs import run_job
+from fusion_bench.benchmark.protocol import load_yaml
+from fusion_bench.benchmark.results import collect_rows, read_rows
+from fusion_bench.benchmark.runner import BASELINE_METHODS, BenchError, BenchSpec, baseline_spec, prepare
+
+LAUNCHERS = ("local", "slurm", "commands")
+GRID_KEYS = ("methods", "datasets", "seeds", "preset", "set", "config", "downstream", "root", "dataset_args",
+             "device")
+
+
+@dataclass
+class Job:
+    """One `fusion-bench bench` run of the grid: its CLI arguments (after `fusion-bench`) and its run directory."""
+
+    method: str
+    dataset: str
+    seed: int
+    argv: list[str]
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}-{self.dataset}-seed{self.seed}"
+
+    def command(self) -> list[str]:
+        """The job as a process command line (this Python, `-m fusion_bench`)."""
+        return [sys.executable, "-m", "fusion_bench", *self.argv]
+
+    def shell(self) -> str:
+        return shlex.join(["fusion-bench", *self.argv])
+
+
+@dataclass
+class GridPlan:
+    jobs: list[Job] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # labels of jobs whose rows exist
+
+
+def read_grid_file(path: str | Path) -> dict[str, Any]:
+    """A grid YAML file: methods, datasets, seeds (lists or comma-separated), preset, set ({dotted key: value}),
+    config (a preset file), downstream, root, dataset_args ({key: value}), device."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"--grid {path}: no such file")
+    try:
+        loaded = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise BenchError(f"--grid {path}: not valid YAML ({' '.join(str(err).split())})") from err
+    if not isinstance(loaded, dict) or set(loaded) - set(GRID_KEYS):
+        extra = sorted(set(loaded) - set(GRID_KEYS)) if isinstance(loaded, dict) else type(loaded).__name__
+        raise BenchError(f"--grid {path}: expected a mapping with keys among {', '.join(GRID_KEYS)}, got {extra}")
+    out = dict(loaded)
+    for key in ("methods", "datasets", "seeds"):
+        value = out.get(key)
+        if isinstance(value, str):
+            out[key] = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, int):
+            out[key] = [value]
+    if out.get("seeds") is not None:
+        seeds = out["seeds"]
+        try:
+            out["seeds"] = [int(s) for s in seeds]
+        except (TypeError, ValueError) as err:
+            raise BenchError(f"--grid {path}: seeds must be integers, got {seeds!r}") from err
+    for key in ("set", "dataset_args"):
+        if out.get(key) is not None and not isinstance(out[key], dict):
+            raise BenchError(f"--grid {path}: {key} must be a mapping (key: value)")
+    return out
+
+
+def _yaml_value(value: Any) -> str:
+    """A --set / --dataset-arg value that the job's YAML parser reads back as `value` (JSON is YAML)."""
+    return json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else json.dumps(value)
+
+
+def _done(leaderboard_dir: Path | None, prep: Any, seed: int, cache: dict[str, list[dict[str, str]]]) -> bool:
+    """The row of (prep, seed) is in the raw leaderboard, or its run directory is complete."""
+    if (prep.run_dir(seed) / "row.csv").is_file():
+        return True
+    if leaderboard_dir is None:
+        return False
+    dataset = prep.spec.dataset
+    if dataset not in cache:
+        cache[dataset] = read_rows(Path(leaderboard_dir) / "raw" / f"{dataset}.csv")
+    return any(r.get("method") == prep.spec.method and r.get("preset") == prep.spec.preset
+               and r.get("config_hash") == prep.config_hash and r.get("split_hash") == prep.split_hash
+               and r.get("seed") == str(seed) for r in cache[dataset])
+
+
+def _job_argv(spec: BenchSpec, prep: Any, seed: int, baselines: bool) -> list[str]:
+    argv = ["bench", "--method", spec.method, "--dataset", spec.dataset, "--preset", spec.preset,
+            "--seeds", str(seed), "--out", str(Path(spec.out).resolve()), "--no-leaderboard", "--no-report",
+            "--no-progress", "--device", str(spec.device), "--num-workers", str(spec.num_workers),
+            "--logger", spec.logger, "--downstream", ",".join(prep.evaluators) or "none"]
+    if spec.leaderboard_dir is not None:
+        argv += ["--leaderboard-dir", str(Path(spec.leaderboard_dir).resolve())]
+    if not baselines:
+        argv.append("--no-downstream-baselines")
+    if spec.root is not None:
+        argv += ["--root", str(Path(spec.root).resolve())]
+    for key, value in spec.dataset_options.items():
+        argv += ["--dataset-arg", f"{key}={_yaml_value(value)}"]
+    if prep.overrides:  # the effective overrides (--config merged in): the job needs no file
+        argv += ["--set", *(f"{k}={_yaml_value(v)}" for k, v in prep.overrides.items())]
+    if spec.resume:
+        argv.append("--resume")
+    return argv
+
+
+def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int] | None, base: BenchSpec
+              ) -> GridPlan:
+    """Every job of the grid that has no row yet (see the module docstring). `base` carries everything but method,
+    dataset and seeds (preset, overrides, config, out, leaderboard_dir, device, downstream, ...). `seeds` None: each
+    dataset's protocol seeds for the preset."""
+    from fusion_bench.cli import _protocol_seeds
+
+    if not methods or not datasets:
+        raise BenchError("a grid needs at least one method (--methods) and one dataset (--datasets)")
+    plan = GridPlan()
+    cache: dict[str, list[dict[str, str]]] = {}
+    baseline_jobs: set[tuple[str, str, int]] = set()
+    for dataset in datasets:
+        dataset_seeds = list(seeds) if seeds is not None else _protocol_seeds(dataset, base.preset)
+        for method in methods:
+            spec = replace(base, method=method, dataset=dataset, seeds=dataset_seeds)
+            prep = prepare(spec)
+            for seed in dataset_seeds:
+                job = Job(method, dataset, seed, _job_argv(spec, prep, seed, baselines=False), prep.run_dir(seed))
+                (plan.skipped.append(job.label) if _done(base.leaderboard_dir, prep, seed, cache)
+                 else plan.jobs.append(job))
+            if not prep.evaluators or method in BASELINE_METHODS:
+                continue
+            for baseline in BASELINE_METHODS:
+                if all((baseline, dataset, s) in baseline_jobs for s in dataset_seeds):
+                    continue
+                bspec = baseline_spec(spec, baseline, list(prep.evaluators))
+                bprep = prepare(bspec)
+                bprep.datasets = prep.datasets
+                for seed in dataset_seeds:
+                    if (baseline, dataset, seed) in baseline_jobs:
+                        continue
+                    baseline_jobs.add((baseline, dataset, seed))
+                    job = Job(baseline, dataset, seed, _job_argv(bspec, bprep, seed, baselines=False),
+                              bprep.run_dir(seed))
+                    (plan.skipped.append(job.label) if _done(base.leaderboard_dir, bprep, seed, cache)
+                     else plan.jobs.append(job))
+    # a baseline named in --methods and also added for downstream: keep one job
+    unique: dict[tuple[str, str, int], Job] = {}
+    for job in plan.jobs:
+        unique.setdefault((job.method, job.dataset, job.seed), job)
+    plan.jobs = list(unique.values())
+    return plan
+
+
+def run_local(plan: GridPlan, jobs: int, log_dir: Path) -> list[str]:
+    """Run the jobs in a pool of `jobs` worker threads, each driving one `fusion-bench bench` subprocess; returns the
+    failures (one line each, with the log file)."""
+    failures: list[str] = []
+    total = len(plan.jobs)
+
+    def one(index_job: tuple[int, Job]) -> None:
+        index, job = index_job
+        log = log_dir / f"{job.label}.log"
+        start = time.perf_counter()
+        try:
+            run_job(job.command(), str(log))
+        except RuntimeError:
+            failures.append(f"{job.label}: failed, see {log}")
+            print(f"[{index}/{total}] {job.label}: FAILED ({log})", flush=True)
+            return
+        print(f"[{index}/{total}] {job.label}: done in {time.perf_counter() - start:.1f} s", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, enumerate(plan.jobs, start=1)))
+    return failures
+
+
+def submit_slurm(plan: GridPlan, folder: Path, cluster: str | None, options: dict[str, Any]) -> list[Any]:
+    """Submit the jobs as one submitit job array (cluster None: SLURM when available; `local`/`debug`: submitit's
+    executors on this machine). `options`: partition, gpus_per_node, tasks_per_node, cpus_per_task, timeout_min,
+    mem_gb, array_parallelism, nodes."""
+    try:
+        import submitit
+    except ModuleNotFoundError as err:
+        raise BenchError("--launcher slurm needs submitit: pip install 'mmfusion-bench[cluster]'") from err
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    params: dict[str, Any] = {"name": "fusion-bench", "timeout_min": options["timeout_min"],
+                              "cpus_per_task": options["cpus_per_task"], "tasks_per_node": options["tasks_per_node"],
+                              "nodes": options["nodes"]}
+    if options.get("gpus_per_node"):
+        params["gpus_per_node"] = options["gpus_per_node"]
+    if options.get("mem_gb"):
+        params["mem_gb"] = options["mem_gb"]
+    if options.get("partition"):
+        params["slurm_partition"] = options["partition"]
+    if options.get("array_parallelism"):
+        params["slurm_array_parallelism"] = options["array_parallelism"]
+    executor.update_parameters(**params)
+    return executor.map_array(run_job, [job.command() for job in plan.jobs])
+
+
+def collect(out: Path, leaderboard_dir: Path) -> dict[str, int]:
+    """Merge the grid's rows into the raw CSVs and regenerate the leaderboards."""
+    from fusion_bench.benchmark.leaderboard import regenerate
+
+    added = collect_rows(out, leaderboard_dir)
+    if (Path(leaderboard_dir) / "raw").is_dir() and any((Path(leaderboard_dir) / "raw").glob("*.csv")):
+        regenerate(leaderboard_dir)
+    return added
+
+
+__all__ = ["GridPlan", "Job", "LAUNCHERS", "collect", "plan_grid", "read_grid_file", "run_job", "run_local",
+           "submit_slurm"]

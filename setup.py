@@ -1,0 +1,29 @@
+"""Build hook only (the project is described in pyproject.toml): ship `benchmarks/` inside the package.
+
+The protocol files, suites and the papers' reported numbers live in the repository's top-level `benchmarks/` (the
+layout the README describes); the wheel carries a copy as `fusion_bench/_benchmarks/`, which
+`fusion_bench.benchmark.protocol.benchmarks_dir()` reads when there is no source checkout.
+"""
+
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+SHIPPED = ("protocols", "suites", "reported")  # benchmarks/perf holds scripts for the repository only
+SUFFIXES = (".yaml", ".csv", ".md", ".txt")
+
+
+class BuildPyWithBenchmarks(build_py):
+    def run(self) -> None:
+        super().run()
+        root = Path(__file__).resolve().parent / "benchmarks"
+        for sub in SHIPPED:
+            for src in sorted((root / sub).rglob("*")):
+                if src.is_file() and src.suffix in SUFFIXES:
+                    dst = Path(self.build_lib) / "fusion_bench" / "_benchmarks" / src.relative_to(root)
+                    self.mkpath(str(dst.parent))
+                    self.copy_file(str(src), str(dst))
+
+
+setup(cmdclass={"build_py": BuildPyWithBenchmarks})
