@@ -8,7 +8,7 @@ from torch import nn
 
 NECESSITY_MODES = ("code", "hinge")
 
-_LAPLACIAN_8 = torch.tensor([[1.0, 1.0, 1.0], [1.0, -8.0, 1.0], [1.0, 1.0, 1.0]])
+_LAPLACIAN_8 = torch.tensor([[1.0, 1.0, 1.0], [1.0, -8.0, 1.0], [1.0, 1.0, 1.0]], device="cpu")
 
 
 def laplacian_magnitude(x: torch.Tensor) -> torch.Tensor:

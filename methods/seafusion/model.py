@@ -19,7 +19,7 @@ from torch import nn
 
 from fusion_bench.base.method import check_source_pair
 
-_SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])  # the authors' orientation
+_SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device="cpu")  # authors' orientation
 
 
 def conv_lrelu(c_in: int, c_out: int) -> nn.Sequential:
