@@ -26,15 +26,6 @@ numerics.apply_runtime()
 torch.set_num_threads(1)
 
 
-def skip_without(module: str) -> None:
-    """Skip the test when `module` is not installed, without importing it (pytest.importorskip imports it, and
-    importing ultralytics patches PIL's Image.open for the rest of the test session)."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"needs {module}")
-
-
 @pytest.fixture(scope="session")
 def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One synthetic-data cache for the whole test session (never the user's home cache)."""

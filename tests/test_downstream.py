@@ -6,13 +6,13 @@ the plumbing tests shrink the budgets (1-2 epochs) because they are about files,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import skip_without
 
 from fusion_bench.benchmark.downstream import evaluator_config, parse_downstream, resolve_evaluators
 from fusion_bench.benchmark.results import read_rows
@@ -29,6 +29,9 @@ from fusion_bench.evaluators.detection import (
 )
 from fusion_bench.evaluators.segmentation import SEG_PRESETS
 from fusion_bench.registry import get_datamodule
+
+# find_spec, not importorskip: importing ultralytics patches PIL's Image.open for the rest of the session.
+needs_ultralytics = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="needs ultralytics")
 
 TINY_SEG = {"epochs": 1, "image_size": (32, 40)}
 TINY_DET = {"epochs": 1, "image_size": 64, "batch_size": 16}
@@ -119,8 +122,8 @@ def test_resolve_evaluators_names_what_is_missing(ivif_root: Path, tmp_path: Pat
         resolve_evaluators(("det",), {}, mfif_test, ("train", "test"))
 
 
+@needs_ultralytics
 def test_detection_errors_are_clear(ivif_root: Path, tmp_path: Path) -> None:
-    skip_without("ultralytics")
     train, test = SyntheticIVIF(ivif_root, "train"), SyntheticIVIF(ivif_root, "test")
     with pytest.raises(DownstreamError, match="does not exist"):
         evaluate_detection_folders(tmp_path / "nope", tmp_path / "nope", train, test, log_dir=tmp_path / "det")
@@ -134,9 +137,9 @@ def test_detection_errors_are_clear(ivif_root: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ sanity
 
 
+@needs_ultralytics
 def test_detection_learns_from_pixels(ivif_root: Path, tmp_path: Path) -> None:
     """smoke preset: YOLO on max-fused images finds objects; on a constant image it finds none (mAP ~ 0)."""
-    skip_without("ultralytics")
     train, test = SyntheticIVIF(ivif_root, "train"), SyntheticIVIF(ivif_root, "test")
     scores = {}
     for kind in ("max", "const"):
@@ -160,9 +163,9 @@ def test_detection_learns_from_pixels(ivif_root: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ runner / CLI
 
 
+@needs_ultralytics
 def test_bench_adds_downstream_columns_and_reuses_baselines(capsys: pytest.CaptureFixture, tmp_path: Path,
                                                             tiny_budgets: None) -> None:
-    skip_without("ultralytics")
     pytest.importorskip("transformers")
     argv = ["bench", "--method", "max", "--dataset", "synthetic-ivif", "--downstream", "protocol", "--no-progress",
             "--out", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "lb")]
@@ -237,9 +240,9 @@ def test_evaluators_run_on_fake_copies_through_bench(name: str, evaluator: str, 
     assert not math.isnan(float(row[column])) and 0 <= float(row[column]) <= 1
 
 
+@needs_ultralytics
 def test_detection_training_is_deterministic_on_cpu(ivif_root: Path, tmp_path: Path) -> None:
     """Two seeded runs give the same per-epoch losses and scores (ultralytics deterministic mode, no workers)."""
-    skip_without("ultralytics")
     _write_fused(ivif_root, tmp_path / "fused", "max")
     train, test = SyntheticIVIF(ivif_root, "train"), SyntheticIVIF(ivif_root, "test")
     config = det_preset("smoke", epochs=2, image_size=64)

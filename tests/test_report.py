@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import io
 import math
 import shutil
@@ -14,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import skip_without
 from scipy import stats as sps
 
 from fusion_bench.cli import main
 from fusion_bench.report import stats
 from fusion_bench.report.formats import decimals_for, latex_escape
 from fusion_bench.report.grid import check_box, contrast_box, overlay_mask, read_yolo_predictions
+
+# find_spec, not importorskip: importing ultralytics patches PIL's Image.open for the rest of the session.
+needs_ultralytics = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="needs ultralytics")
 
 METHODS = ("mean", "max", "laplacian", "source_a", "source_b")
 
@@ -416,8 +419,8 @@ def test_segmentation_saves_per_image_predictions(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_ultralytics
 def test_detection_saves_per_image_predictions(tmp_path: Path) -> None:
-    skip_without("ultralytics")
     from fusion_bench.evaluators.detection import det_preset, evaluate_detection_folders
 
     datasets = _fused_folders(tmp_path, ("train", "test"))
