@@ -46,6 +46,12 @@ def depth_of(mode: str) -> str:
     return {"I": "32-bit int", "F": "32-bit float", "unreadable": "unreadable"}.get(mode, "8-bit")
 
 
+# What a damaged or non-image file raises while PIL opens or decodes it. ImportError: once ultralytics is imported
+# it wraps Image.open and, on a file PIL cannot identify, tries to import the optional HEIF plugin (pi_heif) instead
+# of raising UnidentifiedImageError.
+UNREADABLE_IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError)
+
+
 def open_image(path: Path) -> Image.Image:
     """Image.open with PIL's decompression-bomb warning turned into an error (the caller closes the image)."""
     with warnings.catch_warnings():
@@ -63,7 +69,7 @@ def stored_mode(path: str | Path) -> str:
     try:
         with open_image(Path(path)) as img:
             return img.mode
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (*UNREADABLE_IMAGE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "unreadable"
 
 
@@ -111,9 +117,7 @@ def read_array(path: str | Path, mode: str | None = None) -> np.ndarray:
             arr = np.asarray(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(_bomb_message(path, err)) from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as err:
-        # ImportError: once ultralytics is imported it wraps Image.open and, on a file PIL cannot identify, tries to
-        # import the optional HEIF plugin (pi_heif) instead of raising UnidentifiedImageError
+    except UNREADABLE_IMAGE_ERRORS as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     return arr
 

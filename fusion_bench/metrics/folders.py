@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from fusion_bench.data.io import DEEP_MODES, ImageReadError, open_image, read_array
+from fusion_bench.data.io import DEEP_MODES, UNREADABLE_IMAGE_ERRORS, ImageReadError, open_image, read_array
 from fusion_bench.metrics._common import MetricsInputError
 from fusion_bench.metrics.dialects import Dialect, get_dialect
 
@@ -73,7 +73,7 @@ def _header(path: Path) -> tuple[int, int, int]:
             mode = img.mode
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise MetricsInputError(f"cannot read image {path}: refused as a possible decompression bomb ({err})") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UNREADABLE_IMAGE_ERRORS as err:
         raise MetricsInputError(f"cannot read image {path}: {err}") from err
     return h, w, 1 if mode in ("L", "1", "LA", *DEEP_MODES) else 3
 
