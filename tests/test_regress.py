@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fusion_bench.benchmark.regress import compare
+from fusion_bench.benchmark.regress import compare, run_suite
 
 
 def _frame(**overrides):
@@ -31,3 +31,11 @@ def test_per_method_tolerance():
 def test_missing_and_new_runs_reported():
     drifts = compare(_frame(), _frame(method="max"), {})
     assert any("run missing" in d for d in drifts) and any("new run" in d for d in drifts)
+
+
+def test_an_entry_may_name_its_own_seeds(tmp_path):
+    suite = {"preset": "smoke", "seeds": [0, 1], "runs": [
+        {"dataset": "synthetic-ivif", "methods": ["mean"], "seeds": [0]},
+        {"dataset": "synthetic-ivif", "methods": ["max"]}]}
+    frame = run_suite(suite, tmp_path)
+    assert sorted(zip(frame["method"], frame["seed"].astype(int))) == [("max", 0), ("max", 1), ("mean", 0)]

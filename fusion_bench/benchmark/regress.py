@@ -19,8 +19,8 @@ KEY = ["dataset", "method", "preset", "seed", "train_mixture", "downstream"]
 def run_suite(suite: dict[str, Any], out: Path, progress: bool = False) -> pd.DataFrame:
     """Run every (dataset, method, seed) of a suite; one row per run, checked columns only.
 
-    A run entry is `{dataset: D, methods: [...]}` (optionally `downstream: [seg, det]`, else the suite's
-    `downstream`), or `{mixture: [D1, D2, ...], methods: [...]}`: one model trained on the mixture, one row per
+    A run entry is `{dataset: D, methods: [...]}` (optionally `downstream: [seg, det]` and `seeds: [...]`, else the
+    suite's), or `{mixture: [D1, D2, ...], methods: [...]}`: one model trained on the mixture, one row per
     dataset (`train_mixture` set). Baseline downstream rows are not added: list source_a/source_b to check them.
     """
     from fusion_bench.benchmark.mixture import prepare_mixture, run_mixture
@@ -30,8 +30,8 @@ def run_suite(suite: dict[str, Any], out: Path, progress: bool = False) -> pd.Da
         for method in entry["methods"]:
             datasets = entry.get("mixture") or [entry["dataset"]]
             spec = BenchSpec(method=method, dataset=datasets[0], preset=suite.get("preset", "smoke"),
-                             seeds=suite.get("seeds", [0]), out=out / "runs", leaderboard_dir=out / "leaderboards",
-                             device="cpu", progress=progress,
+                             seeds=entry.get("seeds", suite.get("seeds", [0])), out=out / "runs",
+                             leaderboard_dir=out / "leaderboards", device="cpu", progress=progress,
                              downstream=entry.get("downstream", suite.get("downstream", "none")),
                              downstream_baselines=False)
             rows = run_mixture(prepare_mixture(spec, datasets)) if "mixture" in entry else run_bench(spec)
