@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,audio,segmentation,detection
+EXTRAS ?= dev,audio,segmentation,detection,cluster
 METHOD ?= mean,max,source_a,source_b,laplacian,fusion_cnn
 DATASET ?= synthetic-ivif
 PRESET ?= smoke
