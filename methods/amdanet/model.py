@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import stochastic_depth
 
 from fusion_bench.evaluators.segmentation import MIT_HEADS, MIT_VARIANTS
 
@@ -105,14 +106,6 @@ class MixFFN(nn.Module):
         return self.fc2(F.gelu(x))
 
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero whole samples of a residual branch with probability p (rescaled)."""
-    if p == 0.0 or not training:
-        return x
-    keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device) >= p
-    return x * keep / (1.0 - p)
-
-
 class MiTBlock(nn.Module):
     """Pre-norm transformer block: x + attn(LN x), then x + MixFFN(LN x), each with stochastic depth."""
 
@@ -125,8 +118,8 @@ class MiTBlock(nn.Module):
         self.drop_path_rate = drop_path_rate
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        x = x + drop_path(self.attn(self.norm1(x), h, w), self.drop_path_rate, self.training)
-        return x + drop_path(self.mlp(self.norm2(x), h, w), self.drop_path_rate, self.training)
+        x = x + stochastic_depth(self.attn(self.norm1(x), h, w), self.drop_path_rate, "row", self.training)
+        return x + stochastic_depth(self.mlp(self.norm2(x), h, w), self.drop_path_rate, "row", self.training)
 
 
 class MiTStage(nn.Module):

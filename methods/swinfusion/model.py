@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import stochastic_depth
 
 from fusion_bench.base.method import check_source_pair
 
@@ -51,14 +52,6 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int, device: torch.d
     ids = window_partition(region, window).squeeze(-1)  # nW x window^2
     diff = ids[:, None, :] - ids[:, :, None]
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
-
-
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero whole samples of a residual branch with probability p (rescaled by 1 / (1 - p))."""
-    if p == 0.0 or not training:
-        return x
-    keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(1 - p)
-    return x * keep / (1 - p)
 
 
 class Mlp(nn.Sequential):
@@ -151,8 +144,8 @@ class SwinBlock(_WindowBlockBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         attn = self.attn(self.to_windows(self.norm1(x)), mask=self.mask(h, w, x.device))
-        x = x + drop_path(self.from_windows(attn, h, w), self.drop_path, self.training)
-        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        x = x + stochastic_depth(self.from_windows(attn, h, w), self.drop_path, "row", self.training)
+        return x + stochastic_depth(self.mlp(self.norm2(x)), self.drop_path, "row", self.training)
 
 
 class CrossSwinBlock(_WindowBlockBase):
@@ -171,10 +164,12 @@ class CrossSwinBlock(_WindowBlockBase):
         _, h, w, _ = a.shape
         mask = self.mask(h, w, a.device)
         wa, wb = self.to_windows(self.norm1_a(a)), self.to_windows(self.norm1_b(b))
-        a = a + drop_path(self.from_windows(self.attn_a(wa, wb, mask), h, w), self.drop_path, self.training)
-        b = b + drop_path(self.from_windows(self.attn_b(wb, wa, mask), h, w), self.drop_path, self.training)
-        a = a + drop_path(self.mlp_a(self.norm2_a(a)), self.drop_path, self.training)
-        b = b + drop_path(self.mlp_b(self.norm2_b(b)), self.drop_path, self.training)
+        a = a + stochastic_depth(self.from_windows(self.attn_a(wa, wb, mask), h, w), self.drop_path, "row",
+                                 self.training)
+        b = b + stochastic_depth(self.from_windows(self.attn_b(wb, wa, mask), h, w), self.drop_path, "row",
+                                 self.training)
+        a = a + stochastic_depth(self.mlp_a(self.norm2_a(a)), self.drop_path, "row", self.training)
+        b = b + stochastic_depth(self.mlp_b(self.norm2_b(b)), self.drop_path, "row", self.training)
         return a, b
 
 
