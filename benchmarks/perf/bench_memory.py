@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+from fusion_bench.benchmark.protocol import load_yaml
+from fusion_bench.benchmark.runner import BenchError
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf_common import (  # noqa: E402
     build_method,
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=9)
     parser.add_argument("--autocast", default=None, choices=["bfloat16"], help="run the step under CPU autocast")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="config override (YAML value), e.g. --set model.levels=2")
+                        help="config override (YAML value, as `fusion-bench --set`), e.g. --set model.levels=2")
     parser.add_argument("--scale-to", type=int, default=None, help="also print the bytes at this batch size "
                         "(default: the preset's batch_size)")
     parser.add_argument("--top", type=int, default=10, help="largest holders to list")
@@ -83,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the numbers to this file")
     args = parser.parse_args(argv)
-    import yaml
 
     torch.set_num_threads(args.threads)
     overrides = {}
@@ -91,12 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--set {item!r}: expected SECTION.KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = load_yaml(value)
     crop = tuple(int(v) for v in args.crop.split(",")) if args.crop else None
     if crop is not None and len(crop) == 1:
         crop = (crop[0], crop[0])
-    out = measure(args.method, args.preset, args.batch, crop, args.phase, args.dataset, args.classes,
-                  overrides=overrides, autocast=args.autocast)
+    try:
+        out = measure(args.method, args.preset, args.batch, crop, args.phase, args.dataset, args.classes,
+                      overrides=overrides, autocast=args.autocast)
+    except BenchError as err:
+        parser.error(str(err))
     report = out.pop("report")
     scale = args.scale_to or out["paper_batch"] or args.batch
     print(f"{args.method} ({args.preset}{', ' + out['phase'] if out['phase'] else ''}), batch {args.batch} x "

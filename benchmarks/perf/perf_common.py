@@ -1,7 +1,7 @@
-"""Shared pieces of the training-side performance scripts (bench_memory.py, bench_train_step.py).
+"""Shared pieces of the training-side performance scripts (bench_memory.py).
 
-- `build_method`: a registered method built from a preset of its config.yaml, as the runner builds it (modalities,
-  the preset's model and optim sections, num_classes for methods that train on segmentation labels).
+- `build_method`: a registered method built from a preset of its config.yaml with the runner's own pieces
+  (`apply_overrides`, `method_kwargs`: modalities, the model and optim sections, num_classes where needed).
 - `random_batch`: random data in the suite's batch format (`ir` B x 1 x H x W, `vis` B x 3 x H x W in [0, 1],
   `mask` B x H x W class indices, `valid` B x H x W ones when the preset's crop pads, `name`).
 - `training_loss`: the loss of one training step of a method, outside a Trainer (SeAFusion's two phases and SSVIF's
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from fusion_bench.base.method import load_method_config
+from fusion_bench.benchmark.runner import BenchSpec, apply_overrides, method_kwargs
 from fusion_bench.registry import get_method
 from fusion_bench.types import MASK, VALID
 
@@ -44,15 +45,9 @@ def build_method(name: str, preset: str = "paper", dataset: str | None = None, n
     """(method, config): the registered method `name` built from `preset` (per-dataset entries of `dataset`
     merged), with `overrides` ({"model.key": value, ...}) applied, as the runner builds it."""
     cls = get_method(name)
-    config = load_method_config(cls, name, preset, dataset)
-    for key, value in (overrides or {}).items():
-        section, _, option = key.partition(".")
-        if section not in config or not option:
-            raise ValueError(f"override {key!r}: expected model.<key>, optim.<key> or train.<key>")
-        config[section][option] = value
-    kwargs: dict[str, Any] = {"modalities": ("ir", "vis"), **config["model"], **config["optim"]}
-    if getattr(cls, "needs_class_labels", False):
-        kwargs["num_classes"] = num_classes
+    config = apply_overrides(load_method_config(cls, name, preset, dataset), overrides or {}, name)
+    spec = BenchSpec(method=name, dataset=dataset or "random data", preset=preset)
+    kwargs = method_kwargs(cls, spec, config, ("ir", "vis"), [f"class {i}" for i in range(num_classes)])
     return cls(**kwargs), config
 
 
