@@ -505,3 +505,24 @@ def test_a_corrupt_image_is_named_after_ultralytics_wrapped_image_open(tmp_path:
     bad.write_bytes(b"not a png at all")
     with pytest.raises(ImageReadError, match="bad.png"):
         read_image(bad)
+
+
+def test_an_image_open_wrapper_raising_import_error_is_an_unreadable_image(monkeypatch, tmp_path):
+    """Once ultralytics is imported it wraps Image.open and, on a file PIL cannot identify, tries to import pi_heif
+    (ModuleNotFoundError) instead of raising UnidentifiedImageError: every reader still names the file."""
+    from fusion_bench.data import io as image_io
+    from fusion_bench.metrics._common import MetricsInputError
+    from fusion_bench.metrics.folders import _header
+
+    path = tmp_path / "01.png"
+    path.write_bytes(b"not a png")
+
+    def wrapped_open(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'pi_heif'")
+
+    monkeypatch.setattr(Image, "open", wrapped_open)
+    assert image_io.stored_mode(path) == "unreadable"
+    with pytest.raises(ImageReadError, match="cannot read image .*01.png"):
+        image_io.read_array(path)
+    with pytest.raises(MetricsInputError, match="cannot read image .*01.png"):
+        _header(path)
