@@ -17,12 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fusion_bench.benchmark.protocol import PRESETS
+from fusion_bench.numerics import DOWNSTREAM_MODES as DOWNSTREAM_NUMERICS
 
 
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+DOWNSTREAM_NUMERICS_HELP = ("downstream evaluators' numerics: native (default; SegFormer with oneDNN, YOLO "
+                             "unpinned: about 2x faster, scores repeat on this machine) or pinned (as `regress`: the "
+                             "same scores on every x86-64 CPU)")
 SEED_MAX = 2**32 - 1  # numpy's seed range (Lightning's seed_everything enforces it)
 
 
@@ -161,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $FUSION_BENCH_DOWNSTREAM, else protocol)")
     p.add_argument("--no-downstream-baselines", action="store_true",
                    help="do not add the source_a/source_b downstream rows when they are missing")
+    p.add_argument("--downstream-numerics", choices=DOWNSTREAM_NUMERICS, default="native",
+                   help=DOWNSTREAM_NUMERICS_HELP)
     p.add_argument("--no-report", action="store_true",
                    help="do not regenerate the HTML report (<out>/reports/<dataset>-<preset>/) after the runs "
                         "(also FUSION_BENCH_REPORT=0)")
@@ -213,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="smoke", choices=PRESETS)
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--downstream-numerics", choices=DOWNSTREAM_NUMERICS, default="native",
+                   help=DOWNSTREAM_NUMERICS_HELP)
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: <fused>/downstream-<evaluator>-<preset>-seed<seed>); must not "
                         "hold an earlier result")
@@ -286,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=_non_negative, default=0, help="each job's DataLoader workers")
     p.add_argument("--logger", default="csv", choices=("csv", "tensorboard", "wandb"))
     p.add_argument("--downstream", default=None, metavar="LIST", help="as for bench")
+    p.add_argument("--downstream-numerics", choices=DOWNSTREAM_NUMERICS, default=None,
+                   help="each job's --downstream-numerics (default: bench's)")
     p.add_argument("--resume", action="store_true", help="jobs continue interrupted seeds from their checkpoints")
     _add_override_arguments(p)
     _add_dataset_options(p)
@@ -405,7 +415,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                        progress=not args.no_progress, logger=args.logger,
                        dataset_options=dict(args.dataset_options), overrides=dict(args.overrides),
                        config=args.config, downstream=args.downstream, resume=args.resume,
-                       downstream_baselines=not args.no_downstream_baselines)
+                       downstream_baselines=not args.no_downstream_baselines,
+                       downstream_numerics=args.downstream_numerics)
              for d in datasets for m in methods]
     prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
     timings: list[dict] = []
@@ -579,7 +590,7 @@ def _cmd_downstream(args: argparse.Namespace) -> int:
     _outside(out, root)
     datasets = {split: test_set if split == "test" else dataset_cls(root, split, **options) for split in fused}
     scores, per_class = run_evaluator(args.evaluator, config, fused, datasets, args.seed, device, out,
-                                      not args.no_progress)
+                                      not args.no_progress, args.downstream_numerics)
     pd.DataFrame(per_class).to_csv(out / "per_class.csv", index=False)
     print(json.dumps(scores, indent=1))
     print(f"per-class values: {out / 'per_class.csv'}; full result and training log: {out}")
@@ -738,7 +749,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
                      dataset_options={**(grid.get("dataset_args") or {}), **dict(args.dataset_options)},
                      overrides=overrides, config=config,
                      downstream=args.downstream if args.downstream is not None else grid.get("downstream"),
-                     resume=args.resume)
+                     resume=args.resume, downstream_numerics=args.downstream_numerics)
     seeds = args.seeds if args.seeds is not None else grid.get("seeds")
     plan = plan_grid(_csv_list(",".join(methods)), _csv_list(",".join(datasets)), seeds, base)
     print(f"grid: {len(plan.jobs)} job(s) to run, {len(plan.skipped)} already done (rows in "

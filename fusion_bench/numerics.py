@@ -17,6 +17,11 @@ runtime switches (oneDNN, NNPACK, threads) are applied by :func:`apply_runtime` 
 (the CLI, the YOLO worker, the test session). ``FUSION_BENCH_NUMERICS=native`` turns pinning off (the libraries'
 own choices: fastest, but numbers then depend on the CPU and thread count).
 
+The downstream evaluators (SegFormer, YOLO) are where the pin costs most (oneDNN off makes SegFormer about 3x
+slower, YOLO about 1.7x). A pinned `bench` may run them with native kernels (``--downstream-numerics native``, the
+CLI's default for `bench` and `downstream`): the YOLO child process gets the unpinned environment
+(:func:`native_environment`) and SegFormer trains inside :func:`native_kernels`. The fusion part stays pinned.
+
 This module must not import torch at module level (it runs before the re-exec).
 """
 
@@ -25,7 +30,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 MODE_ENV = "FUSION_BENCH_NUMERICS"  # "pinned" (set by the re-exec or by the user), "native", or unset
@@ -105,6 +111,45 @@ def reexec_if_needed(argv: Sequence[str]) -> None:
 
 def is_pinned() -> bool:
     return requested_mode() == PINNED
+
+
+DOWNSTREAM_MODES = (PINNED, NATIVE)
+
+
+def downstream_pinned(mode: str | None) -> bool:
+    """Whether downstream evaluators run pinned: `mode` ``pinned`` / ``native``, or None for the process's own
+    numerics (pinned when the process is)."""
+    if mode is None:
+        return is_pinned()
+    if mode not in DOWNSTREAM_MODES:
+        raise ValueError(f"downstream numerics {mode!r}: expected one of {', '.join(DOWNSTREAM_MODES)}")
+    return mode == PINNED and is_pinned()
+
+
+def native_environment(threads: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) without the pinned variables, for a child process that runs
+    the libraries' own kernels on `threads` intra-op threads."""
+    env = dict(os.environ if base is None else base)
+    for key in PINNED_ENV:
+        env.pop(key, None)
+    env.update({MODE_ENV: NATIVE, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    return env
+
+
+@contextmanager
+def native_kernels() -> Iterator[None]:
+    """Within the block, a pinned process runs oneDNN and NNPACK again (the ATen kernel level and MKL's branch
+    stay as the process started: they cannot change after torch is imported); restored afterwards."""
+    import torch
+
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = True
+    (nnpack,) = torch.backends.nnpack.set_flags(True)  # returns the previous flags
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = onednn
+        torch.backends.nnpack.set_flags(nnpack)
 
 
 def apply_runtime() -> None:

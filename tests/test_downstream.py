@@ -172,10 +172,14 @@ def test_bench_adds_downstream_columns_and_reuses_baselines(capsys: pytest.Captu
     assert main(argv) == 0
     rows = read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")
     assert [r["method"] for r in rows] == ["max", "source_a", "source_b"]
+    from fusion_bench import numerics
+
     for row in rows:
         for col in ("seg_miou", "seg_pixel_acc", "det_map50", "det_map50_95"):
             assert 0 <= float(row[col]) <= 1, (row["method"], col)
         assert row["Qabf"] and row["config_hash"]
+        if numerics.is_pinned():  # the CLI's default: the fusion pinned, the evaluators on native kernels
+            assert row["numerics"].endswith(";downstream=native"), row["numerics"]
     run_dir = next((tmp_path / "runs" / "max" / "synthetic-ivif" / "smoke").glob("*/test-*/seed0"))
     per_class = (run_dir / "downstream_per_class.csv").read_text().splitlines()
     assert per_class[0] == "evaluator,class,metric,value"
@@ -194,6 +198,9 @@ def test_bench_adds_downstream_columns_and_reuses_baselines(capsys: pytest.Captu
 
 def test_bench_downstream_errors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     base = ["--out", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "lb"), "--no-progress"]
+    assert main(["bench", "--method", "mean", "--dataset", "synthetic-ivif", "--downstream-numerics", "fast",
+                 *base]) == 2
+    assert "--downstream-numerics: invalid choice: 'fast'" in capsys.readouterr().err
     assert main(["bench", "--method", "mean", "--dataset", "synthetic-mfif", "--downstream", "seg", *base]) == 2
     assert "no segmentation masks" in capsys.readouterr().err
     assert main(["bench", "--method", "mean", "--dataset", "synthetic-ivif", "--downstream", "yolo", *base]) == 2
@@ -303,6 +310,60 @@ def test_paper_methods_rows_carry_downstream_miou(method: str, dataset: str, cap
         assert "native_miou" not in row
 
 
+def test_segmentation_evaluator_trains_with_native_kernels_unless_pinned(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    """`seg` runs in this process: with pinned=False its training sees oneDNN on; pinned, the process's setting."""
+    from fusion_bench.evaluators import segmentation
+
+    seen = []
+    monkeypatch.setattr(segmentation, "evaluate_segmentation_folders",
+                        lambda *args, **kwargs: seen.append(torch.backends.mkldnn.enabled) or {})
+    fused = {"train": tmp_path, "test": tmp_path}
+    datasets = {"train": None, "test": None}
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        for pinned in (True, False):
+            segmentation.start("smoke", fused, datasets, seed=0, device="cpu", log_dir=tmp_path, progress=False,
+                               pinned=pinned).result()
+    finally:
+        torch.backends.mkldnn.enabled = before
+    assert seen == [False, True]
+
+
+def test_detection_child_gets_the_native_environment_unless_pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                   ivif_root: Path) -> None:
+    """`det` trains in a child process: pinned, it inherits this process's environment; native, it gets
+    native_environment(threads) and the request names the thread count."""
+    from fusion_bench import numerics
+    from fusion_bench.evaluators import detection
+
+    started = []
+
+    class FakePopen:
+        def __init__(self, cmd, env, stdout, stderr):
+            started.append(env)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(detection.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(detection, "require_extra", lambda *args: None)
+    monkeypatch.setattr(detection, "smoke_model_yaml", lambda folder: folder / "smoke.yaml")
+    monkeypatch.setenv(numerics.MODE_ENV, "pinned")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    _write_fused(ivif_root, tmp_path / "fused", "max")
+    fused = {split: tmp_path / "fused" / split for split in ("train", "test")}
+    datasets = {split: SyntheticIVIF(ivif_root, split) for split in ("train", "test")}
+    for pinned in (True, False):
+        detection.start("smoke", fused, datasets, seed=0, device="cpu", log_dir=tmp_path / f"det{pinned}",
+                        progress=False, pinned=pinned, threads=3)
+    assert started[0][numerics.MODE_ENV] == "pinned" and started[0]["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert started[1][numerics.MODE_ENV] == "native" and "ATEN_CPU_CAPABILITY" not in started[1]
+    assert started[1]["OMP_NUM_THREADS"] == "3"
+    assert json.loads((tmp_path / "detFalse" / "yolo_request.json").read_text())["threads"] == 3
+
+
 def test_child_process_evaluator_overlaps_the_in_process_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """With pinned numerics on a multi-core CPU, the evaluator that trains in a child process (YOLO) is started
     before the in-process one (SegFormer) runs, and the row values come back in the requested order."""
@@ -311,6 +372,7 @@ def test_child_process_evaluator_overlaps_the_in_process_one(monkeypatch: pytest
     from fusion_bench.evaluators.spec import Deferred, EvaluatorSpec
 
     events: list[str] = []
+    numerics_seen: list[tuple] = []
 
     class FakeImpl:
         def __init__(self, name: str, child: bool):
@@ -318,6 +380,7 @@ def test_child_process_evaluator_overlaps_the_in_process_one(monkeypatch: pytest
 
         def start(self, config, fused, datasets, **kwargs):
             events.append(f"start {self.name}")
+            numerics_seen.append((self.name, kwargs["pinned"], kwargs["threads"]))
             if self.child:  # already running: result() only waits
                 return Deferred(lambda: events.append(f"wait {self.name}") or {f"{self.name}_score": 1.0, "pc": {}})
             return Deferred(lambda: events.append(f"run {self.name}") or {f"{self.name}_score": 2.0, "pc": {}})
@@ -333,6 +396,14 @@ def test_child_process_evaluator_overlaps_the_in_process_one(monkeypatch: pytest
                                                    torch.device("cpu"), tmp_path, False)
     assert events == ["start det", "start seg", "run seg", "wait det"]
     assert list(values) == ["seg_score", "det_score"] and set(seconds) == {"seg", "det"}
+    assert numerics_seen == [("det", True, None), ("seg", True, None)]
+    # native downstream numerics in a pinned process: still overlapped, the child gets the core SegFormer leaves
+    events.clear(), numerics_seen.clear()
+    monkeypatch.setattr(downstream.torch, "get_num_threads", lambda: 1)
+    downstream.run_evaluators({"seg": "cfg", "det": "cfg"}, {"train": tmp_path}, {}, 0, torch.device("cpu"),
+                              tmp_path, False, "native")
+    assert events == ["start det", "start seg", "run seg", "wait det"]
+    assert numerics_seen == [("det", False, 1), ("seg", False, 1)]
     events.clear()
     monkeypatch.setattr(numerics, "is_pinned", lambda: False)  # unpinned: one after the other
     downstream.run_evaluators({"seg": "cfg", "det": "cfg"}, {"train": tmp_path}, {}, 0, torch.device("cpu"),

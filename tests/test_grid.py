@@ -55,6 +55,11 @@ def test_commands_launcher_with_baselines_once_per_dataset_and_seed(cli, capsys,
     assert jobs == [(m, s) for m in ("max", "mean", "source_a", "source_b") for s in "01"]
     assert all("--no-leaderboard" in line and "--downstream seg" in line for line in lines)
     assert "fusion-bench leaderboard --collect" in out.splitlines()[-1]
+    assert not any("--downstream-numerics" in line for line in lines)  # bench's default
+    code, out, err = cli(capsys, "grid", "--grid", grid, "--launcher", "commands", "--out", tmp_path / "runs",
+                         "--leaderboard-dir", tmp_path / "lb", "--downstream-numerics", "pinned")
+    lines = [line for line in out.splitlines() if line.startswith("fusion-bench bench")]
+    assert code == 0 and lines and all("--downstream-numerics pinned" in line for line in lines)
 
 
 def test_local_launcher_runs_the_jobs_and_resumes(cli, capsys, tmp_path):

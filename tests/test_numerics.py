@@ -168,3 +168,39 @@ def test_synthetic_data_is_generated_with_pinned_numpy(tmp_path, monkeypatch):
     assert not synthetic.verify_manifest(root, "synthetic-meif")
     if numerics.can_pin():
         assert {k: seen.get(k) for k in numerics.PINNED_ENV} == numerics.PINNED_ENV
+
+
+# ------------------------------------------------------------------------------------------------ downstream numerics
+
+
+def test_downstream_numerics_modes(monkeypatch):
+    monkeypatch.setattr(numerics, "is_pinned", lambda: True)
+    assert numerics.downstream_pinned(None) and numerics.downstream_pinned("pinned")
+    assert not numerics.downstream_pinned("native")
+    monkeypatch.setattr(numerics, "is_pinned", lambda: False)  # an unpinned process cannot pin its evaluators
+    assert not numerics.downstream_pinned(None) and not numerics.downstream_pinned("pinned")
+    with pytest.raises(ValueError, match="expected one of pinned, native"):
+        numerics.downstream_pinned("fast")
+
+
+def test_native_environment_drops_every_pinned_variable():
+    env = numerics.native_environment(3, base={**numerics.pinned_environment({}), "KEEP": "1"})
+    assert not set(numerics.PINNED_ENV) - {"OMP_NUM_THREADS", "MKL_NUM_THREADS"} & set(env)
+    assert (env[numerics.MODE_ENV], env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"], env["KEEP"]) == (
+        "native", "3", "3", "1")
+
+
+def test_native_kernels_switch_onednn_on_and_restore_it():
+    before = torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled()
+    torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with numerics.native_kernels():
+                assert torch.backends.mkldnn.enabled and torch._C._get_nnpack_enabled()
+                raise RuntimeError("inside")
+        assert not torch.backends.mkldnn.enabled and not torch._C._get_nnpack_enabled()
+    finally:
+        torch.backends.mkldnn.enabled = before[0]
+        torch.backends.nnpack.set_flags(before[1])
+

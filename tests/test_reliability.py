@@ -526,3 +526,9 @@ def test_an_image_open_wrapper_raising_import_error_is_an_unreadable_image(monke
         image_io.read_array(path)
     with pytest.raises(MetricsInputError, match="cannot read image .*01.png"):
         _header(path)
+
+
+def test_bad_downstream_numerics_in_a_spec_is_a_request_error(tmp_path):
+    with pytest.raises(runner.BenchError, match="--downstream-numerics 'fast': expected one of pinned, native"):
+        runner.prepare(runner.BenchSpec(method="mean", dataset="synthetic-ivif", device="cpu", downstream="none",
+                                        out=tmp_path / "runs", leaderboard_dir=None, downstream_numerics="fast"))

@@ -90,32 +90,42 @@ def label_keys(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for name in names for k in evaluator(name).label_keys))
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def run_in_parallel(device: torch.device) -> bool:
     """Whether an evaluator that trains in a child process (YOLO) may run while an in-process one (SegFormer)
-    trains: on CPU with pinned numerics each process uses one thread, so with two or more cores they overlap
-    without competing for threads (the numbers are those of a sequential run)."""
+    trains: on CPU in a pinned process (one intra-op thread) with two or more cores; the child then gets the other
+    cores (one when pinned), so they overlap without competing for threads (the numbers are a sequential run's)."""
     from fusion_bench import numerics
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return device.type == "cpu" and numerics.is_pinned() and cores >= 2
+    return device.type == "cpu" and numerics.is_pinned() and _cores() >= 2
 
 
 def run_evaluators(configs: dict[str, Any], fused: dict[str, Path], datasets: dict[str, Any], seed: int,
-                   device: torch.device, log_root: Path, progress: bool,
+                   device: torch.device, log_root: Path, progress: bool, numerics_mode: str | None = None,
                    ) -> tuple[dict[str, float], list[dict], dict[str, float]]:
     """Run the evaluators `configs` ({name: config}) on fused split folders, child-process ones first so that they
     overlap with the in-process ones when `run_in_parallel`; each evaluator's logs go to `log_root/<name>`.
+    `numerics_mode`: ``pinned``, ``native`` or None (this process's numerics), see
+    fusion_bench.numerics.downstream_pinned.
 
     Returns (row values, per-class records, wall seconds per evaluator). Split folders are given to an evaluator
     only for the splits it uses (val only when it validates)."""
+    from fusion_bench import numerics
+
     names = sorted(configs, key=lambda n: not evaluator(n).child_process)
     parallel = run_in_parallel(device)
+    pinned = numerics.downstream_pinned(numerics_mode)
+    # a native child gets the cores the in-process evaluator (one thread when pinned) does not use meanwhile
+    threads = None if pinned else max(1, _cores() - torch.get_num_threads()) if parallel else _cores()
     pending, results = {}, {}
     for name in names:
         spec, config = evaluator(name), configs[name]
         own = {k: v for k, v in fused.items() if k != "val" or spec.validates(config)}
         pending[name] = spec.start(config, own, datasets, seed=seed, device=device, log_dir=log_root / name,
-                                   progress=progress)
+                                   progress=progress, pinned=pinned, threads=threads)
         if not parallel:
             results[name] = pending[name].result()
     values: dict[str, float] = {}
@@ -128,11 +138,16 @@ def run_evaluators(configs: dict[str, Any], fused: dict[str, Path], datasets: di
 
 
 def run_evaluator(name: str, config: Any, fused: dict[str, Path], datasets: dict[str, Any], seed: int,
-                  device: torch.device, log_dir: Path, progress: bool) -> tuple[dict[str, float], list[dict]]:
+                  device: torch.device, log_dir: Path, progress: bool, numerics_mode: str | None = None,
+                  ) -> tuple[dict[str, float], list[dict]]:
     """Run one evaluator on fused split folders; returns (row values, per-class records)."""
+    from fusion_bench import numerics
+
     spec = evaluator(name)
     own = {k: v for k, v in fused.items() if k != "val" or spec.validates(config)}
-    result = spec.start(config, own, datasets, seed=seed, device=device, log_dir=log_dir, progress=progress).result()
+    pinned = numerics.downstream_pinned(numerics_mode)
+    result = spec.start(config, own, datasets, seed=seed, device=device, log_dir=log_dir, progress=progress,
+                        pinned=pinned, threads=None if pinned else _cores()).result()
     return spec.row(result), spec.per_class_records(result)
 
 

@@ -134,6 +134,8 @@ def _job_argv(spec: BenchSpec, prep: Any, seed: int, baselines: bool) -> list[st
         argv += ["--set", *(f"{k}={_yaml_value(v)}" for k, v in prep.overrides.items())]
     if spec.resume:
         argv.append("--resume")
+    if spec.downstream_numerics is not None:
+        argv += ["--downstream-numerics", spec.downstream_numerics]
     return argv
 
 

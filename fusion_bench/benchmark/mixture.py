@@ -186,7 +186,8 @@ def bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[s
                          num_workers=args.num_workers, progress=not args.no_progress, logger=args.logger,
                          dataset_options=dict(args.dataset_options), overrides=dict(args.overrides),
                          config=args.config, downstream=args.downstream, resume=args.resume,
-                         downstream_baselines=not args.no_downstream_baselines)
+                         downstream_baselines=not args.no_downstream_baselines,
+                         downstream_numerics=args.downstream_numerics)
         plans.append(prepare_mixture(spec, datasets))
     for plan in plans:
         rows = run_mixture(plan)

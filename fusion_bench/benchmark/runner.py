@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import fusion_bench
+from fusion_bench import numerics
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.base.method import MultimodalClassifier, SegFusionMethod, load_method_config
 from fusion_bench.benchmark.downstream import (
@@ -108,6 +109,9 @@ class BenchSpec:
     downstream: str | Sequence[str] | None = None  # protocol (None), none, or evaluator names: see downstream.py
     downstream_baselines: bool = True  # also bench source_a/source_b downstream when missing from the raw CSV
     resume: bool = False  # reuse complete seeds; continue an interrupted seed from <run_dir>.partial/checkpoints
+    # downstream evaluators' numerics: "pinned", "native" (oneDNN kernels, see fusion_bench.numerics) or None (as
+    # this process: pinned when it is); the CLI's `bench` defaults to "native"
+    downstream_numerics: str | None = None
 
 
 LOGGERS = ("csv", "tensorboard", "wandb")
@@ -437,6 +441,9 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     check_seeds(spec.seeds)
     if isinstance(spec.num_workers, bool) or not isinstance(spec.num_workers, int) or spec.num_workers < 0:
         raise BenchError(f"--num-workers {spec.num_workers!r}: expected an integer >= 0")
+    if spec.downstream_numerics not in (None, *numerics.DOWNSTREAM_MODES):
+        raise BenchError(f"--downstream-numerics {spec.downstream_numerics!r}: expected one of "
+                         f"{', '.join(numerics.DOWNSTREAM_MODES)}")
     device = check_device(spec.device)
     check_output_dir(spec.out, "--out")
     if spec.leaderboard_dir is not None:
@@ -663,8 +670,6 @@ class PinNumerics(L.Callback):
     `ddp_spawn` starts (they inherit the environment but not oneDNN/thread settings)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        from fusion_bench import numerics
-
         numerics.apply_runtime()
 
 
@@ -1221,6 +1226,8 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         "split_hash": split_hash,
         **provenance(prep.device),
     })
+    if prep.evaluators and numerics.is_pinned() and not numerics.downstream_pinned(prep.spec.downstream_numerics):
+        row["numerics"] += ";downstream=native"  # the downstream scores came from the libraries' own kernels
     pd.DataFrame([row]).to_csv(run_dir / "row.csv", index=False)
     if wandb_run is not None:
         from fusion_bench.benchmark.wandb_log import log_results
@@ -1260,7 +1267,8 @@ def run_downstream(prep: PreparedRun, model: L.LightningModule, datamodule: Pair
             timer.add({f"fuse_{split}": result.seconds["fuse"]})
             labelled[split] = result.labels
         scores, records, seconds = run_evaluators(prep.evaluators, fused, labelled, seed, prep.device,
-                                                  run_dir / "downstream", prep.spec.progress)
+                                                  run_dir / "downstream", prep.spec.progress,
+                                                  prep.spec.downstream_numerics)
         timer.add(seconds)  # seg and det overlap when they run in parallel (downstream.run_in_parallel)
         values.update(scores)
         per_class += records

@@ -199,9 +199,12 @@ def evaluate_detection_folders(fused_train: str | Path, fused_test: str | Path, 
 
 
 def start(config: DetEvalConfig | str, fused: dict[str, Path], datasets: dict[str, Any], *, seed: int,
-          device: str | torch.device, log_dir: Path, progress: bool) -> PendingDetection:
+          device: str | torch.device, log_dir: Path, progress: bool, pinned: bool = True,
+          threads: int | None = None) -> PendingDetection:
     """Write the YOLO dataset view and start training in a child process; returns at once (see
-    :class:`PendingDetection`). Every request error is raised here, before the child starts."""
+    :class:`PendingDetection`). Every request error is raised here, before the child starts. The child inherits
+    this process's numerics when `pinned`, else it runs the libraries' own kernels on `threads` threads (default:
+    this process's torch thread count)."""
     require_extra("ultralytics", "detection", "ultralytics")
     if isinstance(config, str):
         config = det_preset(config)
@@ -246,12 +249,15 @@ def start(config: DetEvalConfig | str, fused: dict[str, Path], datasets: dict[st
         "epochs": config.epochs, "batch": config.batch_size, "imgsz": config.image_size, "seed": seed,
         "device": "cpu" if dev.type == "cpu" else str(dev.index or 0), "workers": config.workers,
         "amp": config.amp and dev.type == "cuda", "validate": bool(n_val), "train_args": config.train_args,
-        "project": str(log_path), "class_names": list(names),
+        "project": str(log_path), "class_names": list(names), "threads": threads or torch.get_num_threads(),
     }
     write_json(log_path / "yolo_request.json", request)
     facts = {"det_n_train": n_train, "det_n_val": n_val, "det_n_test": len(test_images),
              "det_n_test_boxes": n_test_boxes, "det_config": asdict(config), "seed": seed}
-    return PendingDetection(log_path, config.epochs, facts, progress)
+    from fusion_bench import numerics
+
+    env = None if pinned else numerics.native_environment(request["threads"])
+    return PendingDetection(log_path, config.epochs, facts, progress, env)
 
 
 class PendingDetection:
@@ -259,9 +265,10 @@ class PendingDetection:
     outputs under the log folder, offline; `result()` waits for it (a progress bar over the epochs, read from
     ultralytics' results.csv) and returns the scores."""
 
-    def __init__(self, log_path: Path, epochs: int, facts: dict[str, Any], progress: bool):
+    def __init__(self, log_path: Path, epochs: int, facts: dict[str, Any], progress: bool,
+                 env: dict[str, str] | None = None):
         self.log_path, self.epochs, self.facts, self.progress = log_path, epochs, facts, progress
-        env = dict(os.environ)
+        env = dict(os.environ if env is None else env)
         env.update({"YOLO_CONFIG_DIR": str(log_path / "ultralytics"), "YOLO_OFFLINE": "1",
                     "YOLO_AUTOINSTALL": "false", "MPLBACKEND": "Agg", "YOLO_VERBOSE": "true"})
         cmd = [sys.executable, "-m", "fusion_bench.evaluators.yolo_worker", str(log_path / "yolo_request.json")]

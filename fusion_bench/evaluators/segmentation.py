@@ -16,6 +16,7 @@ class accuracy (``seg_macc``) is the NaN-mean of per-class recall.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -574,12 +575,21 @@ def validates(config: SegEvalConfig) -> bool:
 
 
 def start(config: SegEvalConfig, fused: dict[str, Path], datasets: dict[str, Any], *, seed: int,
-          device: str | torch.device, log_dir: Path, progress: bool) -> Deferred:
-    """SegFormer trains in this process: the work runs when the result is asked for."""
+          device: str | torch.device, log_dir: Path, progress: bool, pinned: bool = True,
+          threads: int | None = None) -> Deferred:
+    """SegFormer trains in this process: the work runs when the result is asked for (with oneDNN/NNPACK on when
+    not `pinned`, see fusion_bench.numerics.native_kernels; `threads` is for child-process evaluators)."""
+    from fusion_bench import numerics
+
     val = {"fused_val": fused["val"], "val_set": datasets["val"]} if "val" in fused else {}
-    return Deferred(lambda: evaluate_segmentation_folders(
-        fused["train"], fused["test"], datasets["train"], datasets["test"], config, seed=seed, device=device,
-        log_dir=log_dir, progress=progress, **val))
+
+    def work() -> dict[str, Any]:
+        with contextlib.nullcontext() if pinned else numerics.native_kernels():
+            return evaluate_segmentation_folders(fused["train"], fused["test"], datasets["train"], datasets["test"],
+                                                 config, seed=seed, device=device, log_dir=log_dir,
+                                                 progress=progress, **val)
+
+    return Deferred(work)
 
 
 SEGMENTATION = EvaluatorSpec(

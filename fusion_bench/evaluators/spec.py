@@ -4,9 +4,12 @@ An implementation module (e.g. :mod:`fusion_bench.evaluators.segmentation`) prov
 
 - ``preset_config(preset, **overrides)``: its config dataclass for the ``smoke`` / ``paper`` preset;
 - ``validates(config)``: whether it validates during training (then a dataset's val split is fused for it);
-- ``start(config, fused, datasets, *, seed, device, log_dir, progress)``: begin the evaluation and return a
-  :class:`Pending` whose ``result()`` gives the evaluator's result dict. An evaluator that trains in a child process
-  (``child_process=True``) starts it here and returns at once, so an in-process evaluator can run meanwhile.
+- ``start(config, fused, datasets, *, seed, device, log_dir, progress, pinned, threads)``: begin the evaluation
+  and return a :class:`Pending` whose ``result()`` gives the evaluator's result dict. An evaluator that trains in a
+  child process (``child_process=True``) starts it here and returns at once, so an in-process evaluator can run
+  meanwhile. ``pinned``: keep the process's pinned numerics (fusion_bench.numerics); False runs the libraries' own
+  kernels (a pinned process's in-process evaluator inside ``numerics.native_kernels()``, a child process with
+  ``numerics.native_environment(threads)``). ``threads``: intra-op threads of a child process.
 
 ``fused`` maps split -> folder of ``<sample name>.png``; ``datasets`` maps split -> a dataset (or a label view with
 the dataset's ``samples``, class lists and labels) for the same samples.
@@ -77,9 +80,9 @@ class EvaluatorSpec:
         return None
 
     def start(self, config: Any, fused: dict[str, Path], datasets: dict[str, Any], *, seed: int, device: Any,
-              log_dir: Path, progress: bool) -> Pending:
+              log_dir: Path, progress: bool, pinned: bool = True, threads: int | None = None) -> Pending:
         return self._impl().start(config, fused, datasets, seed=seed, device=device, log_dir=log_dir,
-                                  progress=progress)
+                                  progress=progress, pinned=pinned, threads=threads)
 
     def row(self, result: dict[str, Any]) -> dict[str, float]:
         return {col: float(result[col]) for col in self.row_columns}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _offline_ultralytics() -> None:
+def _offline_ultralytics(threads: int | None) -> None:
     """Settings with every integration off; no font downloads; no AMP self-check (it downloads YOLO weights)."""
     import ultralytics.data.utils as data_utils
     import ultralytics.engine.trainer as trainer_module
@@ -27,13 +27,15 @@ def _offline_ultralytics() -> None:
                      "openvino_msg": False})
     data_utils.check_font = lambda *args, **kwargs: None  # plots are off: no font is needed
     trainer_module.check_amp = lambda *args, **kwargs: True  # AMP is asked for only on CUDA, where it works
+    import ultralytics.utils.torch_utils as torch_utils
+
     from fusion_bench import numerics
 
     if numerics.is_pinned():  # the parent's pinned numerics hold here too: one thread, oneDNN/NNPACK off
-        import ultralytics.utils.torch_utils as torch_utils
-
         torch_utils.NUM_THREADS = 1  # select_device() sets torch's threads to this for CPU training
         numerics.apply_runtime()
+    elif threads:  # the parent's choice (its other evaluators may be using the other cores)
+        torch_utils.NUM_THREADS = threads
 
 
 def _epoch_log(save_dir: Path) -> list[dict[str, str]]:
@@ -45,7 +47,7 @@ def _epoch_log(save_dir: Path) -> list[dict[str, str]]:
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
-    _offline_ultralytics()
+    _offline_ultralytics(request.get("threads"))
     import torch
     from ultralytics import YOLO
 
@@ -55,8 +57,12 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     model = YOLO(request["model_yaml"])
     if request.get("pretrained"):
         model.load(request["pretrained"])
+    # Without validation there is no best checkpoint to keep: save=False writes last.pt once, after the final epoch,
+    # instead of after every epoch (those copies took about a quarter of the smoke budget's time; no number changes).
+    # With validation every epoch is saved, so that best.pt is the best epoch's weights.
     model.train(epochs=request["epochs"], seed=request["seed"], deterministic=True, name="train",
-                val=request["validate"], amp=request["amp"], **common, **request.get("train_args", {}))
+                val=request["validate"], amp=request["amp"], save=request["validate"], **common,
+                **request.get("train_args", {}))
     trainer = model.trainer
     weights = Path(trainer.best) if request["validate"] and Path(trainer.best).is_file() else Path(trainer.last)
     # save_txt: each test image's predicted boxes (normalised xywh + confidence) go to test/labels/<name>.txt
