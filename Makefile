@@ -11,6 +11,10 @@ ROOT ?=
 OUT ?= runs
 LEADERBOARD_DIR ?= leaderboards
 DOWNSTREAM ?=
+# runs at a time (each a `fusion-bench bench` process; same numbers as JOBS=1); pinned downstream numerics as in CI:
+# DOWNSTREAM_NUMERICS=pinned
+JOBS ?= 2
+DOWNSTREAM_NUMERICS ?=
 
 CONSTRAINTS ?= constraints.txt
 
@@ -58,7 +62,8 @@ constraints:
 
 bench: venv
 	$(BIN)/fusion-bench bench --method $(METHOD) --dataset $(DATASET) --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS),) \
-		--out $(OUT) --leaderboard-dir $(LEADERBOARD_DIR) $(if $(DOWNSTREAM),--downstream $(DOWNSTREAM),) $(if $(ROOT),--root $(ROOT),)
+		--out $(OUT) --leaderboard-dir $(LEADERBOARD_DIR) $(if $(DOWNSTREAM),--downstream $(DOWNSTREAM),) $(if $(ROOT),--root $(ROOT),) \
+		--jobs $(JOBS) $(if $(DOWNSTREAM_NUMERICS),--downstream-numerics $(DOWNSTREAM_NUMERICS),)
 
 test: venv
 	$(BIN)/ruff check .

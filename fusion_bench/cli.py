@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-leaderboard", action="store_true",
                    help="write each row only to its run directory (row.csv), not to --leaderboard-dir (cluster jobs: "
                         "merge them later with `fusion-bench leaderboard --collect RUNS_DIR`)")
+    p.add_argument("--jobs", type=_positive, default=1,
+                   help="run up to N (method, dataset, seed) runs at a time, each in its own `fusion-bench bench` "
+                        "process (logs: <out>/bench-logs/); the same numbers as one at a time (make bench: 2)")
 
     p = sub.add_parser("train", help="fit a method and save its weights")
     _add_run_arguments(p)
@@ -407,6 +410,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.mixture:
         from fusion_bench.benchmark.mixture import bench_mixture
 
+        if args.jobs > 1:
+            raise BenchError("--jobs does not apply to --mixture (one model is trained on all the datasets)")
         return bench_mixture(args, methods, datasets)
     leaderboard_dir = None if args.no_leaderboard else args.leaderboard_dir
     specs = [BenchSpec(method=m, dataset=d, root=args.root, preset=args.preset,
@@ -421,6 +426,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
     timings: list[dict] = []
     notes = []
+    if args.jobs > 1:
+        code = _bench_jobs(args, specs, timings, notes)
+        if code:
+            return code
+        specs = []
     for spec, prep in zip(specs, prepared):
         rows = run_bench(spec, timings, prep)
         if not is_rank_zero():  # another process of a multi-process fit: rank 0 reports
@@ -429,9 +439,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             args.leaderboard_dir / "raw" / (spec.dataset + ".csv")
         print(f"{spec.method} on {spec.dataset} ({spec.preset}): {len(rows)} row(s) -> {where}; outputs under "
               f"{prep.run_dir(spec.seeds[0]).parent.parent}")
-        notes += [f"note: {r['method']} seed {r['seed']}: {r['n_nan']} per-image metric value(s) are NaN (undefined, "
-                  f"e.g. on a constant image) and left out of the means over {r['n_images']} images: "
-                  f"{r['nan_metrics']} (metric:images)" for r in rows if r.get("n_nan") not in (None, "", 0, "0")]
+        notes += _nan_notes(rows)
     if not is_rank_zero():
         return 0
     if leaderboard_dir is None:
@@ -447,6 +455,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print("\n" + "\n".join(notes))
     if timings:
         print(f"\nwhere the time went (seconds; each seed's timings.json has them):\n{format_timings(timings)}")
+    return 0
+
+
+def _nan_notes(rows: list[dict]) -> list[str]:
+    return [f"note: {r['method']} seed {r['seed']}: {r['n_nan']} per-image metric value(s) are NaN (undefined, "
+            f"e.g. on a constant image) and left out of the means over {r['n_images']} images: "
+            f"{r['nan_metrics']} (metric:images)" for r in rows if r.get("n_nan") not in (None, "", 0, "0")]
+
+
+def _bench_jobs(args: argparse.Namespace, specs: list, timings: list[dict], notes: list[str]) -> int:
+    """`bench --jobs N`: the runs of a sequential `bench` (every requested method and seed, plus the missing
+    downstream baselines) as `fusion-bench bench` processes, N at a time (fusion_bench.benchmark.grid); each appends
+    its row to the raw CSV under its file lock. Fills `timings` and `notes` from the runs' directories."""
+    from dataclasses import replace
+
+    from fusion_bench.benchmark.grid import plan_grid, run_local
+    from fusion_bench.benchmark.results import read_rows
+
+    base = replace(specs[0], method="", dataset="", seeds=())
+    plan = plan_grid(list(dict.fromkeys(s.method for s in specs)), list(dict.fromkeys(s.dataset for s in specs)),
+                     args.seeds, base, rerun=True)
+    log_dir = args.out / "bench-logs"
+    print(f"bench: {len(plan.jobs)} run(s), {args.jobs} at a time (logs: {log_dir})", flush=True)
+    failures = run_local(plan, args.jobs, log_dir)
+    if failures:
+        print("\n".join(["error: some runs failed:", *failures]), file=sys.stderr)
+        return 1
+    for job in plan.jobs:
+        path = job.run_dir / "timings.json"
+        if path.is_file():
+            timings.append(json.loads(path.read_text()))
+        notes += _nan_notes(read_rows(job.run_dir / "row.csv"))
+    if args.leaderboard_dir is not None and not args.no_leaderboard:
+        from fusion_bench.benchmark.leaderboard import regenerate
+
+        regenerate(args.leaderboard_dir)  # after every run's rows are in (the runs regenerate it as they finish)
     return 0
 
 

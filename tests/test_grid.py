@@ -85,3 +85,29 @@ def test_slurm_launcher_through_submitit_local_executor(cli, capsys, tmp_path):
     (row,) = read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")
     assert row["method"] == "max" and row["seed"] == "3"
     assert list((tmp_path / "runs" / "grid-logs" / "submitit").glob("*_log.out")), "submitit's job logs"
+
+
+def test_bench_jobs_gives_the_rows_of_a_sequential_bench(cli, capsys, tmp_path):
+    """`bench --jobs 2` runs each (method, seed) in its own process and appends to the raw CSV like `bench` does: the
+    same numbers as one at a time, every requested method again on a re-run, and the timings table."""
+    base = ("bench", "--method", "mean,fusion_cnn", "--dataset", "synthetic-ivif", "--seeds", "0,1", "--downstream",
+            "none", "--no-report", "--no-progress")
+    code, out, err = cli(capsys, *base, "--out", tmp_path / "seq", "--leaderboard-dir", tmp_path / "lb_seq")
+    assert code == 0, err
+    code, out, err = cli(capsys, *base, "--jobs", "2", "--out", tmp_path / "par", "--leaderboard-dir",
+                         tmp_path / "lb_par")
+    assert code == 0, err + out
+    assert "bench: 4 run(s), 2 at a time" in out and "[4/4 done]" in out and "where the time went" in out
+    numbers = ("method", "seed", "config_hash", "EN", "SD", "Qabf", "SSIM", "MSE", "numerics")
+
+    def table(folder: str) -> list[tuple]:
+        return sorted(tuple(r[k] for k in numbers) for r in read_rows(tmp_path / folder / "raw" / "synthetic-ivif.csv"))
+
+    assert table("lb_par") == table("lb_seq") and len(table("lb_par")) == 4
+    assert (tmp_path / "lb_par" / "synthetic-ivif.csv").is_file()
+    assert len(list((tmp_path / "par" / "bench-logs").glob("*.log"))) == 4
+    code, out, err = cli(capsys, *base, "--jobs", "2", "--out", tmp_path / "par", "--leaderboard-dir",
+                         tmp_path / "lb_par")
+    assert code == 0 and len(read_rows(tmp_path / "lb_par" / "raw" / "synthetic-ivif.csv")) == 8
+    code, out, err = cli(capsys, *base, "--jobs", "2", "--mixture", "--out", tmp_path / "mix")
+    assert code == 2 and "--jobs does not apply to --mixture" in err

@@ -117,11 +117,15 @@ def _done(leaderboard_dir: Path | None, prep: Any, seed: int, cache: dict[str, l
                and r.get("seed") == str(seed) for r in cache[dataset])
 
 
-def _job_argv(spec: BenchSpec, prep: Any, seed: int, baselines: bool) -> list[str]:
+def _job_argv(spec: BenchSpec, prep: Any, seed: int, baselines: bool, to_leaderboard: bool = False) -> list[str]:
+    """The job's `fusion-bench bench` arguments. `to_leaderboard`: the job appends its row to the raw CSV itself
+    (under its file lock, as a sequential `bench` does) instead of leaving it in its run directory for `collect`."""
     argv = ["bench", "--method", spec.method, "--dataset", spec.dataset, "--preset", spec.preset,
-            "--seeds", str(seed), "--out", str(Path(spec.out).resolve()), "--no-leaderboard", "--no-report",
+            "--seeds", str(seed), "--out", str(Path(spec.out).resolve()), "--no-report",
             "--no-progress", "--device", str(spec.device), "--num-workers", str(spec.num_workers),
             "--logger", spec.logger, "--downstream", ",".join(prep.evaluators) or "none"]
+    if not to_leaderboard or spec.leaderboard_dir is None:
+        argv.append("--no-leaderboard")
     if spec.leaderboard_dir is not None:
         argv += ["--leaderboard-dir", str(Path(spec.leaderboard_dir).resolve())]
     if not baselines:
@@ -139,11 +143,14 @@ def _job_argv(spec: BenchSpec, prep: Any, seed: int, baselines: bool) -> list[st
     return argv
 
 
-def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int] | None, base: BenchSpec
-              ) -> GridPlan:
+def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int] | None, base: BenchSpec,
+              rerun: bool = False) -> GridPlan:
     """Every job of the grid that has no row yet (see the module docstring). `base` carries everything but method,
     dataset and seeds (preset, overrides, config, out, leaderboard_dir, device, downstream, ...). `seeds` None: each
-    dataset's protocol seeds for the preset."""
+    dataset's protocol seeds for the preset.
+
+    `rerun` (`bench --jobs`): what a sequential `bench` would do instead: every requested method runs again and
+    appends its row to the raw CSV itself; only the downstream baselines are skipped where their rows exist."""
     from fusion_bench.cli import _protocol_seeds
 
     if not methods or not datasets:
@@ -157,10 +164,11 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
             spec = replace(base, method=method, dataset=dataset, seeds=dataset_seeds)
             prep = prepare(spec)
             for seed in dataset_seeds:
-                job = Job(method, dataset, seed, _job_argv(spec, prep, seed, baselines=False), prep.run_dir(seed))
-                (plan.skipped.append(job.label) if _done(base.leaderboard_dir, prep, seed, cache)
+                job = Job(method, dataset, seed, _job_argv(spec, prep, seed, baselines=False, to_leaderboard=rerun),
+                          prep.run_dir(seed))
+                (plan.skipped.append(job.label) if not rerun and _done(base.leaderboard_dir, prep, seed, cache)
                  else plan.jobs.append(job))
-            if not prep.evaluators or method in BASELINE_METHODS:
+            if not prep.evaluators or method in BASELINE_METHODS or not base.downstream_baselines:
                 continue
             for baseline in BASELINE_METHODS:
                 if all((baseline, dataset, s) in baseline_jobs for s in dataset_seeds):
@@ -172,8 +180,8 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
                     if (baseline, dataset, seed) in baseline_jobs:
                         continue
                     baseline_jobs.add((baseline, dataset, seed))
-                    job = Job(baseline, dataset, seed, _job_argv(bspec, bprep, seed, baselines=False),
-                              bprep.run_dir(seed))
+                    job = Job(baseline, dataset, seed, _job_argv(bspec, bprep, seed, baselines=False,
+                                                                 to_leaderboard=rerun), bprep.run_dir(seed))
                     (plan.skipped.append(job.label) if _done(base.leaderboard_dir, bprep, seed, cache)
                      else plan.jobs.append(job))
     # a baseline named in --methods and also added for downstream: keep one job
@@ -186,9 +194,12 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
 
 def run_local(plan: GridPlan, jobs: int, log_dir: Path) -> list[str]:
     """Run the jobs in a pool of `jobs` worker threads, each driving one `fusion-bench bench` subprocess; returns the
-    failures (one line each, with the log file)."""
+    failures (one line each, with the log file). Prints a line per finished job with the time left (estimated from
+    the jobs done so far)."""
     failures: list[str] = []
     total = len(plan.jobs)
+    start_all = time.perf_counter()
+    finished = []
 
     def one(index_job: tuple[int, Job]) -> None:
         index, job = index_job
@@ -200,7 +211,11 @@ def run_local(plan: GridPlan, jobs: int, log_dir: Path) -> list[str]:
             failures.append(f"{job.label}: failed, see {log}")
             print(f"[{index}/{total}] {job.label}: FAILED ({log})", flush=True)
             return
-        print(f"[{index}/{total}] {job.label}: done in {time.perf_counter() - start:.1f} s", flush=True)
+        finished.append(job.label)
+        elapsed = time.perf_counter() - start_all
+        left = elapsed / len(finished) * (total - len(finished))  # wall time per finished job, pool included
+        print(f"[{len(finished)}/{total} done] {job.label}: {time.perf_counter() - start:.1f} s"
+              + (f"; about {left:.0f} s left" if len(finished) < total else ""), flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(one, enumerate(plan.jobs, start=1)))
