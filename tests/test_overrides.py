@@ -45,7 +45,8 @@ def test_nested_keys_and_errors():
     (("--set", "train.max_steps=abc"), "train.max_steps 'abc': expected an integer"),
     (("--set", "train.strategy=dpp"), "train.strategy 'dpp': expected one of auto, ddp, ddp_spawn, fsdp"),
     (("--set", "train.devices=0"), "train.devices 0"),
-    (("--set", "train.precision=17"), "train settings"),
+    (("--set", "train.precision=17"), "train.precision 17: expected one of 32-true, bf16-mixed"),
+    (("--set", "train.channels_last=1"), "train.channels_last 1: expected true or false"),
     (("--set", "train.compile=fast"), "train.compile 'fast'"),
 ])
 def test_bad_overrides_are_request_errors(cli, capsys, tmp_path, argv, needle):

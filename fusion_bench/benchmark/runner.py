@@ -293,7 +293,8 @@ TRAIN_KEYS = (
     # the `train` keys the runner reads (datamodule, Trainer, callbacks); a preset's own train keys are valid too
     "max_steps", "max_epochs", "batch_size", "crop_size", "augment", "val_fraction", "precision", "early_stopping",
     "limit_val_batches", "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps",
-    "devices", "strategy", "num_nodes", "find_unused_parameters", "compile", "checkpoint_every_n_steps",
+    "devices", "strategy", "num_nodes", "find_unused_parameters", "compile", "channels_last",
+    "checkpoint_every_n_steps",
 )
 RUNNER_KWARGS = ("modalities",)  # constructor arguments the runner passes itself (and num_classes where it applies)
 
@@ -418,7 +419,8 @@ def method_config(method_cls: type, spec: BenchSpec, dataset: str | None) -> tup
         config = {section: {} for section in SECTIONS}
     except KeyError as err:
         raise BenchError(str(err)) from err
-    return apply_overrides(config, overrides, spec.method, valid_keys(method_cls, config)), overrides
+    config = apply_overrides(config, overrides, spec.method, valid_keys(method_cls, config))
+    return resolve_train_precision(config, overrides, check_device(spec.device), spec.method)
 
 
 def prepare(spec: BenchSpec) -> PreparedRun:
@@ -605,6 +607,8 @@ def check_train_settings(prep: PreparedRun) -> None:
                          ("check_val_every_n_epoch", 1), ("checkpoint_every_n_steps", 1), ("num_nodes", 1)):
         _int_or_none(train, key, minimum)
     compile_settings(train)
+    if not isinstance(train.get("channels_last", False), bool):
+        raise BenchError(f"train.channels_last {train['channels_last']!r}: expected true or false")
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     kwargs = trainer_kwargs(prep, has_val=False)
@@ -615,6 +619,74 @@ def check_train_settings(prep: PreparedRun) -> None:
                       enable_model_summary=False)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
         raise BenchError(f"method {prep.spec.method!r}: train settings: {str(err).splitlines()[0]}") from err
+
+
+BF16_AUTO = "bf16-auto"
+# train.precision: Lightning's precision values (the canonical ones first, then its aliases) and bf16-auto
+PRECISIONS: tuple[str | int, ...] = (
+    "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+    "transformer-engine-float16", "32", "16", "bf16", "64", 32, 16, 64, BF16_AUTO,
+)
+
+
+def cuda_bf16_supported(device: torch.device) -> bool:
+    """Whether `device` is a CUDA device with native bf16 (compute capability 8.0+; emulation does not count)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def resolve_precision(value: Any, device: torch.device, method: str) -> str | int:
+    """`train.precision` -> what the Trainer gets: `bf16-auto` is bf16-mixed on a CUDA device that supports bf16,
+    32-true otherwise; the other PRECISIONS stay as they are; anything else is a BenchError naming the valid values."""
+    if type(value) not in (str, int) or value not in PRECISIONS:
+        raise BenchError(f"method {method!r}: train.precision {value!r}: expected one of "
+                         f"{', '.join(str(p) for p in PRECISIONS if isinstance(p, str))}")
+    if value == BF16_AUTO:
+        return "bf16-mixed" if cuda_bf16_supported(device) else "32-true"
+    return value
+
+
+def resolve_train_precision(config: dict[str, Any], overrides: dict[str, Any], device: torch.device,
+                            method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, overrides) with `train.precision` checked and `bf16-auto` replaced by what it resolves to on
+    `device`, so that the config hash, the row's `overrides` column and model.pt record the precision that ran."""
+    train = config.get("train") or {}
+    if "precision" not in train:
+        return config, overrides
+    resolved = resolve_precision(train["precision"], device, method)
+    if resolved == train["precision"]:
+        return config, overrides
+    config = {**config, "train": {**train, "precision": resolved}}
+    overrides = {k: resolved if k == "train.precision" and v == BF16_AUTO else v for k, v in overrides.items()}
+    return config, overrides
+
+
+def channels_last(batch: Any) -> Any:
+    """The 4-D floating-point tensors of a batch (dicts and lists changed in place) in torch.channels_last."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.ndim == 4 and batch.is_floating_point() \
+            else batch
+    if isinstance(batch, dict):
+        for key, value in batch.items():
+            batch[key] = channels_last(value)
+    elif isinstance(batch, list):
+        batch[:] = [channels_last(value) for value in batch]
+    return batch
+
+
+class ChannelsLast(L.Callback):
+    """`train.channels_last`: the training and validation batches in torch.channels_last (on the device, before the
+    step); `fit_method` converts the method's networks before the fit."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        channels_last(batch)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        channels_last(batch)
 
 
 def compile_settings(train: dict[str, Any]) -> dict[str, Any] | None:
@@ -715,6 +787,13 @@ def fit_method(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDa
     find_unused_parameters (fusion_bench.benchmark.distributed); compile (torch.compile of the method's networks;
     off by default: it changes numbers at the float level, so no smoke preset uses it); checkpoint_every_n_steps.
 
+    Precision and memory layout (opt-in; the `paper` presets keep what the authors trained with, mostly fp32):
+    `precision` is a Lightning precision (PRECISIONS; default 32-true) or `bf16-auto`, which `method_config`
+    resolves to bf16-mixed on a CUDA device that supports bf16 and to 32-true elsewhere (the resolved value is what
+    the Trainer gets, the config hash, the row's `overrides` and model.pt record). `channels_last: true` puts the
+    method's networks (before the fit; modules a method builds during the fit keep their layout) and the 4-D batch
+    tensors in torch.channels_last (ChannelsLast). tests/test_precision.py measures both against fp32 on CPU.
+
     Checkpoints: `last.ckpt` (Lightning's ModelCheckpoint, save_last) every CHECKPOINT_INTERVAL_MIN minutes of
     training, or every `checkpoint_every_n_steps` steps, on an exception or Ctrl-C, and once at the end of the fit.
     With `resume`, a fit continues from `run_dir/checkpoints/last.ckpt` when it exists (weights, optimizer, schedule,
@@ -737,6 +816,9 @@ def fit_method(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDa
                                  train_time_interval=None if every else timedelta(minutes=CHECKPOINT_INTERVAL_MIN))
     gather = GatherWeights()
     callbacks += [checkpoint, CheckpointOnInterrupt(ckpt_dir / "last.ckpt"), PinNumerics(), gather]
+    if train.get("channels_last"):
+        callbacks.append(ChannelsLast())
+        model.to(memory_format=torch.channels_last)
     trainer = L.Trainer(
         **trainer_kwargs(prep, has_val),
         logger=logger if logger is not None else make_logger(prep.spec.logger, run_dir),
