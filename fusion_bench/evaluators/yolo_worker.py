@@ -60,9 +60,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     # Without validation there is no best checkpoint to keep: save=False writes last.pt once, after the final epoch,
     # instead of after every epoch (those copies took about a quarter of the smoke budget's time; no number changes).
     # With validation every epoch is saved, so that best.pt is the best epoch's weights.
+    train_args = {"save": request["validate"], **request.get("train_args", {})}  # a protocol's `save` wins
     model.train(epochs=request["epochs"], seed=request["seed"], deterministic=True, name="train",
-                val=request["validate"], amp=request["amp"], save=request["validate"], **common,
-                **request.get("train_args", {}))
+                val=request["validate"], amp=request["amp"], **common, **train_args)
     trainer = model.trainer
     weights = Path(trainer.best) if request["validate"] and Path(trainer.best).is_file() else Path(trainer.last)
     # save_txt: each test image's predicted boxes (normalised xywh + confidence) go to test/labels/<name>.txt
