@@ -204,13 +204,13 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax((q k^T) * scale + bias) v, q/k/v: batch x heads x N x d, bias broadcastable to batch x heads x N x N.
+    """softmax((q * scale) k^T + bias) v, q/k/v: batch x heads x N x d, bias broadcastable to batch x heads x N x N.
 
-    Without a gradient to the bias (inference), or on CUDA: `F.scaled_dot_product_attention` (fused, no N x N
-    matrix kept; on CUDA the head dimension is padded to a multiple of 8 so that the memory-efficient kernel, which
-    also gives the bias its gradient, applies). Training on other devices: `_WindowAttentionFunction` (PyTorch's CPU
-    attention falls back to the materialised formulation whenever the bias needs a gradient)."""
-    if bias.requires_grad and torch.is_grad_enabled() and q.device.type != "cuda":
+    When the bias needs a gradient (training): `_WindowAttentionFunction`, which keeps q, k, v and rebuilds the
+    softmax in the backward pass (PyTorch's attention falls back to the materialised formulation on CPU whenever
+    the mask needs a gradient). Otherwise (inference): `F.scaled_dot_product_attention` (fused; on CUDA the head
+    dimension is zero-padded to a multiple of 8 so that a fused kernel applies)."""
+    if bias.requires_grad and torch.is_grad_enabled():
         return _WindowAttentionFunction.apply(q, k, v, bias, scale)
     return _sdpa(q, k, v, bias, scale, align=8 if q.device.type == "cuda" else 1)
 
