@@ -9,6 +9,10 @@ Tensors inside the transformer parts are channels-last (B x H x W x C).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +58,183 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int, device: torch.d
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
 
+@dataclass(frozen=True)
+class WindowMask:
+    """An additive window mask as the windows it is not zero for: `groups` = ((window indices, N x N mask), ...),
+    one entry per distinct non-zero mask, `windows` = windows per image; `spans` = each group's windows as a
+    [start, stop) range when they are consecutive (the layout of `shifted_windows`), else None."""
+
+    windows: int
+    groups: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    spans: tuple[tuple[int, int], ...] | None = None
+
+    @classmethod
+    def from_dense(cls, mask: torch.Tensor) -> WindowMask:
+        """From an nW x N x N additive mask (e.g. `shifted_window_mask`)."""
+        patterns, inverse = torch.unique(mask, dim=0, return_inverse=True)
+        return cls(mask.shape[0], tuple(((inverse == g).nonzero().flatten(), p)
+                                        for g, p in enumerate(patterns) if p.any()))
+
+    def rows(self, n_rows: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(rows, N x N mask), ...] for a batch of `n_rows` windows (images of `windows` windows one after the
+        other)."""
+        if n_rows % self.windows:
+            raise ValueError(f"{n_rows} windows do not split into images of {self.windows} windows")
+        return [((torch.arange(0, n_rows, self.windows, device=index.device)[:, None] + index[None, :]).flatten(),
+                 pattern) for index, pattern in self.groups]
+
+    def segments(self) -> list[tuple[int, int, torch.Tensor | None]]:
+        """[(start, stop, mask or None), ...] covering one image's windows in order (needs `spans`)."""
+        if self.spans is None:
+            raise ValueError("segments() needs a mask whose groups are consecutive windows (shifted_windows)")
+        out, at = [], 0
+        for (start, stop), (_, pattern) in zip(self.spans, self.groups):
+            if start > at:
+                out.append((at, start, None))
+            out.append((start, stop, pattern))
+            at = stop
+        if at < self.windows:
+            out.append((at, self.windows, None))
+        return out
+
+
+@dataclass(frozen=True)
+class ShiftedWindows:
+    """The shifted-window (SW-MSA) layout of an h x w token grid: `order` = the h*w token indices, window after
+    window (window^2 tokens each, raster order inside a window) of the grid cyclically shifted by -shift, with the
+    windows whose SW-MSA mask is zero first and the others grouped by mask after them; `inverse` = the inverse
+    permutation; `mask` = the non-zero masks with their window spans (`WindowMask`). The window order differs from
+    `window_partition`'s; every window holds the same tokens, so attention per window is unchanged."""
+
+    order: torch.Tensor
+    inverse: torch.Tensor
+    mask: WindowMask
+
+
+@functools.lru_cache(maxsize=16)
+def _shifted_windows_cpu(h: int, w: int, window: int, shift: int) -> ShiftedWindows:
+    pixels = torch.arange(h * w).view(1, h, w, 1)
+    windows = window_partition(torch.roll(pixels, shifts=(-shift, -shift), dims=(1, 2)), window).squeeze(-1)
+    dense = shifted_window_mask(h, w, window, shift, torch.device("cpu"))
+    patterns, kind = torch.unique(dense, dim=0, return_inverse=True)
+    nonzero = patterns.flatten(1).any(1)
+    key = torch.where(nonzero[kind], kind, -1)  # the zero-mask windows first, then one group per mask
+    perm = torch.sort(key, stable=True).indices
+    order = windows[perm].flatten()
+    groups, spans, at = [], [], int((key == -1).sum())
+    for g in range(len(patterns)):
+        if nonzero[g]:
+            count = int((key == g).sum())
+            groups.append((torch.arange(at, at + count), patterns[g]))
+            spans.append((at, at + count))
+            at += count
+    return ShiftedWindows(order, torch.argsort(order), WindowMask(len(perm), tuple(groups), tuple(spans)))
+
+
+@functools.lru_cache(maxsize=64)
+def _shifted_windows(h: int, w: int, window: int, shift: int, device: str) -> ShiftedWindows:
+    cpu = _shifted_windows_cpu(h, w, window, shift)
+    mask = WindowMask(cpu.mask.windows, tuple((i.to(device), p.to(device)) for i, p in cpu.mask.groups),
+                      cpu.mask.spans)
+    return ShiftedWindows(cpu.order.to(device), cpu.inverse.to(device), mask)
+
+
+def shifted_windows(h: int, w: int, window: int, shift: int, device: torch.device | str) -> ShiftedWindows:
+    """The shifted-window layout (`ShiftedWindows`) of an h x w grid, built once per size and device (cached).
+
+    Its mask is Swin's SW-MSA mask (`shifted_window_mask`) without the all-zero windows: only the windows along the
+    bottom and right border of the shifted grid have one (at most 3 distinct masks; 3 % of the windows at
+    480 x 640)."""
+    return _shifted_windows(h, w, window, shift, str(torch.device(device)))
+
+
+class _WindowAttentionFunction(torch.autograd.Function):
+    """softmax((q * scale) k^T + bias) v with the attention matrix rebuilt in the backward pass instead of kept
+    (saves q, k, v and the bias; the materialised formulation keeps the B nW x heads x N x N softmax of every block).
+    Under autocast the products run in q's dtype and the softmax in float32, as autocast runs the formulation."""
+
+    @staticmethod
+    def _probabilities(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+        scores = (q * scale) @ k.transpose(-2, -1)
+        dtype = torch.promote_types(scores.dtype, torch.float32)
+        return (scores.to(dtype) + bias.to(dtype)).softmax(dim=-1)
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,  # noqa: ANN001
+                scale: float) -> torch.Tensor:
+        with torch.autocast(q.device.type, enabled=False):
+            dtype = torch.promote_types(q.dtype, torch.promote_types(k.dtype, v.dtype))
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+            probs = _WindowAttentionFunction._probabilities(q, k, bias, scale)
+            out = probs.to(dtype) @ v
+        ctx.save_for_backward(q, k, v, bias)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # noqa: ANN001, ANN205
+        q, k, v, bias = ctx.saved_tensors
+        scale = ctx.scale
+        with torch.autocast(q.device.type, enabled=False):
+            probs = _WindowAttentionFunction._probabilities(q, k, bias, scale)
+            grad_out = grad_out.to(v.dtype)
+            grad_v = probs.to(v.dtype).transpose(-2, -1) @ grad_out
+            grad_probs = (grad_out @ v.transpose(-2, -1)).to(probs.dtype)
+            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+            grad_bias = None
+            if ctx.needs_input_grad[3]:
+                dims = tuple(i for i, n in enumerate(bias.shape) if n == 1 and grad_scores.shape[i] != 1)
+                grad_bias = (grad_scores.sum(dims, keepdim=True) if dims else grad_scores).to(bias.dtype)
+            grad_scores = grad_scores.to(q.dtype)
+            grad_q = (grad_scores @ k) * scale
+            grad_k = grad_scores.transpose(-2, -1) @ (q * scale)
+        return grad_q, grad_k, grad_v, grad_bias, None
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
+          align: int = 1) -> torch.Tensor:
+    """F.scaled_dot_product_attention with an additive bias; the head dimension zero-padded to a multiple of
+    `align` (CUDA's fused kernels need 8; zeros change neither the scores nor the kept output columns)."""
+    d = q.shape[-1]
+    pad = (-d) % align
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
+    return out[..., :d] if pad else out
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax((q * scale) k^T + bias) v, q/k/v: batch x heads x N x d, bias broadcastable to batch x heads x N x N.
+
+    When the bias needs a gradient (training): `_WindowAttentionFunction`, which keeps q, k, v and rebuilds the
+    softmax in the backward pass (PyTorch's attention falls back to the materialised formulation on CPU whenever
+    the mask needs a gradient). Otherwise (inference): `F.scaled_dot_product_attention` (fused; on CUDA the head
+    dimension is zero-padded to a multiple of 8 so that a fused kernel applies)."""
+    if bias.requires_grad and torch.is_grad_enabled():
+        return _WindowAttentionFunction.apply(q, k, v, bias, scale)
+    return _sdpa(q, k, v, bias, scale, align=8 if q.device.type == "cuda" else 1)
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
+                     groups: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
+    """Window attention with a relative-position `bias` (heads x N x N) and, for shifted windows, the SW-MSA mask
+    as `groups` of rows sharing one N x N mask (`WindowMask.rows`). q, k, v: windows x heads x N x d. Every window
+    is attended with the bias alone, then the rows of each group again with bias + mask, replacing theirs: the
+    result of adding the full nW x N x N mask to every window's scores, without building it or adding zeros to the
+    97 % of the windows (at 480 x 640) whose mask is zero."""
+    out = attend(q, k, v, bias.unsqueeze(0), scale)
+    for rows, pattern in groups:
+        rows = rows.to(q.device)
+        part = attend(q.index_select(0, rows), k.index_select(0, rows), v.index_select(0, rows),
+                      (bias + pattern.to(bias.dtype)).unsqueeze(0), scale)
+        # in place when nothing is recorded for autograd (keeps the attention's own output layout, no copy)
+        out = out.index_copy_(0, rows, part) if not out.requires_grad else out.index_copy(0, rows, part)
+    return out
+
+
+INFERENCE_CHUNK = 64  # windows per chunk of the inference path (64 windows of 8 x 8: 4096 tokens)
+
+
 class Mlp(nn.Sequential):
     """Linear -> GELU -> Linear."""
 
@@ -83,9 +264,21 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
 
+    def relative_position_bias(self) -> torch.Tensor:
+        """heads x N x N bias of the window's token pairs, from the learned table."""
+        n = self.relative_position_index.shape[0]
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        return bias.permute(2, 0, 1).contiguous()
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (and context): (B * nW) x N x C; mask: nW x N x N or None."""
+                mask: WindowMask | torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x (and context): (B * nW) x N x C; mask: a `WindowMask`, an nW x N x N additive mask, or None; `bias`:
+        the heads x N x N relative-position bias (plus any mask every window of the call shares) when the caller
+        already has it, else `relative_position_bias()`.
+
+        softmax(Q K^T / sqrt(d) + bias + mask) V per window and head, computed by `window_attention`
+        (`F.scaled_dot_product_attention`, or an attention that rebuilds the softmax in the backward pass)."""
         bw, n, c = x.shape
         heads = self.num_heads
         if self.cross:
@@ -95,15 +288,12 @@ class WindowAttention(nn.Module):
             k, v = self.kv(context).view(bw, n, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
         else:
             q, k, v = self.qkv(x).view(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B * nW) x heads x N x N
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, heads)
-        attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(bw // nw, nw, heads, n, n) + mask[None, :, None]
-            attn = attn.view(bw, heads, n, n)
-        out = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(bw, n, c)
-        return self.proj(out)
+        if isinstance(mask, torch.Tensor):
+            mask = WindowMask.from_dense(mask)
+        groups = mask.rows(bw) if mask is not None else ()
+        bias = self.relative_position_bias() if bias is None else bias
+        out = window_attention(q, k, v, bias, self.scale, groups)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
 class _WindowBlockBase(nn.Module):
@@ -115,19 +305,50 @@ class _WindowBlockBase(nn.Module):
             raise ValueError(f"shift must be in [0, window), got shift {shift} with window {window}")
         self.window, self.shift = window, shift
 
+    def layout(self, h: int, w: int, device: torch.device) -> ShiftedWindows | None:
+        return shifted_windows(h, w, self.window, self.shift, device) if self.shift else None
+
     def to_windows(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shift:
-            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        return window_partition(x, self.window)
+        """B x H x W x C -> (B * nW) x window^2 x C; shifted blocks: the grid cyclically shifted by -shift, windows
+        in the `ShiftedWindows` order (one gather)."""
+        b, h, w, c = x.shape
+        layout = self.layout(h, w, x.device)
+        if layout is None:
+            return window_partition(x, self.window)
+        return x.reshape(b, h * w, c).index_select(1, layout.order).view(-1, self.window * self.window, c)
 
     def from_windows(self, windows: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        x = window_reverse(windows, self.window, h, w)
-        if self.shift:
-            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
-        return x
+        """Inverse of `to_windows`."""
+        layout = self.layout(h, w, windows.device)
+        if layout is None:
+            return window_reverse(windows, self.window, h, w)
+        c = windows.shape[-1]
+        return windows.reshape(-1, h * w, c).index_select(1, layout.inverse).view(-1, h, w, c)
 
-    def mask(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
-        return shifted_window_mask(h, w, self.window, self.shift, device) if self.shift else None
+    def mask(self, h: int, w: int, device: torch.device) -> WindowMask | None:
+        """The SW-MSA mask of the windows `to_windows` gives (None without shift)."""
+        layout = self.layout(h, w, device)
+        return None if layout is None else layout.mask
+
+    def chunked(self) -> bool:
+        """Whether to run the inference path: nothing recorded for autograd and no stochastic depth, so the block
+        can run window chunk by window chunk (see `chunks`)."""
+        return not torch.is_grad_enabled() and not (self.training and self.drop_path > 0)
+
+    @staticmethod
+    def chunks(n: int, mask: WindowMask | None) -> Iterator[tuple[int, int, torch.Tensor | None]]:
+        """(start, stop, SW-MSA mask of those windows or None) over `n` windows, at most INFERENCE_CHUNK at a time.
+
+        At inference a block runs chunk by chunk on the windows of its un-normalised input (LayerNorm, the MLP and
+        the residual sums act per token, so they commute with the window partition): every intermediate of a chunk
+        stays in the CPU caches instead of a full-resolution tensor being written and read back per operation, and
+        each window is attended once, with its own mask (the windows of a mask group are consecutive)."""
+        segments = [(0, n, None)] if mask is None else [
+            (image + start, image + stop, pattern) for image in range(0, n, mask.windows)
+            for start, stop, pattern in mask.segments()]
+        for start, stop, pattern in segments:
+            for at in range(start, stop, INFERENCE_CHUNK):
+                yield at, min(stop, at + INFERENCE_CHUNK), pattern
 
 
 class SwinBlock(_WindowBlockBase):
@@ -143,6 +364,15 @@ class SwinBlock(_WindowBlockBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
+        if self.chunked():
+            windows = self.to_windows(x)
+            out = torch.empty_like(windows)
+            bias = self.attn.relative_position_bias()
+            for start, stop, mask in self.chunks(windows.shape[0], self.mask(h, w, x.device)):
+                part = windows[start:stop]
+                part = part + self.attn(self.norm1(part), bias=bias if mask is None else bias + mask.to(bias))
+                torch.add(part, self.mlp(self.norm2(part)), out=out[start:stop])
+            return self.from_windows(out, h, w)
         attn = self.attn(self.to_windows(self.norm1(x)), mask=self.mask(h, w, x.device))
         x = x + stochastic_depth(self.from_windows(attn, h, w), self.drop_path, "row", self.training)
         return x + stochastic_depth(self.mlp(self.norm2(x)), self.drop_path, "row", self.training)
@@ -163,6 +393,20 @@ class CrossSwinBlock(_WindowBlockBase):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, h, w, _ = a.shape
         mask = self.mask(h, w, a.device)
+        if self.chunked():
+            wa, wb = self.to_windows(a), self.to_windows(b)
+            out_a, out_b = torch.empty_like(wa), torch.empty_like(wb)
+            bias_a, bias_b = self.attn_a.relative_position_bias(), self.attn_b.relative_position_bias()
+            for start, stop, pattern in self.chunks(wa.shape[0], mask):
+                xa, xb = wa[start:stop], wb[start:stop]
+                na, nb = self.norm1_a(xa), self.norm1_b(xb)
+                masked = (bias_a, bias_b) if pattern is None else (bias_a + pattern.to(bias_a),
+                                                                   bias_b + pattern.to(bias_b))
+                xa = xa + self.attn_a(na, nb, bias=masked[0])
+                xb = xb + self.attn_b(nb, na, bias=masked[1])
+                torch.add(xa, self.mlp_a(self.norm2_a(xa)), out=out_a[start:stop])
+                torch.add(xb, self.mlp_b(self.norm2_b(xb)), out=out_b[start:stop])
+            return self.from_windows(out_a, h, w), self.from_windows(out_b, h, w)
         wa, wb = self.to_windows(self.norm1_a(a)), self.to_windows(self.norm1_b(b))
         a = a + stochastic_depth(self.from_windows(self.attn_a(wa, wb, mask), h, w), self.drop_path, "row",
                                  self.training)
