@@ -6,7 +6,8 @@ When F is gray, colour sources go through MATLAB rgb2gray (rounded where VIFB pa
 passes double). VIFB's argument order is (VI, IR, F); every metric here is symmetric in the two sources.
 
 Qabf, SSIM, Qcb and Qcv run their per-image work (filters, FFTs) once per distinct source channel: a gray source
-facing a colour F is processed once, not once per channel (`distinct_channels`), with the same numbers.
+facing a colour F is processed once, not once per channel (`distinct_channels`), with the same numbers; Qcb and
+Qcv share the ``normalize1``-d images.
 """
 
 from __future__ import annotations
@@ -115,15 +116,30 @@ def _ssim_sum(x: Inputs) -> Tensor:
     return ssim.ssim_gaussian_valid_sum([b, a], f, 255.0).mean(1)
 
 
-def _qcv(x: Inputs) -> Tensor:
-    """Qcv per channel, averaged: normalisation and weights once per distinct source channel."""
+def _normalized(x: Inputs) -> tuple[Tensor, Tensor, Tensor]:
+    """``normalize1`` of every distinct channel of A, B and F, each (B*C)x1xHxW (shared by Qcb and Qcv)."""
+    return x.get("vifb_normalize1", lambda: tuple(chen.normalize1(_per_image(t)) for t in distinct_channels(x)))
+
+
+def _qcb(x: Inputs) -> Tensor:
+    """Qcb per channel, averaged: the contrast map once per distinct source channel."""
     a, b, f = distinct_channels(x)
     c = f.shape[1]
-    na, nb = chen.normalize1(_per_image(a)), chen.normalize1(_per_image(b))
+    parts = _normalized(x)
+    maps = chen.qcb_contrast_normalized(torch.cat(parts)).split([p.shape[0] for p in parts])
+    c1, c2 = _to_fused_channels(maps[0], a, c), _to_fused_channels(maps[1], b, c)
+    return chen.qcb_combine(c1, c2, maps[2]).reshape(f.shape[0], c).mean(1)
+
+
+def _qcv(x: Inputs) -> Tensor:
+    """Qcv per channel, averaged: the weights once per distinct source channel."""
+    a, b, f = distinct_channels(x)
+    c = f.shape[1]
+    na, nb, nf = _normalized(x)
     lam = chen.qcv_weights(torch.cat([na, nb])).split([na.shape[0], nb.shape[0]])
     na, lam1 = _to_fused_channels(na, a, c), _to_fused_channels(lam[0], a, c)
     nb, lam2 = _to_fused_channels(nb, b, c), _to_fused_channels(lam[1], b, c)
-    return chen.qcv_combine(na, nb, chen.normalize1(_per_image(f)), lam1, lam2).reshape(f.shape[0], c).mean(1)
+    return chen.qcv_combine(na, nb, nf, lam1, lam2).reshape(f.shape[0], c).mean(1)
 
 
 VIFB.add("CE", per_channel(information.cross_entropy_vifb), False,
@@ -144,7 +160,7 @@ VIFB.add("SF", lambda x: basic.spatial_frequency_vifb(x.f), True,
 VIFB.add("RMSE", per_channel(correlation.rmse_vifb, rounded=False), False,
          "mean over sources of sqrt(sum (X-F)^2)/(MN) = RMSE/sqrt(MN) (non-standard, VIFB issue #15)")
 VIFB.add("SSIM", _ssim_sum, True, "SSIM(VI,F)+SSIM(IR,F): 11x11 Gaussian 1.5, 'valid', L=255")
-VIFB.add("Qcb", per_channel_maps(chen.qcb_contrast, chen.qcb_combine), True, "Chen-Blum contrast-preservation quality")
+VIFB.add("Qcb", _qcb, True, "Chen-Blum contrast-preservation quality")
 VIFB.add("Qcv", _qcv, False, "Chen-Varshney CSF-weighted regional error (unbounded)")
 add_extras(VIFB)
 VIFB.set_costs({"Qcb": 50, "Qabf": 25, "Qcv": 22, "SSIM": 16, "CE": 3, "MI": 2.5, "EI": 2})

@@ -90,8 +90,9 @@ def ssim_gaussian_valid_sum(xs: list[Tensor], y: Tensor, data_range: float = 255
     """sum over x in xs (in order) of `ssim_gaussian_valid`(x_c, y_c) for every channel c of y. Shape BxC.
 
     y: BxCxHxW; each x: BxCxHxW or Bx1xHxW (one channel shared by all of y's channels). One filtering call:
-    y's moments are filtered once for every x, and a shared x channel's own moments once for all channels. The
-    per-pixel formula is `_ssim_map`'s, operation for operation, so the numbers are the same.
+    y's moments are filtered once for every x, and a shared x channel's own moments once for all channels; y's
+    variance is formed once. The per-pixel arithmetic is `_ssim_map`'s (2 ux uy regrouped as 2 (ux uy), exact),
+    so the numbers are the same bit for bit.
     """
     bsz, c, h, w = y.shape
     win = gaussian_1d(11, 1.5)
@@ -101,19 +102,18 @@ def ssim_gaussian_valid_sum(xs: list[Tensor], y: Tensor, data_range: float = 255
         maps += [x, x * x, x * y]
     flat = [m.reshape(-1, h, w) for m in maps]
     filt = filter_valid_maps([img for m in flat for img in m], win).split([m.shape[0] for m in flat])
+    filt = [f.view(bsz, -1, *f.shape[-2:]) for f in filt]  # Bx{C,1}xH'xW': a shared channel broadcasts
     uy, uyy = filt[0], filt[1]
+    uy2 = uy * uy
+    vy = uyy - uy2
     total = torch.zeros(bsz, c, dtype=torch.float64, device=y.device)
-    for i, x in enumerate(xs):
-        ux, uxx = filt[2 + 3 * i], filt[3 + 3 * i]
-        if x.shape[1] != c:  # one shared channel: broadcast its moments over y's channels
-            ux, uxx = (t.view(bsz, 1, *t.shape[-2:]).expand(bsz, c, *t.shape[-2:]).reshape(uy.shape) for t in (ux, uxx))
-        uxy = filt[4 + 3 * i]
-        vx = 1.0 * (uxx - ux * ux)
-        vy = 1.0 * (uyy - uy * uy)
-        vxy = 1.0 * (uxy - ux * uy)
-        cs = (2 * vxy + c2) / (vx + vy + c2)
-        s = (2 * ux * uy + c1) / (ux * ux + uy * uy + c1) * cs
-        total = total + s.flatten(1).mean(1).view(bsz, c)
+    for i in range(len(xs)):
+        ux, uxx, uxy = filt[2 + 3 * i : 5 + 3 * i]
+        ux2 = ux * ux
+        uxuy = ux * uy
+        cs = torch.sub(uxy, uxuy).mul_(2).add_(c2).div_((uxx - ux2).add(vy).add_(c2))  # (2 cov + c2) / (vx + vy + c2)
+        ssim_map = uxuy.mul_(2).add_(c1).div_((ux2 + uy2).add_(c1)).mul_(cs)  # 2 ux uy = (2 ux) uy exactly
+        total = total + ssim_map.flatten(2).mean(2)
     return total
 
 
