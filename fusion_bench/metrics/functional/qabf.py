@@ -16,7 +16,7 @@ H3 = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 def _qabf_arrays(x: Tensor) -> tuple[Tensor, Tensor]:
     """Gradient strength and angle in float64: true 2-D convolution ('same', zero padding).
 
-    On the CPU, whole-number inputs (checked) take the shifted additions of `sobel_conv_zero_pad`: their sums
+    On the CPU, whole-number levels (checked) take the shifted additions of `sobel_conv_zero_pad`: their sums
     are exact integers, as are the direct filter's, so the numbers are the same at less cost.
     """
     if x.device.type == "cpu" and bool(torch.eq(x, x.floor()).all()):
