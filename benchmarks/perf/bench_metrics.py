@@ -3,6 +3,7 @@
 
     python benchmarks/perf/bench_metrics.py --per-folder 1 --out benchmarks/perf/results_cpu.md
     python benchmarks/perf/bench_metrics.py --device cuda --throughput   # GPU pairs/s for the mmif dialect
+    python benchmarks/perf/bench_metrics.py --device cuda --throughput --dialects vifb   # ... for vifb
     python benchmarks/perf/bench_metrics.py --pair --repeats 15          # issue #3 speed target (CPU)
 
 The real images come from ../shared/realdata (or $FUSION_BENCH_REALDATA); nothing is copied into the repo.
@@ -104,8 +105,8 @@ def run_side_by_side(dialects: list[str], per_folder: int, device: str, skip_ref
     return "\n".join(lines)
 
 
-def throughput(device: str, batch: int, seconds: float) -> str:
-    d = get_dialect("mmif")
+def throughput(device: str, batch: int, seconds: float, dialect: str = "mmif") -> str:
+    d = get_dialect(dialect)
     g = torch.Generator().manual_seed(0)
     a = (torch.randint(0, 256, (batch, 1, 480, 640), generator=g) / 255.0).to(device)
     b = (torch.randint(0, 256, (batch, 3, 480, 640), generator=g) / 255.0).to(device)
@@ -118,7 +119,7 @@ def throughput(device: str, batch: int, seconds: float) -> str:
         n += batch
     _sync(device)
     rate = n / (time.perf_counter() - t0)
-    return f"mmif throughput on {device}, batch {batch} of 640x480 pairs: **{rate:.1f} pairs/s**\n"
+    return f"{dialect} throughput on {device}, batch {batch} of 640x480 pairs: **{rate:.1f} pairs/s**\n"
 
 
 def pair_speed(repeats: int, threads: tuple[int, ...], image: str = "VIFB/fused_SeAFusion/carLight") -> str:
@@ -165,7 +166,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads = metric workers on CPU (0: leave the default)")
     p.add_argument("--skip-reference", action="store_true")
-    p.add_argument("--throughput", action="store_true", help="only the mmif batch throughput")
+    p.add_argument("--throughput", action="store_true",
+                   help="only the batch throughput of the first of --dialects (default mmif)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--pair", action="store_true", help="only the interleaved one-pair mmif speed comparison")
     p.add_argument("--repeats", type=int, default=11)
@@ -175,7 +177,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.throughput:
-        text = throughput(args.device, args.batch, 10.0)
+        text = throughput(args.device, args.batch, 10.0, args.dialects.split(",")[0])
     elif args.pair:
         text = pair_speed(args.repeats, tuple(int(n) for n in args.pair_threads.split(",")))
     else:

@@ -14,19 +14,27 @@ H3 = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
 
 def _qabf_arrays(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradient strength and angle: true 2-D convolution ('same', zero padding); exact for integer inputs."""
-    sx = filter3x3(x, H3, padding="zeros", correlate=False)
-    sy = filter3x3(x, H1, padding="zeros", correlate=False)
+    """Gradient strength and angle in float64: true 2-D convolution ('same', zero padding).
+
+    On the CPU, whole-number levels (checked) take the shifted additions of `sobel_conv_zero_pad`: their sums
+    are exact integers, as are the direct filter's, so the numbers are the same at less cost.
+    """
+    if x.device.type == "cpu" and bool(torch.eq(x, x.floor()).all()):
+        sx, sy = sobel_conv_zero_pad(x)
+    else:
+        sx = filter3x3(x, H3, padding="zeros", correlate=False)
+        sy = filter3x3(x, H1, padding="zeros", correlate=False)
     g = torch.sqrt(sx * sx + sy * sy)
     zero = sx == 0
     alpha = torch.where(zero, torch.full_like(sx, math.pi / 2), torch.atan(sy / torch.where(zero, 1.0, sx)))
     return g, alpha
 
 
-def _sobel_conv_zero_pad(x: Tensor) -> tuple[Tensor, Tensor]:
+def sobel_conv_zero_pad(x: Tensor) -> tuple[Tensor, Tensor]:
     """(conv2(x, H3, 'same'), conv2(x, H1, 'same')) with zero padding, by shifted additions in x's dtype.
 
-    Exact for integer levels in float32: every partial sum is an integer of magnitude <= 4 * 255.
+    Exact for integer levels in float32 (every partial sum is an integer of magnitude <= 4 * 255) and for whole
+    numbers below 2^50 in float64.
     """
     p = torch.nn.functional.pad(x, (1, 1, 1, 1))
     v = torch.add(p[..., :-2, :], p[..., 2:, :]).add_(p[..., 1:-1, :], alpha=2)  # vertical [1 2 1]
@@ -44,6 +52,25 @@ def _qabf_q(ga: Tensor, aa: Tensor, gf: Tensor, af: Tensor) -> Tensor:
     return qg.mul_(qa).reciprocal_().mul_(0.9994 * 0.9879)
 
 
+def qabf_features(x: Tensor, integer_levels: bool = False) -> tuple[Tensor, Tensor]:
+    """(gradient strength, angle) maps of each image of x (Nx1xHxW levels 0..255), as `qabf` computes them (see
+    there for ``integer_levels``). Image by image, so the vifb dialect runs it once per distinct source channel."""
+    if integer_levels:
+        sx, sy = sobel_conv_zero_pad(x.to(torch.float32))
+        g = (sx * sx).addcmul_(sy, sy).sqrt_()  # sx^2 + sy^2 < 2^24 is exact: g_A == g_F iff the integers agree
+        al = torch.div(sy, sx).atan_().masked_fill_(sx == 0, math.pi / 2)
+        return g, al
+    return _qabf_arrays(x)
+
+
+def qabf_combine(ga: Tensor, aa: Tensor, gb: Tensor, ab: Tensor, gf: Tensor, af: Tensor) -> Tensor:
+    """Qabf from the (strength, angle) maps (`qabf_features`) of the two sources and the fused image. Shape (N,)."""
+    weighted = _qabf_q(ga, aa, gf, af).mul_(ga).add_(_qabf_q(gb, ab, gf, af).mul_(gb))
+    num = weighted.flatten(1).sum(1, dtype=torch.float64)
+    den = ga.flatten(1).sum(1, dtype=torch.float64) + gb.flatten(1).sum(1, dtype=torch.float64)
+    return num / den
+
+
 def qabf(a: Tensor, b: Tensor, f: Tensor, integer_levels: bool = False) -> Tensor:
     """Qabf = sum(Q_AF g_A + Q_BF g_B) / sum(g_A + g_B). Inputs Bx1xHxW on 0..255. Shape (B,).
 
@@ -52,17 +79,9 @@ def qabf(a: Tensor, b: Tensor, f: Tensor, integer_levels: bool = False) -> Tenso
     term; every term is non-negative, so the ratio of the float64 sums keeps that bound), which is about twice
     as fast. The exact-zero and equality tests see the same integers either way. Otherwise float64 throughout.
     """
-    if integer_levels:
-        sx, sy = _sobel_conv_zero_pad(torch.stack([a, b, f]).to(torch.float32))
-        g = (sx * sx).addcmul_(sy, sy).sqrt_()  # sx^2 + sy^2 < 2^24 is exact: g_A == g_F iff the integers agree
-        al = torch.div(sy, sx).atan_().masked_fill_(sx == 0, math.pi / 2)
-    else:
-        g, al = _qabf_arrays(torch.stack([a, b, f]))
+    g, al = qabf_features(torch.stack([a, b, f]), integer_levels)
     (ga, gb, gf), (aa, ab, af) = g.unbind(0), al.unbind(0)
-    weighted = _qabf_q(ga, aa, gf, af).mul_(ga).add_(_qabf_q(gb, ab, gf, af).mul_(gb))
-    num = weighted.flatten(1).sum(1, dtype=torch.float64)
-    den = ga.flatten(1).sum(1, dtype=torch.float64) + gb.flatten(1).sum(1, dtype=torch.float64)
-    return num / den
+    return qabf_combine(ga, aa, gb, ab, gf, af)
 
 
 SOBEL_V8 = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))  # x derivative ("gv" in sobel_fn), / 8 later

@@ -7,7 +7,14 @@ import math
 import torch
 from torch import Tensor
 
-from fusion_bench.metrics.functional.filters import box_1d, box_sum_valid_integer, filter_valid, gaussian_1d, pad
+from fusion_bench.metrics.functional.filters import (
+    box_1d,
+    box_sum_valid_integer,
+    filter_valid,
+    filter_valid_maps,
+    gaussian_1d,
+    pad,
+)
 
 
 def _ssim_map(x: Tensor, y: Tensor, win: Tensor, c1: float, c2: float, cov_norm: float = 1.0,
@@ -77,6 +84,37 @@ def ssim_gaussian_valid(x: Tensor, y: Tensor, data_range: float = 255.0) -> Tens
     """Wang et al.'s reference ssim_index.m: 11x11 Gaussian (sigma 1.5), 'valid' filtering. Shape (B,)."""
     s = _ssim_map(x, y, gaussian_1d(11, 1.5), (0.01 * data_range) ** 2, (0.03 * data_range) ** 2)
     return s.flatten(1).mean(1)
+
+
+def ssim_gaussian_valid_sum(xs: list[Tensor], y: Tensor, data_range: float = 255.0) -> Tensor:
+    """sum over x in xs (in order) of `ssim_gaussian_valid`(x_c, y_c) for every channel c of y. Shape BxC.
+
+    y: BxCxHxW; each x: BxCxHxW or Bx1xHxW (one channel shared by all of y's channels). One filtering call:
+    y's moments are filtered once for every x, and a shared x channel's own moments once for all channels; y's
+    variance is formed once. The per-pixel arithmetic is `_ssim_map`'s (2 ux uy regrouped as 2 (ux uy), exact),
+    so the numbers are the same bit for bit.
+    """
+    bsz, c, h, w = y.shape
+    win = gaussian_1d(11, 1.5)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    maps = [y, y * y]
+    for x in xs:
+        maps += [x, x * x, x * y]
+    flat = [m.reshape(-1, h, w) for m in maps]
+    filt = filter_valid_maps([img for m in flat for img in m], win).split([m.shape[0] for m in flat])
+    filt = [f.view(bsz, -1, *f.shape[-2:]) for f in filt]  # Bx{C,1}xH'xW': a shared channel broadcasts
+    uy, uyy = filt[0], filt[1]
+    uy2 = uy * uy
+    vy = uyy - uy2
+    total = torch.zeros(bsz, c, dtype=torch.float64, device=y.device)
+    for i in range(len(xs)):
+        ux, uxx, uxy = filt[2 + 3 * i : 5 + 3 * i]
+        ux2 = ux * ux
+        uxuy = ux * uy
+        cs = torch.sub(uxy, uxuy).mul_(2).add_(c2).div_((uxx - ux2).add(vy).add_(c2))  # (2 cov + c2) / (vx + vy + c2)
+        ssim_map = uxuy.mul_(2).add_(c1).div_((ux2 + uy2).add_(c1)).mul_(cs)  # 2 ux uy = (2 ux) uy exactly
+        total = total + ssim_map.flatten(2).mean(2)
+    return total
 
 
 def ssim_matlab(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
