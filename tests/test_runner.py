@@ -163,7 +163,7 @@ def test_each_split_built_once_per_run_and_each_image_decoded_once_per_seed(cli,
         decoded[(self.split, ref.name)] += 1
         return load(self, ref)
 
-    def evaluators(configs, fused, datasets, seed, device, log_root, progress):  # reads labels as `seg` does
+    def evaluators(configs, fused, datasets, seed, device, log_root, progress, numerics_mode=None):  # as `seg` reads
         assert list(configs) == ["seg"]
         for split in ("train", "test"):
             for i in range(len(datasets[split])):
