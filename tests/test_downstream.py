@@ -409,3 +409,35 @@ def test_child_process_evaluator_overlaps_the_in_process_one(monkeypatch: pytest
     downstream.run_evaluators({"seg": "cfg", "det": "cfg"}, {"train": tmp_path}, {}, 0, torch.device("cpu"),
                               tmp_path, False)
     assert events == ["start det", "wait det", "start seg", "run seg"]
+
+
+@needs_ultralytics
+def test_yolo_worker_checkpoints_every_epoch_only_when_it_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without validation there is no best epoch to keep: ultralytics gets save=False (last.pt once, at the end);
+    with validation, save=True (best.pt); a protocol's own `save` in train_args wins."""
+    import ultralytics
+
+    from fusion_bench.evaluators import yolo_worker
+
+    calls: list[dict] = []
+
+    class Stop(Exception):
+        pass
+
+    class FakeYOLO:
+        def __init__(self, model: str):
+            pass
+
+        def train(self, **kwargs):
+            calls.append(kwargs)
+            raise Stop
+
+    monkeypatch.setattr(ultralytics, "YOLO", FakeYOLO)
+    request = {"data": "d.yaml", "model_yaml": "m.yaml", "pretrained": None, "epochs": 1, "batch": 2, "imgsz": 64,
+               "seed": 0, "device": "cpu", "workers": 0, "amp": False, "project": "p", "class_names": ["a"],
+               "threads": 1}
+    for validate, train_args in ((False, {}), (True, {}), (False, {"save": True})):
+        with pytest.raises(Stop):
+            yolo_worker.run({**request, "validate": validate, "train_args": train_args})
+    assert [c["save"] for c in calls] == [False, True, True]
+    assert [c["val"] for c in calls] == [False, True, False]
