@@ -11,6 +11,9 @@ ROOT ?=
 OUT ?= runs
 LEADERBOARD_DIR ?= leaderboards
 DOWNSTREAM ?=
+# overrides (`--set`), e.g. SET=model.pretrained=null, and released weights (`--weights`: a file, zoo or zoo:NAME)
+SET ?=
+WEIGHTS ?=
 # runs at a time (each a `fusion-bench bench` process; same numbers as JOBS=1); pinned downstream numerics as in CI:
 # DOWNSTREAM_NUMERICS=pinned
 JOBS ?= 2
@@ -61,7 +64,8 @@ constraints:
 	$(BIN)/python -c "$$CONSTRAINTS_PY" > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 bench: venv
-	$(BIN)/fusion-bench bench --method $(METHOD) --dataset $(DATASET) --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS),) \
+	$(BIN)/fusion-bench bench --method $(METHOD) --dataset $(DATASET) $(if $(WEIGHTS),--weights $(WEIGHTS),--preset $(PRESET)) \
+		$(if $(SEEDS),--seeds $(SEEDS),) $(if $(SET),--set $(SET),) \
 		--out $(OUT) --leaderboard-dir $(LEADERBOARD_DIR) $(if $(DOWNSTREAM),--downstream $(DOWNSTREAM),) $(if $(ROOT),--root $(ROOT),) \
 		--jobs $(JOBS) $(if $(DOWNSTREAM_NUMERICS),--downstream-numerics $(DOWNSTREAM_NUMERICS),)
 

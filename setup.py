@@ -1,8 +1,9 @@
 """Build hook only (the project is described in pyproject.toml): ship `benchmarks/` inside the package.
 
-The protocol files, suites and the papers' reported numbers live in the repository's top-level `benchmarks/` (the
-layout the README describes); the wheel carries a copy as `fusion_bench/_benchmarks/`, which
-`fusion_bench.benchmark.protocol.benchmarks_dir()` reads when there is no source checkout.
+The protocol files, suites, the papers' reported numbers and the weights catalogue (`zoo.yaml`) live in the
+repository's top-level `benchmarks/` (the layout the README describes); the wheel carries a copy as
+`fusion_bench/_benchmarks/`, which `fusion_bench.benchmark.protocol.benchmarks_dir()` (and
+`fusion_bench.weights.zoo.default_catalogue_path()`) read when there is no source checkout.
 """
 
 from pathlib import Path
@@ -11,6 +12,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 SHIPPED = ("protocols", "suites", "reported")  # benchmarks/perf holds scripts for the repository only
+SHIPPED_FILES = ("zoo.yaml",)  # the weights catalogue (fusion_bench.weights.zoo)
 SUFFIXES = (".yaml", ".csv", ".md", ".txt")
 
 
@@ -24,6 +26,10 @@ class BuildPyWithBenchmarks(build_py):
                     dst = Path(self.build_lib) / "fusion_bench" / "_benchmarks" / src.relative_to(root)
                     self.mkpath(str(dst.parent))
                     self.copy_file(str(src), str(dst))
+        for name in SHIPPED_FILES:
+            dst = Path(self.build_lib) / "fusion_bench" / "_benchmarks" / name
+            self.mkpath(str(dst.parent))
+            self.copy_file(str(root / name), str(dst))
 
 
 setup(cmdclass={"build_py": BuildPyWithBenchmarks})

@@ -39,7 +39,8 @@ from PIL import Image
 
 from datamodules.paired_common import split_list_path
 from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import DatasetError, FusionDataset, Problem, Sample, SampleRef
+from fusion_bench.data.base import FusionDataset, Problem, Sample, SampleRef
+from fusion_bench.errors import DatasetError
 from fusion_bench.types import AUDIO, FRAMES, NAME, TARGET, Task
 
 SAMPLE_RATE = 22_050
@@ -275,7 +276,7 @@ class AVClipDataset(FusionDataset):
         """Decode every clip into the cache under `<root>/fusion_bench_cache/` (resumable; see module doc)."""
         root = Path(root)
         if not root.is_dir():
-            from fusion_bench.data.base import DatasetNotFoundError
+            from fusion_bench.errors import DatasetNotFoundError
 
             raise DatasetNotFoundError(cls.name, root, cls.expected_tree, ["the root folder itself"])
         return run_prepare(root, cls.jobs(root), cls.name, progress)
@@ -316,8 +317,8 @@ class AVClipDataset(FusionDataset):
         return [candidates[min(n - 1, int((i + 0.5) * n / t))] for i in range(t)]
 
     def _load(self, ref: SampleRef) -> Sample:
-        from fusion_bench.data.base import DatasetIntegrityError
         from fusion_bench.data.io import open_image
+        from fusion_bench.errors import DatasetIntegrityError
 
         where = ref.files[AUDIO]  # the file being read, named in the error
         try:

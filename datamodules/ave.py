@@ -17,7 +17,8 @@ from pathlib import Path
 
 from datamodules.av_common import AVClipDataset, AVDataModule, ClipJob, lines_of
 from datamodules.paired_common import OVERRIDE_DIR, find_dir
-from fusion_bench.data.base import DatasetNotFoundError, Problem
+from fusion_bench.data.base import Problem
+from fusion_bench.errors import DatasetNotFoundError
 
 CATEGORIES = (
     "Accordion", "Acoustic guitar", "Baby cry, infant cry", "Banjo", "Bark", "Bus", "Cat", "Chainsaw",

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from datamodules.av_common import AVClipDataset, AVDataModule, ClipJob
 from datamodules.paired_common import find_dir
-from fusion_bench.data.base import DatasetNotFoundError, Problem, read_split_file
+from fusion_bench.data.base import Problem, read_split_file
+from fusion_bench.errors import DatasetNotFoundError
 
 EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 

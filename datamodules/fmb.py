@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from datamodules.ivif_common import IVIFDataModule, IVIFDataset
-from fusion_bench.data.base import DatasetIntegrityError, Problem, Sample, SampleRef
+from fusion_bench.data.base import Problem, Sample, SampleRef
+from fusion_bench.errors import DatasetIntegrityError
 from fusion_bench.types import IGNORE_INDEX, MASK
 
 FMB_CLASSES = ("unlabeled", "Road", "Sidewalk", "Building", "Lamp", "Sign", "Vegetation", "Sky", "Person", "Car",

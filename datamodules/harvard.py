@@ -21,7 +21,8 @@ from typing import ClassVar
 
 from datamodules.paired_common import ImagePairDataset, find_dir, hash_split, pair_folders
 from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import DatasetNotFoundError, Problem, SampleRef
+from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.errors import DatasetNotFoundError
 from fusion_bench.types import Task
 
 

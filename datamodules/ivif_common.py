@@ -24,19 +24,9 @@ from typing import Any, ClassVar
 import torch
 
 from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import (
-    CheckReport,
-    DatasetError,
-    DatasetIntegrityError,
-    DatasetNotFoundError,
-    FusionDataset,
-    Problem,
-    Sample,
-    SampleRef,
-    image_stems,
-    read_split_file,
-)
-from fusion_bench.data.io import ImageReadError, read_array, read_image, read_mask, to_tensor
+from fusion_bench.data.base import CheckReport, FusionDataset, Problem, Sample, SampleRef, image_stems, read_split_file
+from fusion_bench.data.io import read_array, read_image, read_mask, to_tensor
+from fusion_bench.errors import DatasetError, DatasetIntegrityError, DatasetNotFoundError, ImageReadError
 from fusion_bench.types import BOXES, LABELS, MASK, NAME, Task
 
 log = logging.getLogger("fusion_bench.datamodules")

@@ -27,7 +27,8 @@ from datamodules.paired_common import (
     strip_suffix,
 )
 from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import DatasetNotFoundError, Problem, SampleRef
+from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.errors import DatasetNotFoundError
 from fusion_bench.types import Task
 
 RESPLIT_FOLDERS = [("sourceA", "sourceB"), ("source_A", "source_B"), ("A", "B")]

@@ -26,7 +26,8 @@ from datamodules.paired_common import (
     strip_suffix,
 )
 from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import DatasetNotFoundError, Problem, Sample, SampleRef
+from fusion_bench.data.base import Problem, Sample, SampleRef
+from fusion_bench.errors import DatasetNotFoundError
 from fusion_bench.types import Task
 
 EXPECTED_SCENES = 100

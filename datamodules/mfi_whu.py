@@ -15,7 +15,8 @@ from typing import ClassVar
 
 from datamodules.paired_common import ImagePairDataset, find_dir, mfifb_files, pair_by_suffix, pair_folders
 from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import DatasetNotFoundError, Problem, SampleRef
+from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.errors import DatasetNotFoundError
 from fusion_bench.types import GT, Task
 
 FOLDERS = {"a": "source_1", "b": "source_2", GT: "full_clear"}

@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from fusion_bench.data.base import FusionDataset, Problem, Sample, SampleRef, read_split_file
-from fusion_bench.data.io import ImageReadError, is_image_file
+from fusion_bench.data.io import is_image_file
+from fusion_bench.errors import ImageReadError
 
 SPLITS_ROOT = Path(__file__).resolve().parent / "splits"
 OVERRIDE_DIR = "fusion_bench_splits"

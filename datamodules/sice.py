@@ -19,8 +19,8 @@ from typing import ClassVar
 
 from datamodules.paired_common import ImagePairDataset, find_dir, image_files, mean_luminance
 from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import DatasetIntegrityError, DatasetNotFoundError, Problem, Sample, SampleRef
-from fusion_bench.data.io import ImageReadError
+from fusion_bench.data.base import Problem, Sample, SampleRef
+from fusion_bench.errors import DatasetIntegrityError, DatasetNotFoundError, ImageReadError
 from fusion_bench.types import GT, Task
 
 PARTS = {"train": "Dataset_Part1", "test": "Dataset_Part2"}

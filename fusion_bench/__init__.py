@@ -17,7 +17,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "BenchSpec": "fusion_bench.benchmark.runner",
+    "BenchSpec": "fusion_bench.benchmark.spec",
     "run_bench": "fusion_bench.benchmark.runner",
     "load_results": "fusion_bench.benchmark.leaderboard",
     "build_report": "fusion_bench.report.build",

@@ -16,6 +16,9 @@ def run() -> None:
     except ValueError as err:  # a bad FUSION_BENCH_NUMERICS value
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    from fusion_bench.benchmark.jobs import exit_with_parent
+
+    exit_with_parent()  # a job of `bench --jobs` / `grid`: stop with the process that started it
     from fusion_bench.cli import main
 
     sys.exit(main())

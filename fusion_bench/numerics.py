@@ -60,15 +60,24 @@ def requested_mode() -> str | None:
     return mode or None
 
 
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (None where it cannot be read, e.g. not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return set()
+
+
 def can_pin() -> bool:
     """Pinning needs an x86-64 CPU with AVX2 (elsewhere the libraries' own paths run and numbers may differ)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return " avx2" in fh.read()
-    except OSError:  # not Linux: assume a modern x86-64
-        return True
+    flags = _cpu_flags()
+    return flags is None or "avx2" in flags  # not Linux: assume a modern x86-64
 
 
 def wants_pinning(argv: Sequence[str]) -> bool:
@@ -92,6 +101,9 @@ def wants_pinning(argv: Sequence[str]) -> bool:
 def pinned_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.update(PINNED_ENV)
+    flags = _cpu_flags()
+    if flags is not None and "avx512f" not in flags:  # nothing to switch off (OpenCV would warn in every process)
+        env.pop("OPENCV_CPU_DISABLE", None)
     env[MODE_ENV] = PINNED
     return env
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from functools import lru_cache
 from importlib import metadata
 from typing import Any
+
+from fusion_bench.errors import UnknownNameError
 
 METHODS: dict[str, str] = {
     # training-free baselines
@@ -52,15 +55,16 @@ METHODS: dict[str, str] = {
 
 DATASETS: dict[str, str] = {
     # embedded synthetic datasets (generated offline on first use)
-    "synthetic-ivif": "fusion_bench.data.synthetic:SyntheticIVIFDataModule",
-    "synthetic-mfif": "fusion_bench.data.synthetic:SyntheticMFIFDataModule",
-    "synthetic-meif": "fusion_bench.data.synthetic:SyntheticMEIFDataModule",
-    "synthetic-av": "fusion_bench.data.synthetic:SyntheticAVDataModule",
+    "synthetic-ivif": "fusion_bench.data.synthetic.ivif:SyntheticIVIFDataModule",
+    "synthetic-mfif": "fusion_bench.data.synthetic.mfif:SyntheticMFIFDataModule",
+    "synthetic-meif": "fusion_bench.data.synthetic.meif:SyntheticMEIFDataModule",
+    "synthetic-av": "fusion_bench.data.synthetic.av:SyntheticAVDataModule",
     # public datasets (users download them; see README, datasets table)
     "llvip": "datamodules.llvip:LLVIPDataModule",
     "tno": "datamodules.tno:TNODataModule",
     "roadscene": "datamodules.roadscene:RoadSceneDataModule",
     "msrs": "datamodules.msrs:MSRSDataModule",
+    "vifb": "datamodules.vifb:VIFBDataModule",
     "m3fd": "datamodules.m3fd:M3FDDataModule",
     "fmb": "datamodules.fmb:FMBDataModule",
     "mfnet": "datamodules.mfnet:MFNetDataModule",
@@ -83,17 +87,19 @@ EVALUATORS: dict[str, str] = {
 }
 
 
+# converters of the authors' released checkpoints (fusion_bench.weights.released): module with convert_released /
+# load_released, per method name
+CONVERTERS: dict[str, str] = {
+    "cfi": "methods.cfi.convert",
+    "amdanet": "methods.amdanet.convert",
+    "seafusion": "methods.seafusion.convert",
+    "seafusion_content": "methods.seafusion.convert",
+    "swinfusion": "methods.swinfusion.convert",
+}
+
 BUILTIN_DATASETS = frozenset(DATASETS)  # shipped with the package: each has a protocol file (protocol.load_protocol)
 ENTRY_POINT_GROUPS = {"method": "fusion_bench.methods", "dataset": "fusion_bench.datasets"}
 _REGISTRIES = {"method": METHODS, "dataset": DATASETS, "evaluator": EVALUATORS}
-
-
-class UnknownNameError(KeyError):
-    """An unknown method/dataset/evaluator name (the message lists the valid choices), a `module:Class` path that
-    does not import or names the wrong kind of class, or a plug-in name clash."""
-
-    def __str__(self) -> str:  # KeyError quotes its message otherwise
-        return str(self.args[0])
 
 
 @lru_cache(maxsize=8)
@@ -132,20 +138,39 @@ def names(kind: str) -> list[str]:
     return [*_REGISTRIES[kind], *sorted(plugins(kind))]
 
 
-def _import(kind: str, target: str, what: str) -> Any:
+def _where(err: BaseException) -> str:
+    """`file:line` where an import failed: a syntax error's own place, else the innermost frame of real source."""
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{err.filename}:{err.lineno}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+def _import(kind: str, target: str, what: str, plugin: bool = False) -> Any:
+    """The attribute `module:attr` names. A plug-in (`plugin`: an entry point or a `module:Class` path) whose module
+    fails to import (a syntax error, a missing dependency, an error raised at import) is an UnknownNameError naming
+    the plug-in, the file and the first line of the error; a built-in's failure keeps its traceback."""
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
+    except Exception as err:  # noqa: BLE001 - anything a plug-in's module raises while it is imported
         if isinstance(err, ModuleNotFoundError) and err.name is not None and module_name.startswith(err.name):
             raise UnknownNameError(f"{what}: cannot import module {module_name!r} ({err}); a {kind} given as "
                                    "package.module:Class must be importable (installed, or on PYTHONPATH)") from err
-        raise
+        if not plugin:
+            raise
+        raise UnknownNameError(_import_failure(what, module_name, err)) from err
     try:
         return getattr(module, attr)
     except AttributeError:
         raise UnknownNameError(f"{what}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
                                f"attribute {attr!r}") from None
+
+
+def _import_failure(what: str, module_name: str, err: BaseException) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return (f"{what}: importing module {module_name!r} failed at {_where(err)}: {type(err).__name__}"
+            + (f": {first}" if first else "") + " (fix the plug-in or install what it needs)")
 
 
 def _is_path(name: str) -> bool:
@@ -159,9 +184,9 @@ def _lookup(kind: str, name: str) -> Any:
         return _import(kind, registry[name], f"{kind} {name!r}")
     found = plugins(kind).get(name)
     if found is not None:
-        return _import(kind, found[0], f"{kind} {name!r} (plug-in package {found[1]})")
+        return _import(kind, found[0], f"{kind} {name!r} (plug-in package {found[1]})", plugin=True)
     if kind in ENTRY_POINT_GROUPS and _is_path(name):
-        return _import(kind, name, f"{kind} {name}")
+        return _import(kind, name, f"{kind} {name}", plugin=True)
     hint = " or a package.module:Class path" if kind in ENTRY_POINT_GROUPS else ""
     raise UnknownNameError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(names(kind)))}{hint}")
 

@@ -36,6 +36,8 @@ def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _isolated_cache(synthetic_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FUSION_BENCH_CACHE", str(synthetic_cache))
     monkeypatch.delenv("FUSION_BENCH_DATA", raising=False)
+    # nothing is downloaded in tests (weights catalogue, zoo:NAME initialisations; fusion_bench.weights)
+    monkeypatch.setenv("FUSION_BENCH_OFFLINE", "1")
     # downstream training (SegFormer/YOLO) only in the tests that ask for it with --downstream
     monkeypatch.setenv("FUSION_BENCH_DOWNSTREAM", "none")
     # the HTML report after `bench` only in the tests that ask for it (tests/test_report.py)

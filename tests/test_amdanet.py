@@ -17,6 +17,7 @@ from fusion_bench.base.colour import rgb_to_ycbcr
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.types import IGNORE_INDEX, VALID
+from fusion_bench.weights.zoo import WeightsError
 from methods.amdanet.loss import (
     AMDANetLoss,
     colour_consistency_loss,
@@ -32,10 +33,10 @@ from methods.amdanet.model import (
     LocalAlignmentCode,
     MiTConfig,
     SemanticConsistencyInference,
-    load_mit_weights,
     mutual_feature_mask,
 )
 from methods.amdanet.module import AMDANet, lr_factor, sliding_window, warmup_poly_factor
+from methods.amdanet.pretrained import load_mit_weights
 
 TINY = {"encoder": None, "hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1], "heads": [1, 2, 2, 4],
         "drop_path_rate": 0.0, "decoder_dim": 16, "fusion_width": 4}
@@ -235,9 +236,9 @@ def test_mit_weights_load_into_both_streams(tmp_path: Path):
     assert load_mit_weights(model, tmp_path / "mit.pth") == len(source)
     for stream in (model.encoder_ir, model.encoder_vis):
         assert all(torch.equal(v, source[k]) for k, v in stream.state_dict().items())
-    with pytest.raises(FileNotFoundError, match="pretrained"):
+    with pytest.raises(WeightsError, match="missing.pth not found"):
         tiny_module(pretrained=str(tmp_path / "missing.pth"))
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(WeightsError, match="does not fit"):
         load_mit_weights(tiny_module(hidden_sizes=[16, 16, 16, 32]).net, tmp_path / "mit.pth")
 
 
@@ -415,8 +416,9 @@ def test_b4_parameter_counts_match_the_authors_code():
     counts = {}
     for preset in ("paper", "paper_text"):
         config = load_method_config(AMDANet, "amdanet", preset, "fmb")
-        with torch.device("meta"):
-            module = AMDANet(num_classes=15, **config["model"], **config["optim"])
+        assert config["model"]["pretrained"] == "zoo:mit_b4"  # ImageNet MiT-B4 (fusion_bench.weights.pretrained)
+        with torch.device("meta"):  # the architecture only: no weights
+            module = AMDANet(num_classes=15, **{**config["model"], "pretrained": None}, **config["optim"])
         counts[preset] = round(sum(p.numel() for p in module.parameters()) / 1e6, 2)
     assert counts == {"paper": 135.74, "paper_text": 134.39}
 
@@ -472,13 +474,23 @@ def test_fused_output_minmax_and_fuse_window():
 
 
 def test_presets_paper_is_the_code_and_paper_text_an_ablation(tmp_path: Path):
+    from fusion_bench.benchmark.build import build_datamodule
     from fusion_bench.benchmark.protocol import protocol_preset
-    from fusion_bench.benchmark.runner import BenchError, BenchSpec, build_datamodule, prepare
+    from fusion_bench.benchmark.request import prepare
+    from fusion_bench.benchmark.spec import BenchSpec
+    from fusion_bench.errors import BenchError
     from fusion_bench.registry import get_datamodule
 
     root = get_datamodule("fmb").dataset_class.make_fake(tmp_path / "fmb", seed=0)
-    paper = prepare(BenchSpec(method="amdanet", dataset="fmb", root=root, preset="paper", device="cpu"))
-    text = prepare(BenchSpec(method="amdanet", dataset="fmb", root=root, preset="paper_text", device="cpu"))
+    # both presets start from ImageNet MiT-B4 (zoo:mit_b4), which tests never download: refused before any work
+    for preset in ("paper", "paper_text"):
+        with pytest.raises(BenchError, match=r"mit_b4\.pth not found .*--set model\.pretrained=null"):
+            prepare(BenchSpec(method="amdanet", dataset="fmb", root=root, preset=preset, device="cpu"))
+    scratch = {"model.pretrained": None}  # the from-scratch ablation
+    paper = prepare(BenchSpec(method="amdanet", dataset="fmb", root=root, preset="paper", device="cpu",
+                              overrides=scratch))
+    text = prepare(BenchSpec(method="amdanet", dataset="fmb", root=root, preset="paper_text", device="cpu",
+                             overrides=scratch))
     code_keys = {"sci_gate": "code", "learn_lambda": False, "local_mode": "code", "global_mode": "code",
                  "mfml": "code", "fusion_loss": "code", "head_style": "code", "w_dice": 2.0,
                  "eval_window": [640, 480]}

@@ -101,7 +101,8 @@ def test_dataset_without_classes(prepared, cli, capsys, tmp_path, monkeypatch):
 
 
 def test_set_overrides_a_preset_value_and_the_hash(cli, capsys, tmp_path):
-    from fusion_bench.benchmark.runner import BenchSpec, prepare
+    from fusion_bench.benchmark.request import prepare
+    from fusion_bench.benchmark.spec import BenchSpec
 
     plain = prepare(BenchSpec(method="infobridge", dataset="synthetic-av"))
     ablation = prepare(BenchSpec(method="infobridge", dataset="synthetic-av",

@@ -16,6 +16,7 @@ from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
 from fusion_bench.data.transforms import batch_dihedral
+from methods.cfi.convert import load_official_weights
 from methods.cfi.loss import (
     CFILoss,
     binary_entropy,
@@ -24,7 +25,7 @@ from methods.cfi.loss import (
     laplacian_magnitude,
     necessity_loss,
 )
-from methods.cfi.model import CFINet, load_official_weights, mean_gate, pooled_cross_attention
+from methods.cfi.model import CFINet, mean_gate, pooled_cross_attention
 from methods.cfi.module import CFIFusion
 
 

@@ -14,7 +14,8 @@ import torch
 
 from datamodules import av_common
 from datamodules.paired_common import SPLITS_ROOT, hash_split
-from fusion_bench.data.base import DatasetError, DatasetIntegrityError, DatasetNotFoundError, read_split_file
+from fusion_bench.data.base import read_split_file
+from fusion_bench.errors import DatasetError, DatasetIntegrityError, DatasetNotFoundError
 from fusion_bench.registry import get_datamodule
 from fusion_bench.types import AUDIO, FRAMES, GT, TARGET
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from toy_dataset import ToyDataModule, ToyDataset, make_toy
 
-from fusion_bench.data.base import DatasetIntegrityError, DatasetNotFoundError
 from fusion_bench.data.transforms import (
     Compose,
     PairedRandomCrop,
@@ -14,6 +13,7 @@ from fusion_bench.data.transforms import (
     PairedRandomScale,
     collate_samples,
 )
+from fusion_bench.errors import DatasetIntegrityError, DatasetNotFoundError
 from fusion_bench.types import VALID
 
 

@@ -11,13 +11,9 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
-from fusion_bench.benchmark.distributed import (
-    DistributedSettingsError,
-    is_rank_zero,
-    launched_rank,
-    trainer_settings,
-)
+from fusion_bench.benchmark.distributed import is_rank_zero, launched_rank, trainer_settings
 from fusion_bench.benchmark.results import read_rows
+from fusion_bench.errors import DistributedSettingsError
 from fusion_bench.registry import get_method
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +81,10 @@ def test_ddp_on_two_cpu_processes_writes_one_row(tmp_path, synthetic_cache):
 
 
 def test_compile_runs_the_method_networks_compiled(tmp_path):
-    from fusion_bench.benchmark.runner import BenchSpec, build_datamodule, build_method, fit_method, prepare
+    from fusion_bench.benchmark.build import build_datamodule, build_method
+    from fusion_bench.benchmark.request import prepare
+    from fusion_bench.benchmark.spec import BenchSpec
+    from fusion_bench.benchmark.training import fit_method
 
     prep = prepare(BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", downstream="none", progress=False,
                              out=tmp_path, overrides={"train.compile": {"backend": "eager"}, "train.max_steps": 1,

@@ -19,9 +19,10 @@ from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
 from fusion_bench.data.io import write_png
 from fusion_bench.data.synthetic import SyntheticIVIF, ensure_generated
-from fusion_bench.evaluators.common import DownstreamError
+from fusion_bench.errors import DownstreamError
 from fusion_bench.evaluators.detection import (
     DET_PRESETS,
+    DETECTION,
     det_preset,
     evaluate_detection_folders,
     write_yolo_split,
@@ -441,3 +442,22 @@ def test_yolo_worker_checkpoints_every_epoch_only_when_it_validates(monkeypatch:
             yolo_worker.run({**request, "validate": validate, "train_args": train_args})
     assert [c["save"] for c in calls] == [False, True, True]
     assert [c["val"] for c in calls] == [False, True, False]
+
+
+@needs_ultralytics
+def test_detection_in_float64_trains_and_tests_a_float64_model(ivif_root: Path, tmp_path: Path) -> None:
+    """`dtype: float64` (the regression suite's downstream entry): the detector trains in float64 in the child
+    process (ultralytics' float32 casts redirected there), with a finite training loss in the row; float64 refuses
+    AMP and validation (ultralytics validates during training in float32)."""
+    _write_fused(ivif_root, tmp_path / "fused", "max")
+    train, test = SyntheticIVIF(ivif_root, "train"), SyntheticIVIF(ivif_root, "test")
+    result = evaluate_detection_folders(tmp_path / "fused" / "train", tmp_path / "fused" / "test", train, test,
+                                        det_preset("smoke", epochs=1, image_size=64, dtype="float64"), seed=0,
+                                        log_dir=tmp_path / "det", progress=False)
+    assert result["det_dtype"] == "float64"
+    assert math.isfinite(result["det_train_loss"]) and result["det_train_loss"] > 0
+    assert set(DETECTION.row(result)) == {"det_map50", "det_map50_95", "det_train_loss"}
+    with pytest.raises(ValueError, match="float64 trains without AMP and without validation"):
+        det_preset("paper", dtype="float64")
+    with pytest.raises(ValueError, match="dtype 'float16'"):
+        det_preset("smoke", dtype="float16")

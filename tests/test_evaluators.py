@@ -13,7 +13,8 @@ import torch
 
 from fusion_bench.data.io import write_png
 from fusion_bench.data.synthetic import SyntheticIVIF, ensure_generated
-from fusion_bench.evaluators.common import DownstreamError, FusedImages, fused_paths, to_rgb
+from fusion_bench.errors import DownstreamError
+from fusion_bench.evaluators.common import FusedImages, fused_paths, to_rgb
 from fusion_bench.evaluators.segmentation import (
     SEG_PRESETS,
     evaluate_segmentation,
@@ -143,7 +144,7 @@ def test_to_rgb_and_fused_paths(tmp_path: Path, ivif: dict) -> None:
 @pytest.mark.parametrize("variant", ["b0", "b3"])
 def test_segformer_builds_from_config_offline(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("transformers")
-    from fusion_bench.evaluators.segmentation import build_segformer
+    from fusion_bench.evaluators.segformer import build_segformer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = build_segformer(seg_preset("paper", variant=variant), num_classes=9)
@@ -155,7 +156,7 @@ def test_segformer_builds_from_config_offline(variant: str, monkeypatch: pytest.
 
 def test_pretrained_weights_by_path(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from fusion_bench.evaluators.segmentation import build_segformer
+    from fusion_bench.evaluators.segformer import build_segformer
 
     cfg = seg_preset("smoke")
     torch.manual_seed(1)
@@ -180,7 +181,7 @@ def test_backbone_freeze_only_with_pretrained_weights(ivif: dict, tmp_path: Path
 
     from fusion_bench.benchmark.downstream import evaluator_config
     from fusion_bench.benchmark.protocol import load_protocol
-    from fusion_bench.evaluators.segmentation import build_segformer
+    from fusion_bench.evaluators.segformer import build_segformer
     from fusion_bench.types import Task
 
     protocol = load_protocol("fmb", Task.IVIF)
@@ -255,7 +256,7 @@ def test_segmentation_is_deterministic_and_folder_entry_point(ivif: dict, tmp_pa
 @pytest.mark.slow
 def test_segmentation_early_stopping_and_freeze_schedule(ivif: dict, tmp_path: Path, one_thread: None) -> None:
     pytest.importorskip("transformers")
-    from fusion_bench.evaluators.segmentation import build_segformer
+    from fusion_bench.evaluators.segformer import build_segformer
 
     torch.manual_seed(2)
     torch.save(build_segformer(seg_preset("smoke"), num_classes=6).state_dict(), tmp_path / "pretrained.pt")
@@ -267,3 +268,34 @@ def test_segmentation_early_stopping_and_freeze_schedule(ivif: dict, tmp_path: P
     assert log[0].startswith("epoch,frozen,lr,train_loss,val_miou")
     assert log[1].split(",")[1] == "True" and r["seg_n_train"] == 48
     assert 3 <= r["seg_epochs_run"] <= 6
+
+
+def test_segmentation_in_float64_trains_a_float64_model_whatever_the_threads(ivif: dict, monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    """`dtype: float64` (the regression suite's downstream entry): SegFormer is built, trained and run in float64,
+    and its scores are the same on one thread with oneDNN off as on two threads with oneDNN on (in float64 the
+    summation-order differences stay far below what changes a prediction)."""
+    pytest.importorskip("transformers")
+    from fusion_bench.evaluators import segmentation
+
+    built: list[torch.nn.Module] = []
+    real_build = segmentation.build_segformer
+    monkeypatch.setattr(segmentation, "build_segformer", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+    cfg = seg_preset("smoke", epochs=2, image_size=(32, 40), dtype="float64")
+    data = (ivif["max_train"][:16], ivif["train_masks"][:16], ivif["max_test"][:8], ivif["test_masks"][:8], 6)
+    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    results = []
+    try:
+        for n, mkldnn in ((1, False), (2, True)):
+            torch.set_num_threads(n)
+            torch.backends.mkldnn.enabled = mkldnn
+            results.append(evaluate_segmentation(*data, cfg, seed=1, progress=False))
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn
+    assert all(p.dtype == torch.float64 for model in built for p in model.parameters())
+    assert torch.get_default_dtype() == torch.float32  # restored after the run
+    assert results[0]["seg_confusion"] == results[1]["seg_confusion"]
+    assert results[0]["seg_config"]["dtype"] == "float64"
+    with pytest.raises(ValueError, match="dtype 'float16'"):
+        seg_preset("smoke", dtype="float16")

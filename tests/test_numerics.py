@@ -167,7 +167,8 @@ def test_synthetic_data_is_generated_with_pinned_numpy(tmp_path, monkeypatch):
     root = synthetic.ensure_generated("synthetic-meif", tmp_path / "meif")
     assert not synthetic.verify_manifest(root, "synthetic-meif")
     if numerics.can_pin():
-        assert {k: seen.get(k) for k in numerics.PINNED_ENV} == numerics.PINNED_ENV
+        expected = numerics.pinned_environment({})
+        assert {k: seen.get(k) for k in numerics.PINNED_ENV} == {k: expected.get(k) for k in numerics.PINNED_ENV}
 
 
 # ------------------------------------------------------------------------------------------------ downstream numerics
@@ -204,3 +205,11 @@ def test_native_kernels_switch_onednn_on_and_restore_it():
         torch.backends.mkldnn.enabled = before[0]
         torch.backends.nnpack.set_flags(before[1])
 
+
+def test_opencv_avx512_switch_only_where_the_cpu_has_avx512(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV warns in every process when asked to disable a feature the CPU lacks: the pin leaves it out there."""
+    monkeypatch.setattr(numerics, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert "OPENCV_CPU_DISABLE" not in numerics.pinned_environment({})
+    monkeypatch.setattr(numerics, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    assert numerics.pinned_environment({})["OPENCV_CPU_DISABLE"] == "AVX512-SKX"
+    assert numerics.pinned_environment({})["MKL_CBWR"] == "COMPATIBLE,STRICT"

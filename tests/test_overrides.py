@@ -7,8 +7,11 @@ import json
 import pytest
 import torch
 
+from fusion_bench.benchmark.config import TRAIN_KEYS, apply_overrides, valid_keys
+from fusion_bench.benchmark.request import prepare
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.benchmark.runner import TRAIN_KEYS, BenchError, BenchSpec, apply_overrides, prepare, valid_keys
+from fusion_bench.benchmark.spec import BenchSpec
+from fusion_bench.errors import BenchError
 from fusion_bench.registry import get_method
 
 
@@ -41,13 +44,14 @@ def test_nested_keys_and_errors():
 @pytest.mark.parametrize("argv, needle", [
     (("--set", "model.widht=8"), "unknown key 'widht' in section model; valid model keys: depth, lr, w_grad"),
     (("--set", "train.max_step=8"), "valid train keys: augment, batch_size"),
-    (("--set", "model.width=-3"), "its config does not fit the constructor"),
-    (("--set", "train.max_steps=abc"), "train.max_steps 'abc': expected an integer"),
+    (("--set", "model.width=-3"), "--set model.width=-3: expected an integer in 1..1048576"),
+    (("--set", "model.width=1.5"), "--set model.width=1.5: expected an integer, got a decimal number"),
+    (("--set", "train.max_steps=abc"), "--set train.max_steps=abc: expected an integer, got a string"),
     (("--set", "train.strategy=dpp"), "train.strategy 'dpp': expected one of auto, ddp, ddp_spawn, fsdp"),
     (("--set", "train.devices=0"), "train.devices 0"),
     (("--set", "train.precision=17"), "train.precision 17: expected one of 32-true, bf16-mixed"),
-    (("--set", "train.channels_last=1"), "train.channels_last 1: expected true or false"),
-    (("--set", "train.compile=fast"), "train.compile 'fast'"),
+    (("--set", "train.channels_last=1"), "--set train.channels_last=1: expected true or false, got an integer"),
+    (("--set", "train.compile=fast"), "--set train.compile=fast: expected true or false or a mapping or null"),
 ])
 def test_bad_overrides_are_request_errors(cli, capsys, tmp_path, argv, needle):
     code, _, err = _bench(cli, capsys, tmp_path, "--method", "fusion_cnn", *argv)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from fusion_bench.benchmark.request import prepare
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.benchmark.runner import BenchSpec, prepare
+from fusion_bench.benchmark.spec import BenchSpec
 
 PLUGIN_METHOD = '''
 from fusion_bench.base import FusionMethod
@@ -145,7 +146,7 @@ def test_module_constants_imported_during_the_meta_check_are_real_tensors(tmp_pa
     import torch
 
     from fusion_bench.base import FusionMethod
-    from fusion_bench.benchmark.runner import check_method
+    from fusion_bench.benchmark.build import check_method
 
     (tmp_path / "lazy_kernel_xyz.py").write_text("import torch\nKERNEL = torch.tensor([1.0, 2.0, 3.0])\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -40,8 +40,13 @@ import pytest
 import torch
 
 from fusion_bench.base.method import load_method_config
-from fusion_bench.benchmark import runner
-from fusion_bench.benchmark.runner import BenchError, BenchSpec, channels_last, prepare, resolve_precision
+from fusion_bench.benchmark import trainer_settings
+from fusion_bench.benchmark.callbacks import channels_last
+from fusion_bench.benchmark.config import overrides_text
+from fusion_bench.benchmark.request import prepare
+from fusion_bench.benchmark.spec import BenchSpec
+from fusion_bench.benchmark.trainer_settings import resolve_precision, resolve_train_precision, trainer_kwargs
+from fusion_bench.errors import BenchError
 from fusion_bench.registry import get_method
 
 NUM_CLASSES = 5
@@ -167,23 +172,23 @@ def toy(toy_registered: str, tmp_path: Any) -> dict[str, Any]:
 def test_bf16_auto_resolves_to_fp32_on_cpu_and_is_recorded_so(toy: dict[str, Any]) -> None:
     auto = prepare(BenchSpec(**toy, overrides={"train.precision": "bf16-auto"}))
     assert auto.config["train"]["precision"] == "32-true"
-    assert runner.trainer_kwargs(auto, has_val=False)["precision"] == "32-true"
-    assert runner.overrides_text(auto.overrides) == '{"train.precision":"32-true"}', "the row's overrides column"
+    assert trainer_kwargs(auto, has_val=False)["precision"] == "32-true"
+    assert overrides_text(auto.overrides) == '{"train.precision":"32-true"}', "the row's overrides column"
     explicit = prepare(BenchSpec(**toy, overrides={"train.precision": "32-true"}))
     assert auto.config_hash == explicit.config_hash, "bf16-auto on CPU is the fp32 run"
 
 
 def test_bf16_auto_is_bf16_mixed_only_on_a_gpu_with_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    monkeypatch.setattr(runner, "cuda_bf16_supported", lambda device: device.type == "cuda")
+    monkeypatch.setattr(trainer_settings, "cuda_bf16_supported", lambda device: device.type == "cuda")
     assert resolve_precision("bf16-auto", cuda, "m") == "bf16-mixed"
     assert resolve_precision("bf16-auto", cpu, "m") == "32-true"
-    monkeypatch.setattr(runner, "cuda_bf16_supported", lambda device: False)  # e.g. a V100
+    monkeypatch.setattr(trainer_settings, "cuda_bf16_supported", lambda device: False)  # e.g. a V100
     assert resolve_precision("bf16-auto", cuda, "m") == "32-true"
     assert resolve_precision("bf16-mixed", cpu, "m") == "bf16-mixed" and resolve_precision(16, cpu, "m") == 16
-    assert not runner.cuda_bf16_supported(cpu)
+    assert not trainer_settings.cuda_bf16_supported(cpu)
     config = {"model": {}, "optim": {}, "train": {"precision": "bf16-mixed"}}  # e.g. cmd_cta's paper preset
-    assert runner.resolve_train_precision(config, {}, cpu, "m") == (config, {})
+    assert resolve_train_precision(config, {}, cpu, "m") == (config, {})
 
 
 @pytest.mark.parametrize("value", ["fp33", "bf16-auto-x", True, 8, 32.0, ["bf16-mixed"]])
@@ -199,12 +204,13 @@ def test_bad_precision_fails_before_the_dataset_is_read_bad_channels_last_too(to
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(BenchError, match="train.precision 'fp33': expected one of 32-true, bf16-mixed"):
         prepare(BenchSpec(**{**toy, "root": toy["root"] / "missing"}, overrides={"train.precision": "fp33"}))
-    with pytest.raises(BenchError, match="train.channels_last 'yes': expected true or false"):
+    with pytest.raises(BenchError, match="train.channels_last=yes: expected true or false, got a string"):
         prepare(BenchSpec(**toy, overrides={"train.channels_last": "yes"}))
 
 
 def test_channels_last_fit_trains_like_the_default_layout(toy: dict[str, Any], tmp_path: Any) -> None:
-    from fusion_bench.benchmark.runner import build_datamodule, build_method, fit_method
+    from fusion_bench.benchmark.build import build_datamodule, build_method
+    from fusion_bench.benchmark.training import fit_method
 
     weights = []
     for flag in (False, True):
@@ -231,7 +237,8 @@ def test_channels_last_fit_trains_like_the_default_layout(toy: dict[str, Any], t
 
 
 def _fit_weights(toy: dict[str, Any], run: Any, overrides: dict[str, Any]) -> dict[str, torch.Tensor]:
-    from fusion_bench.benchmark.runner import build_datamodule, build_method, fit_method
+    from fusion_bench.benchmark.build import build_datamodule, build_method
+    from fusion_bench.benchmark.training import fit_method
 
     prep = prepare(BenchSpec(**toy, overrides={"train.max_steps": 2, "train.batch_size": 2,
                                                "train.limit_val_batches": 0, **overrides}))

@@ -1,5 +1,7 @@
 """Fault injection (issue 19): hostile weights, odd images, damaged dataset copies, outputs that would overwrite data,
-request errors, NaN metrics, concurrent and killed runs. docs/reliability.md keeps the table of cases and outcomes.
+request errors, NaN metrics, concurrent and killed runs; and the second review (issue 30): override values, broken
+plug-ins, resume checkpoints, operating-system errors, non-finite numbers, writes outside the output folders, killed
+`--jobs` parents. docs/reliability.md keeps the table of cases and outcomes.
 
 Every request error must exit 2 with one line naming the argument or file, before any expensive work; no case may
 lose data. In-process `main(argv)` calls (the `cli` fixture) wherever a subprocess is not essential.
@@ -21,9 +23,14 @@ import torch
 from PIL import Image
 from toy_dataset import make_toy
 
-from fusion_bench.benchmark import runner
+from fusion_bench.benchmark import config as run_config
+from fusion_bench.benchmark.build import build_datamodule, build_method
+from fusion_bench.benchmark.request import prepare
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.data.io import ImageReadError, read_image
+from fusion_bench.benchmark.spec import BenchSpec
+from fusion_bench.benchmark.weights import read_weights, save_weights
+from fusion_bench.data.io import read_image
+from fusion_bench.errors import BenchError, ImageReadError
 from fusion_bench.registry import DATASETS, get_datamodule
 
 TESTS = Path(__file__).resolve().parent
@@ -71,17 +78,17 @@ def test_malicious_weights_are_refused_and_never_run(cli, capsys, tmp_path):
     assert len(_lines(err)) == 1
     assert not marker.exists(), "unpickling the weights file ran code from it"
     assert not (tmp_path / "fused").exists()
-    with pytest.raises(runner.BenchError, match="refused"):
-        runner.read_weights(evil, "fusion_cnn")
+    with pytest.raises(BenchError, match="refused"):
+        read_weights(evil, "fusion_cnn")
     assert not marker.exists()
 
 
 def test_weights_must_match_method_preset_and_settings(cli, capsys, tmp_path):
-    prep = runner.prepare(runner.BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", device="cpu",
+    prep = prepare(BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", device="cpu",
                                            leaderboard_dir=None, out=tmp_path))
-    model = runner.build_method(prep, runner.build_datamodule(prep, 0))
+    model = build_method(prep, build_datamodule(prep, 0))
     weights = tmp_path / "smoke.pt"
-    runner.save_weights(model, prep, weights)  # what `fusion-bench train` writes
+    save_weights(model, prep, weights)  # what `fusion-bench train` writes
     base = ["fuse", "--method", "fusion_cnn", "--dataset", "synthetic-ivif", "--no-progress"]
     args = [*base, "--weights", weights]
     code, _, err = cli(capsys, *args, "--preset", "paper", "--out", tmp_path / "a")
@@ -92,8 +99,8 @@ def test_weights_must_match_method_preset_and_settings(cli, capsys, tmp_path):
     checkpoint = torch.load(weights, weights_only=True)
     checkpoint["config"]["model"]["width"] = 8
     torch.save(checkpoint, tmp_path / "other.pt")
-    with pytest.raises(runner.BenchError, match="differing: width"):
-        runner.read_weights(tmp_path / "other.pt", "fusion_cnn", "smoke", prep.config)
+    with pytest.raises(BenchError, match="differing: width"):
+        read_weights(tmp_path / "other.pt", "fusion_cnn", "smoke", prep.config)
     code, _, err = cli(capsys, *args, "--out", tmp_path / "ok")
     assert code == 0, err
     assert len(list((tmp_path / "ok").glob("*.png"))) == 16
@@ -298,14 +305,14 @@ def test_corrupt_raw_csv_is_found_before_the_run(cli, capsys, tmp_path):
 ])
 def test_bad_method_config_values_are_request_errors_before_training(cli, capsys, tmp_path, monkeypatch, method,
                                                                      change, needle):
-    original = runner.load_method_config
+    original = run_config.load_method_config
 
     def broken(cls, name, preset, dataset=None):
         config = original(cls, name, preset, dataset)
         config["model"].update(change)
         return config
 
-    monkeypatch.setattr(runner, "load_method_config", broken)
+    monkeypatch.setattr(run_config, "load_method_config", broken)
     code, _, err = cli(capsys, *_bench_args(tmp_path, "--method", method, "--dataset", "synthetic-ivif"))
     _request_error(code, err, f"method {method!r}", needle)
     assert not (tmp_path / "runs").exists()
@@ -346,7 +353,7 @@ def test_nan_metrics_are_counted_in_the_row_and_printed(cli, capsys, tmp_path, t
 # -- 7. concurrency and resources ------------------------------------------------------------------------------------
 def test_metrics_batches_are_bounded_by_pixels(tmp_path, monkeypatch):
     from fusion_bench.metrics import folders
-    from fusion_bench.metrics.dialects import Dialect
+    from fusion_bench.metrics.dialect_base import Dialect
 
     assert folders.batch_limit(480, 640, 8) == 8 and folders.batch_limit(3000, 4000, 8) == 1
     assert folders.batch_limit(1080, 1920, 8) == 2
@@ -374,7 +381,7 @@ def test_empty_method_list_and_a_held_run_lock(cli, capsys, tmp_path, toy_regist
     root = _toy(tmp_path)
     code, _, err = cli(capsys, *_bench_args(tmp_path, "--method", ",", "--dataset", "toy", "--root", root))
     _request_error(code, err, "--method")
-    prep = runner.prepare(runner.BenchSpec(method="mean", dataset="toy", root=root, out=tmp_path / "runs",
+    prep = prepare(BenchSpec(method="mean", dataset="toy", root=root, out=tmp_path / "runs",
                                            leaderboard_dir=tmp_path / "lb"))
     run_dir = prep.run_dir(0)
     run_dir.parent.mkdir(parents=True)
@@ -457,8 +464,8 @@ FAKE_DATASETS = [name for name in DATASETS if not name.startswith("synthetic-")]
 def test_a_corrupt_used_image_is_named(cli, capsys, tmp_path, name):
     """`data fake NAME`, corrupt an image the test split uses, then `data check` (exit 1) and loading the sample
     (an integrity error) both name that file."""
-    from fusion_bench.data.base import DatasetError
     from fusion_bench.data.io import is_image_file
+    from fusion_bench.errors import DatasetError
     from fusion_bench.types import FRAMES
 
     code, _, err = cli(capsys, "data", "fake", name, "--out", tmp_path / name)
@@ -490,7 +497,8 @@ def test_a_corrupt_image_is_named_after_ultralytics_wrapped_image_open(tmp_path:
     the session and could try to install packages.)"""
     from PIL import Image, UnidentifiedImageError
 
-    from fusion_bench.data.io import ImageReadError, read_image
+    from fusion_bench.data.io import read_image
+    from fusion_bench.errors import ImageReadError
 
     original = Image.open
 
@@ -511,8 +519,8 @@ def test_an_image_open_wrapper_raising_import_error_is_an_unreadable_image(monke
     """Once ultralytics is imported it wraps Image.open and, on a file PIL cannot identify, tries to import pi_heif
     (ModuleNotFoundError) instead of raising UnidentifiedImageError: every reader still names the file."""
     from fusion_bench.data import io as image_io
-    from fusion_bench.metrics._common import MetricsInputError
-    from fusion_bench.metrics.folders import _header
+    from fusion_bench.errors import MetricsInputError
+    from fusion_bench.metrics.folders import image_header
 
     path = tmp_path / "01.png"
     path.write_bytes(b"not a png")
@@ -525,10 +533,422 @@ def test_an_image_open_wrapper_raising_import_error_is_an_unreadable_image(monke
     with pytest.raises(ImageReadError, match="cannot read image .*01.png"):
         image_io.read_array(path)
     with pytest.raises(MetricsInputError, match="cannot read image .*01.png"):
-        _header(path)
+        image_header(path)
 
 
 def test_bad_downstream_numerics_in_a_spec_is_a_request_error(tmp_path):
-    with pytest.raises(runner.BenchError, match="--downstream-numerics 'fast': expected one of pinned, native"):
-        runner.prepare(runner.BenchSpec(method="mean", dataset="synthetic-ivif", device="cpu", downstream="none",
+    with pytest.raises(BenchError, match="--downstream-numerics 'fast': expected one of pinned, native"):
+        prepare(BenchSpec(method="mean", dataset="synthetic-ivif", device="cpu", downstream="none",
                                         out=tmp_path / "runs", leaderboard_dir=None, downstream_numerics="fast"))
+
+
+# == issue 30: the second fault review (new-user cases) ===============================================================
+# -- 30.1 override values are checked against types and ranges before any work -----------------------------------------
+@pytest.mark.parametrize(("method", "setting", "needles"), [
+    ("fusion_cnn", "train.crop_size=abc", ["train.crop_size=abc", "expected an integer or a list of 2 integers"]),
+    ("fusion_cnn", "model.width=0", ["model.width=0", "expected an integer in 1..1048576"]),
+    ("fusion_cnn", "optim.lr=.nan", ["optim.lr=.nan", "expected a finite learning rate > 0"]),
+    ("fusion_cnn", "optim.lr=-1", ["optim.lr=-1", "expected a finite learning rate > 0"]),
+    ("fusion_cnn", "model.width=1.5", ["model.width=1.5", "expected an integer, got a decimal number"]),
+    ("fusion_cnn", "model.w_int=.nan", ["model.w_int=.nan", "expected a finite number"]),
+    ("laplacian", "model.levels=four", ["model.levels=four", "expected an integer, got a string"]),
+    ("mean", "seg.lr=-1", ["seg.lr=-1", "expected a finite learning rate > 0"]),
+    ("mean", "seg.epochs=2.5", ["seg.epochs=2.5", "expected an integer"]),
+])
+def test_override_values_are_checked_before_any_work(cli, capsys, tmp_path, method, setting, needles):
+    """Each was a traceback after the run started (exit 1, a `seed0.partial` left), a constructor's message without
+    the key (exit 2), or a silent NaN run."""
+    code, _, err = cli(capsys, *_bench_args(tmp_path, "--method", method, "--dataset", "synthetic-ivif",
+                                            "--downstream", "seg" if setting.startswith("seg.") else "none",
+                                            "--set", setting))
+    _request_error(code, err, f"--set {needles[0]}", *needles[1:])
+    assert len(_lines(err)) == 1
+    assert not (tmp_path / "runs").exists(), "checked before any work"
+
+
+def test_a_step_count_beyond_any_run_is_refused_not_run(tmp_path):
+    """`--set train.max_steps=99999999999999999999999` was accepted (an ETA of 6.8e18 hours): a hang."""
+    spec = BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", device="cpu", downstream="none",
+                     out=tmp_path / "runs", leaderboard_dir=None,
+                     overrides={"train.max_steps": 99999999999999999999999})
+    with pytest.raises(BenchError, match=r"train.max_steps=99999999999999999999999: expected an integer in "
+                                         r"-1..1000000000"):
+        prepare(spec)
+    config = tmp_path / "exp.yaml"
+    config.write_text("model: {width: 1.5}\n")
+    with pytest.raises(BenchError, match=r"--config .*exp.yaml model.width=1.5: expected an integer"):
+        prepare(BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", device="cpu", downstream="none",
+                          out=tmp_path / "runs", leaderboard_dir=None, config=config))
+
+
+def test_every_preset_value_fits_what_its_key_expects():
+    """The checks never refuse a valid configuration: every value of every method's presets (and per-dataset
+    sections), and every downstream evaluator preset, passes as an override of its own key."""
+    import dataclasses
+    import inspect
+
+    import yaml
+
+    from fusion_bench.benchmark.config import SECTIONS, config_section
+    from fusion_bench.benchmark.downstream import evaluator
+    from fusion_bench.benchmark.override_types import check_evaluator_overrides, check_method_overrides
+    from fusion_bench.registry import METHODS, get_method
+
+    checked = 0
+    for name in METHODS:
+        cls = get_method(name)
+        presets = yaml.safe_load((Path(inspect.getfile(cls)).parent / "config.yaml").read_text())
+        for preset in presets[config_section(cls, name)].values():
+            for body in [preset, *(preset.get("datasets") or {}).values()]:
+                overrides = {f"{s}.{k}": v for s in SECTIONS for k, v in (body.get(s) or {}).items()}
+                check_method_overrides(cls, {s: {} for s in SECTIONS}, overrides, name, lambda key: "--set")
+                checked += len(overrides)
+    for name in ("seg", "det"):
+        for preset in ("smoke", "paper"):
+            config = evaluator(name).preset_config(preset)
+            check_evaluator_overrides(config, {f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
+                                      name)
+    assert checked > 500
+
+
+# -- 30.1 broken plug-ins: the plug-in, the file, the first line of the error ------------------------------------------
+PLUGIN_CLASS = '''
+from methods.baselines.model import MeanFusion
+
+
+class Cls(MeanFusion):
+    """a plug-in method"""
+'''
+
+
+@pytest.mark.parametrize(("case", "module", "config", "needles"), [
+    ("syntax", "def f(:\n", None, ["mod.py:1", "SyntaxError"]),
+    ("dependency", "import not_a_module_xyz\n", None, ["mod.py:1", "No module named 'not_a_module_xyz'"]),
+    ("raises", "raise RuntimeError('boom at import')\n", None, ["mod.py:1", "RuntimeError: boom at import"]),
+    ("yaml", PLUGIN_CLASS, "Cls:\n  smoke: {model: [1,\n", ["config.yaml is not valid YAML", "line 3"]),
+    ("tag", PLUGIN_CLASS, "Cls:\n  smoke: !!python/object/apply:os.system ['touch {marker}']\n",
+     ["config.yaml is not valid YAML", "python/object/apply:os.system"]),
+])
+def test_broken_plug_ins_are_request_errors(cli, capsys, tmp_path, monkeypatch, case, module, config, needles):
+    package = tmp_path / f"plug30_{case}"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "mod.py").write_text(module)
+    marker = tmp_path / "pwned"
+    if config is not None:
+        (package / "config.yaml").write_text(config.replace("{marker}", str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"plug30_{case}.mod:Cls"
+    code, _, err = cli(capsys, *_bench_args(tmp_path, "--method", name, "--dataset", "synthetic-ivif"))
+    _request_error(code, err, name, str(package / ("config.yaml" if config else "mod.py")), *needles)
+    assert len(_lines(err)) == 1 and not marker.exists()
+    assert not (tmp_path / "runs").exists()
+
+
+# -- 30.1 resume checkpoints and weights files that do not match -------------------------------------------------------
+@pytest.fixture(scope="module")
+def fusion_cnn_checkpoint(tmp_path_factory) -> Path:
+    """The Lightning checkpoint (`last.ckpt`) of a one-step fusion_cnn fit with `train.max_steps=1`."""
+    from fusion_bench.benchmark.training import fit
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    prep = prepare(BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", device="cpu", downstream="none",
+                             progress=False, out=folder, leaderboard_dir=None, overrides={"train.max_steps": 1}))
+    model = build_method(prep, datamodule := build_datamodule(prep, 0))
+    fit(prep, model, datamodule, folder / "fit")
+    return folder / "fit" / "checkpoints" / "last.ckpt"
+
+
+def _resume_cases(tmp_path: Path, good: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
+    """case -> (checkpoint file, extra arguments, needles)."""
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "x": _Evil(tmp_path / "pwned")}, evil)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    steps = ["--set", "train.max_steps=1"]
+    return {
+        "code": (evil, steps, ["refused", "nothing in it was run"]),
+        "truncated": (truncated, steps, ["not a readable weights file"]),
+        "method": (good, ["--method", "cfi", *steps], ["a fit of method 'fusion_cnn'", "not of 'cfi'"]),
+        "settings": (good, [*steps, "model.width=8"], ["other settings", "model.width: 16 there, 8 now"]),
+        "lr": (good, [*steps, "optim.lr=0.5"], ["other settings", "optim.lr: 0.003 there, 0.5 now"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["code", "truncated", "method", "settings", "lr"])
+def test_train_resume_refuses_a_checkpoint_that_does_not_match(cli, capsys, tmp_path, fusion_cnn_checkpoint, case):
+    """`train --resume` over a checkpoint that is not weights-only loadable, cut short, of another method, of other
+    model settings (all raw tracebacks), or of another learning rate (resumed the checkpoint's optimiser state while
+    the weights file recorded the new rate, never used)."""
+    source, extra, needles = _resume_cases(tmp_path, fusion_cnn_checkpoint)[case]
+    out = tmp_path / "w.pt"
+    (tmp_path / "w" / "checkpoints").mkdir(parents=True)
+    shutil.copy(source, tmp_path / "w" / "checkpoints" / "last.ckpt")
+    argv = ["train", "--method", "fusion_cnn", "--dataset", "synthetic-ivif", "--out", out, "--resume",
+            "--no-progress", *extra]
+    if "--method" in extra:
+        argv[1:3] = []
+    code, _, err = cli(capsys, *argv)
+    _request_error(code, err, "--resume", "last.ckpt", *needles)
+    assert len(_lines(err)) == 1 and not out.exists() and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["truncated", "method"])
+def test_bench_resume_refuses_a_checkpoint_that_does_not_match(cli, capsys, tmp_path, fusion_cnn_checkpoint, case):
+    source, extra, needles = _resume_cases(tmp_path, fusion_cnn_checkpoint)[case]
+    method = "cfi" if case == "method" else "fusion_cnn"
+    prep = prepare(BenchSpec(method=method, dataset="synthetic-ivif", device="cpu", downstream="none",
+                             out=tmp_path / "runs", leaderboard_dir=tmp_path / "lb",
+                             overrides={"train.max_steps": 1}))
+    checkpoints = prep.run_dir(0).with_name("seed0.partial") / "checkpoints"  # an interrupted seed's
+    checkpoints.mkdir(parents=True)
+    shutil.copy(source, checkpoints / "last.ckpt")
+    code, _, err = cli(capsys, *_bench_args(tmp_path, "--method", method, "--dataset", "synthetic-ivif",
+                                            "--downstream", "none", "--resume", "--set", "train.max_steps=1"))
+    _request_error(code, err, "--resume", "last.ckpt", *needles)
+    assert not (tmp_path / "lb" / "raw" / "synthetic-ivif.csv").exists()
+
+
+def test_train_resume_with_the_same_settings_and_a_longer_run_goes_on(cli, capsys, tmp_path, fusion_cnn_checkpoint):
+    (tmp_path / "w" / "checkpoints").mkdir(parents=True)
+    shutil.copy(fusion_cnn_checkpoint, tmp_path / "w" / "checkpoints" / "last.ckpt")
+    code, _, err = cli(capsys, "train", "--method", "fusion_cnn", "--dataset", "synthetic-ivif", "--out",
+                       tmp_path / "w.pt", "--resume", "--no-progress", "--set", "train.max_steps=2")
+    assert code == 0, err
+    assert torch.load(tmp_path / "w.pt", weights_only=True)["config"]["optim"]["lr"] == 0.003
+
+
+# -- 30.2 operating-system errors: one line naming the path and the option ---------------------------------------------
+def test_unusable_output_paths_are_one_line_errors(cli, capsys, tmp_path):
+    """A name over the file system's limit (ENAMETOOLONG) and a place nothing can be written to (`/sys`: even root
+    cannot; `os.access` says yes there) were tracebacks."""
+    long = tmp_path / ("a" * 300)
+    code, _, err = cli(capsys, *BENCH, "--out", long, "--leaderboard-dir", tmp_path / "lb")
+    _request_error(code, err, "--out", "aaaa")
+    assert len(_lines(err)) == 1
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("no /sys here")
+    for option in ("--out", "--leaderboard-dir"):
+        code, _, err = cli(capsys, *_bench_args(tmp_path, "--method", "mean", "--dataset", "synthetic-ivif"),
+                           option, "/sys/x")
+        _request_error(code, err, f"{option} /sys/x", "not writable")
+    (tmp_path / "f").mkdir()
+    code, _, err = cli(capsys, "metrics", "--a", tmp_path / "f", "--b", tmp_path / "f", "--fused", tmp_path / "f",
+                       "--out", "/sys/x.csv")
+    _request_error(code, err, "--out /sys/x.csv", "not writable")
+
+
+def test_a_file_size_limit_is_exit_3_and_leaves_no_temp_file(tmp_path):
+    """`ulimit -f 45` while the raw CSV is rewritten: was an OSError traceback (exit 1) that left
+    `raw/.toy.csv.<pid>.tmp`; now exit 3 (resource exhausted), the raw CSV as it was and no temp file."""
+    import csv
+
+    resource = pytest.importorskip("resource")
+    root = _toy(tmp_path)
+    raw = tmp_path / "lb" / "raw" / "toy.csv"
+    raw.parent.mkdir(parents=True)
+    with raw.open("w", newline="") as fh:  # 90 KB of earlier rows: rewriting it passes the 45 KB limit
+        writer = csv.writer(fh)
+        writer.writerow(["method", "dataset", "seed", "note"])
+        writer.writerows(["old", "toy", i, "x" * 20] for i in range(2000))
+    before = raw.read_bytes()
+    limit = 45 * 1024
+    script = ("import sys; sys.path[:0] = [sys.argv[1]]; from fusion_bench import registry; "
+              "registry.DATASETS['toy'] = 'toy_dataset:ToyDataModule'; "
+              "from fusion_bench.cli import main; sys.exit(main(sys.argv[2:]))")
+    argv = [str(a) for a in _bench_args(tmp_path, "--method", "mean", "--dataset", "toy", "--root", root)]
+    proc = subprocess.run([sys.executable, "-c", script, str(TESTS), *argv], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and "toy.csv" in proc.stderr and "file-size limit" in proc.stderr
+    assert raw.read_bytes() == before
+    assert sorted(p.name for p in raw.parent.iterdir()) == ["toy.csv", "toy.csv.lock"], "no temp file left"
+
+
+def test_collect_over_a_binary_row_csv_names_the_file(cli, capsys, tmp_path):
+    row = tmp_path / "runs" / "m" / "d" / "row.csv"
+    row.parent.mkdir(parents=True)
+    row.write_bytes(bytes(range(256)) * 4)
+    code, _, err = cli(capsys, "leaderboard", "--collect", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb")
+    _request_error(code, err, str(row), "not a CSV file of result rows")
+
+
+# -- 30.3 non-finite numbers are failures, not data --------------------------------------------------------------------
+NAN_METHOD = '''
+import torch
+from methods.baselines.model import MeanFusion
+
+
+class NaNMean(MeanFusion):
+    """mean fusion that returns NaN (a broken plug-in)."""
+
+    def fuse(self, x1, x2):
+        return super().fuse(x1, x2) * float("nan")
+'''
+
+
+def test_non_finite_fused_images_stop_the_run_naming_the_image(cli, capsys, tmp_path, monkeypatch):
+    """A plug-in returning NaN, and `fuse --weights` of NaN weights: black PNGs were written and rows got EN 0 and
+    PSNR -inf (exit 0)."""
+    package = tmp_path / "nanpkg30"
+    package.mkdir()
+    (package / "__init__.py").write_text(NAN_METHOD)
+    (package / "config.yaml").write_text("NaNMean: {smoke: {}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = cli(capsys, *_bench_args(tmp_path, "--method", "nanpkg30:NaNMean", "--dataset", "synthetic-ivif",
+                                            "--downstream", "none"))
+    first = get_datamodule("synthetic-ivif").dataset_class(
+        get_datamodule("synthetic-ivif").resolve_root(None), "test").samples[0].name
+    _request_error(code, err, "NaN or Inf", f"image {first!r}")
+    assert not (tmp_path / "lb" / "raw" / "synthetic-ivif.csv").exists()
+    # NaN weights through `fuse --weights`
+    prep = prepare(BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", device="cpu", downstream="none",
+                             leaderboard_dir=None, out=tmp_path))
+    model = build_method(prep, build_datamodule(prep, 0))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    save_weights(model, prep, tmp_path / "nan.pt")
+    code, _, err = cli(capsys, "fuse", "--method", "fusion_cnn", "--dataset", "synthetic-ivif", "--weights",
+                       tmp_path / "nan.pt", "--out", tmp_path / "fused", "--no-progress")
+    _request_error(code, err, "NaN or Inf", f"image {first!r}")
+    assert not list((tmp_path / "fused").glob("*.png")), "no black PNG is written"
+
+
+def test_a_non_finite_training_loss_stops_the_fit_at_its_step(cli, capsys, tmp_path):
+    """`--set optim.lr=1e308` trained to NaN weights and wrote a row of black-image metrics (exit 0)."""
+    code, _, err = cli(capsys, *_bench_args(tmp_path, "--method", "fusion_cnn", "--dataset", "synthetic-ivif",
+                                            "--downstream", "none", "--set", "optim.lr=1e308"))
+    _request_error(code, err, "training loss is NaN or Inf at step 2")
+    assert not (tmp_path / "lb" / "raw" / "synthetic-ivif.csv").exists()
+    partial = next((tmp_path / "runs").rglob("seed0.partial"))
+    assert not (partial / "checkpoints" / "last.ckpt").exists(), "no checkpoint of non-finite weights to resume"
+
+
+def test_deferred_loss_checks_name_the_first_bad_step():
+    """On a GPU the finiteness flags stay on the device and are read every `every` steps: the error still names the
+    first bad step, not the step where it was read."""
+    from fusion_bench.benchmark.callbacks import FiniteLoss
+    from fusion_bench.errors import NonFiniteError
+
+    check = FiniteLoss("m", every=25)
+    check.pending = [(step, torch.isfinite(torch.tensor(v))) for step, v in
+                     ((1, 0.5), (2, 0.4), (3, float("inf")), (4, float("nan")))]
+    with pytest.raises(NonFiniteError, match="at step 3"):
+        check.check()
+    assert check.pending == []
+    check.check()  # nothing pending: nothing to say
+
+
+# -- 30.5 nothing outside the output folders is written or removed -----------------------------------------------------
+@pytest.mark.parametrize("dataset", ["../../escaped", "ABSOLUTE"])
+def test_collect_refuses_a_row_whose_dataset_is_a_path(cli, capsys, tmp_path, dataset):
+    """A row.csv whose `dataset` is `../../x` wrote outside the leaderboard folder; an absolute path rewrote that
+    user's CSV."""
+    victim = tmp_path / "user" / "notes"
+    victim.parent.mkdir()
+    victim.with_suffix(".csv").write_text("mine\n")
+    dataset = str(victim) if dataset == "ABSOLUTE" else dataset
+    row = tmp_path / "runs" / "m" / "row.csv"
+    row.parent.mkdir(parents=True)
+    row.write_text(f"method,dataset,seed\nmean,{dataset},0\n")
+    code, _, err = cli(capsys, "leaderboard", "--collect", tmp_path / "runs", "--leaderboard-dir",
+                       tmp_path / "a" / "b" / "lb")
+    _request_error(code, err, str(row), "is not a dataset name")
+    assert victim.with_suffix(".csv").read_text() == "mine\n"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.csv")) == ["runs/m/row.csv",
+                                                                                            "user/notes.csv"]
+
+
+def test_bench_never_writes_into_the_dataset_root(cli, capsys, tmp_path, toy_registered):
+    root = _toy(tmp_path)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for extra in (["--leaderboard-dir", root, "--out", tmp_path / "runs"],
+                  ["--out", root / "test" / "vis", "--leaderboard-dir", tmp_path / "lb"]):
+        code, _, err = cli(capsys, "bench", "--method", "mean", "--dataset", "toy", "--root", root, "--no-progress",
+                           *extra)
+        _request_error(code, err, extra[0], "inside the dataset root")
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_the_leaderboard_never_replaces_a_file_it_did_not_write(cli, capsys, tmp_path):
+    """`bench --leaderboard-dir proj` overwrote the user's `proj/README.md`."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "README.md").write_text("# my project\n")
+    args = ["--method", "mean", "--dataset", "synthetic-ivif", "--downstream", "none"]
+    code, _, err = cli(capsys, "bench", "--out", tmp_path / "runs", "--leaderboard-dir", proj, "--no-progress", *args)
+    _request_error(code, err, str(proj / "README.md"), "was not written by fusion-bench")
+    assert (proj / "README.md").read_text() == "# my project\n" and not (tmp_path / "runs").exists()
+    (proj / "README.md").unlink()
+    (proj / "synthetic-ivif.csv").write_text("my,own\n1,2\n")
+    code, _, err = cli(capsys, "bench", "--out", tmp_path / "runs", "--leaderboard-dir", proj, "--no-progress", *args)
+    _request_error(code, err, "synthetic-ivif.csv", "was not written by fusion-bench")
+    (proj / "synthetic-ivif.csv").unlink()
+    assert cli(capsys, "bench", "--out", tmp_path / "runs", "--leaderboard-dir", proj, "--no-progress", *args)[0] == 0
+    assert cli(capsys, "leaderboard", "--leaderboard-dir", proj)[0] == 0, "its own README is regenerated"
+
+
+def test_report_replaces_only_its_own_files(cli, capsys, tmp_path, toy_registered, monkeypatch):
+    """`report --out DIR` over an earlier report folder deleted the user's other files in it."""
+    root = _toy(tmp_path)
+    assert cli(capsys, *_bench_args(tmp_path, "--method", "mean", "--dataset", "toy", "--root", root))[0] == 0
+    report = ["report", "--dataset", "toy", "--runs", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb",
+              "--root", root, "--out", tmp_path / "rep"]
+    code, _, err = cli(capsys, *report)
+    assert code == 0, err
+    (tmp_path / "rep" / "my_notes.txt").write_text("keep me\n")
+    code, _, err = cli(capsys, *report)
+    _request_error(code, err, "my_notes.txt", "did not write")
+    assert (tmp_path / "rep" / "my_notes.txt").read_text() == "keep me\n"
+    (tmp_path / "rep" / "my_notes.txt").unlink()
+    assert cli(capsys, *report)[0] == 0, "its own earlier report is replaced"
+
+
+@pytest.mark.slow
+def test_killing_a_jobs_parent_stops_its_children(tmp_path):
+    """`kill -9` of a `bench --jobs 3` parent left its children running (they finished and appended rows)."""
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("finds the children through /proc")
+    package = tmp_path / "slowpkg30"
+    package.mkdir()
+    (package / "__init__.py").write_text(SLOW_METHOD)
+    (package / "config.yaml").write_text("SlowMean: {smoke: {}}\n")
+    marker = tmp_path / "fusing"
+    env = {**os.environ, "SLOW_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    argv = [sys.executable, "-m", "fusion_bench", *map(str, _bench_args(
+        tmp_path, "--method", "slowpkg30:SlowMean", "--dataset", "synthetic-ivif", "--downstream", "none",
+        "--seeds", "0,1,2", "--jobs", "3", "--no-report"))]
+    parent = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() or len(children()) < 3:
+            assert parent.poll() is None and time.monotonic() < deadline, "the jobs never started fusing"
+            time.sleep(0.2)
+        jobs = children()
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+                  for pid in jobs):
+            assert time.monotonic() < deadline, "children still running after their parent was killed"
+            time.sleep(0.2)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    raw = tmp_path / "lb" / "raw"
+    assert not raw.exists() or not list(raw.glob("*.csv")) and not list(raw.glob(".*.tmp"))

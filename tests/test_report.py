@@ -152,10 +152,11 @@ def test_latex_escape_and_decimals() -> None:
 
 
 def test_reported_numbers_files_are_well_formed() -> None:
+    from fusion_bench.benchmark.protocol import REPORTED_DIR
     from fusion_bench.metrics import DIALECTS
     from fusion_bench.registry import DATASETS
     from fusion_bench.registry import METHODS as REGISTERED
-    from fusion_bench.report.build import REPORTED_DIR, load_reported
+    from fusion_bench.report.sections import load_reported
 
     files = sorted(REPORTED_DIR.glob("*.csv"))
     assert len(files) >= 10
@@ -354,7 +355,8 @@ def test_reproduced_vs_reported(bench: dict, tmp_path: Path) -> None:
     assert math.isnan(table.loc[1, "ours_mean"])
     page = report.index_html.read_text()
     assert "<h3>A paper (Table 1)</h3>" in page and "same kit as ours" in page
-    assert f"ours {ours:.4g} ± 0</span><span class=\"std\">Δ {ours - 6.5:+.3g}</span>" in page
+    assert f"ours {ours:.4g} ± 0 [mmif]</span><span class=\"std\">Δ {ours - 6.5:+.3g}</span>" in page
+    assert '6.5 <span class="kit">[mmif]</span>' in page and '7 <span class="kit">[tang]</span>' in page
 
 
 def _browser() -> str | None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fusion_bench.benchmark.leaderboard import aggregate, markdown_table
-from fusion_bench.benchmark.results import ResultsFileError, append_rows, read_rows
+from fusion_bench.benchmark.results import append_rows, read_rows
+from fusion_bench.errors import ResultsFileError
 
 
 def _writer(path: str, worker: int, n: int) -> None:
@@ -110,7 +111,7 @@ def test_pandas_aggregation_reproduces_the_hand_written_output(tmp_path):
     for expected in sorted((FIXTURE / "expected").glob("*.csv")):
         new = _csv_records((tmp_path / expected.name).read_text())
         old = _csv_records(expected.read_text())
-        added = ("split_hash", "n_images", "train_mixture", "overrides")  # columns the hand-written version lacked
+        added = ("split_hash", "n_images", "train_mixture", "overrides", "kind", "source")  # columns it lacked
         assert [{k: v for k, v in r.items() if k not in added} for r in new] == old, expected.name
         raw = {(r["method"], r["preset"], r["config_hash"]): (r["split_hash"], r["n_images"])
                for r in read_rows(FIXTURE / "raw" / expected.name)}
@@ -197,7 +198,7 @@ def test_load_results_api(tmp_path):
     import sys
 
     from fusion_bench import load_results
-    from fusion_bench.benchmark.leaderboard import LeaderboardError
+    from fusion_bench.errors import LeaderboardError
 
     shutil.copytree(FIXTURE / "raw", tmp_path / "raw")
 
@@ -211,10 +212,11 @@ def test_load_results_api(tmp_path):
     with pytest.raises(LeaderboardError, match="no raw results for dataset 'x'"):
         load_results("x", tmp_path)
     import fusion_bench
-    from fusion_bench.benchmark import runner
+    from fusion_bench.benchmark.runner import run_bench
+    from fusion_bench.benchmark.spec import BenchSpec
     from fusion_bench.report.build import build_report
 
-    assert fusion_bench.BenchSpec is runner.BenchSpec and fusion_bench.run_bench is runner.run_bench
+    assert fusion_bench.BenchSpec is BenchSpec and fusion_bench.run_bench is run_bench
     assert fusion_bench.build_report is build_report
     # the public API is lazy: importing fusion_bench (and load_results) imports neither torch nor lightning
     subprocess.run([sys.executable, "-c", "import sys, fusion_bench; from fusion_bench import load_results; "

@@ -10,9 +10,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fusion_bench.benchmark import runner
+from fusion_bench.benchmark.callbacks import CheckpointOnInterrupt
+from fusion_bench.benchmark.request import prepare
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.benchmark.runner import BenchSpec, prepare, run_bench
+from fusion_bench.benchmark.runner import run_bench
+from fusion_bench.benchmark.spec import BenchSpec
 from methods.fusion_cnn.module import FusionCNNModule
 from methods.swinfusion.module import SwinFusion
 
@@ -35,7 +37,7 @@ def test_resume_continues_an_interrupted_seed_from_its_checkpoint(tmp_path, monk
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(FusionCNNModule, "training_step", training_step)
-    monkeypatch.setattr(runner.CheckpointOnInterrupt, "on_exception", lambda *args: None)
+    monkeypatch.setattr(CheckpointOnInterrupt, "on_exception", lambda *args: None)
     with pytest.raises(RuntimeError, match="killed"):
         run_bench(spec)
     partial = prepare(spec).run_dir(0).with_name("seed0.partial")

@@ -7,9 +7,12 @@ import json
 import pandas as pd
 import pytest
 
-from fusion_bench.benchmark import runner
+from fusion_bench.benchmark import scoring
+from fusion_bench.benchmark.evaluation import _Scorer
 from fusion_bench.benchmark.results import EFFICIENCY_COLUMNS, ID_COLUMNS, PROVENANCE_COLUMNS, read_rows
+from fusion_bench.benchmark.trainer_settings import early_stopping_callbacks
 from fusion_bench.data.io import read_image
+from fusion_bench.errors import BenchError
 
 
 def _bench(cli, capsys, tmp_path, *extra):
@@ -57,7 +60,7 @@ def test_interrupted_run_leaves_no_row(cli, capsys, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner._Scorer, "finish", interrupted)
+    monkeypatch.setattr(_Scorer, "finish", interrupted)
     code, _, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--dataset", "synthetic-ivif")
     assert code == 130
     assert "no row" in err
@@ -123,11 +126,11 @@ def test_val_fraction_holds_out_a_seeded_part_of_train():
 
 
 def test_early_stopping_needs_validation():
-    assert runner.early_stopping_callbacks({}, False, "m") == []
-    (cb,) = runner.early_stopping_callbacks({"early_stopping": {"patience": 3}}, True, "m")
+    assert early_stopping_callbacks({}, False, "m") == []
+    (cb,) = early_stopping_callbacks({"early_stopping": {"patience": 3}}, True, "m")
     assert (cb.monitor, cb.patience, cb.mode) == ("val/loss", 3, "min")
-    with pytest.raises(runner.BenchError, match="set train.val_fraction"):
-        runner.early_stopping_callbacks({"early_stopping": {"patience": 3}}, False, "m")
+    with pytest.raises(BenchError, match="set train.val_fraction"):
+        early_stopping_callbacks({"early_stopping": {"patience": 3}}, False, "m")
 
 
 def test_gflops_count_attention_on_cpu():
@@ -175,7 +178,7 @@ def test_each_split_built_once_per_run_and_each_image_decoded_once_per_seed(cli,
 
     monkeypatch.setattr(ToyDataset, "__init__", counting_init)
     monkeypatch.setattr(ToyDataset, "_load", counting_load)
-    monkeypatch.setattr(runner, "run_evaluators", evaluators)
+    monkeypatch.setattr(scoring, "run_evaluators", evaluators)
     code, out, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--dataset", "toy", "--root", root,
                             "--seeds", "0,1", "--downstream", "seg", "--no-downstream-baselines")
     assert code == 0, err

@@ -14,6 +14,7 @@ from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
 from fusion_bench.registry import get_datamodule
+from fusion_bench.weights.zoo import WeightsError
 from methods.seafusion.loss import SemanticLoss, ohem_cross_entropy
 from methods.seafusion.model import SeAFusionNet
 from methods.seafusion.module import SeAFusion, poly_warmup_lr
@@ -130,7 +131,11 @@ def test_learning_rates_follow_the_authors_optimisers():
 def test_paper_preset_is_the_authors_train_py():
     config = load_method_config(SeAFusion, "seafusion", "paper", "msrs")
     assert config["train"] == {"max_epochs": -1, "batch_size": 16}  # whole images, the schedule ends the fit
-    module = SeAFusion(num_classes=9, **config["model"], **config["optim"])
+    assert config["model"]["segformer"] == {"variant": "b0", "pretrained": "zoo:mit_b0"}  # ImageNet encoder
+    with pytest.raises(WeightsError, match=r"mit_b0\.pth not found.*--set model\.segformer\.pretrained=null"):
+        SeAFusion(num_classes=9, **config["model"], **config["optim"])  # tests never download (conftest)
+    model = {**config["model"], "segformer": {"variant": "b0", "pretrained": None}}
+    module = SeAFusion(num_classes=9, **model, **config["optim"])
     assert (module.rounds, module.fusion_epochs, module.seg_steps, module.seg_after_last_round) == (4, 10, 20000,
                                                                                                     False)
     for epoch in range(10):  # train_fusion: 1e-3 * 0.75 ** (epoch - 1), restarted every round

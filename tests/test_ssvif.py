@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-import fusion_bench.benchmark.runner as runner
 from fusion_bench.base.colour import rgb_to_ycbcr
 from fusion_bench.base.losses import sobel_magnitude
 from fusion_bench.base.method import load_method_config
+from fusion_bench.benchmark import config as run_config
 from fusion_bench.benchmark.results import read_rows
+from fusion_bench.benchmark.weights import load_weights
 from fusion_bench.cli import main
 from methods.ssvif import backbones
 from methods.ssvif.loss import (
@@ -623,7 +624,7 @@ def test_bench_synthetic_ivif_default_backbone(tmp_path):
     assert len(fused) == int(row["n_images"]) > 0
     (weights,) = (tmp_path / "runs").rglob("model.pt")  # fusion-only weights load into a fresh module (strict)
     fresh = SSVIF(**smoke)
-    runner.load_weights(fresh, weights, "ssvif")
+    load_weights(fresh, weights, "ssvif")
     assert not fresh.has_seg_branches
 
 
@@ -633,7 +634,7 @@ def test_bench_with_the_other_backbone_as_a_model_kwarg(tmp_path, monkeypatch):
     other_args = {"seafusion": {"channels": [4, 8]},
                   "swinfusion": {"embed_dim": 8, "num_heads": 2, "window_size": 4, "extraction_depth": 1,
                                  "fusion_depths": [1], "reconstruction_depth": 1, "drop_path_rate": 0.0}}[other]
-    original = runner.load_method_config
+    original = run_config.load_method_config
 
     def with_backbone(cls, name, preset, dataset=None):
         config = original(cls, name, preset, dataset)
@@ -644,7 +645,7 @@ def test_bench_with_the_other_backbone_as_a_model_kwarg(tmp_path, monkeypatch):
                                log_every_n_steps=1)
         return config
 
-    monkeypatch.setattr(runner, "load_method_config", with_backbone)
+    monkeypatch.setattr(run_config, "load_method_config", with_backbone)
     assert _bench(tmp_path) == 0
     (row,) = read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")
     expected = sum(p.numel() for p in backbones.build_backbone(other, **other_args).parameters()) / 1e6
@@ -663,7 +664,7 @@ def test_paper_schedule_on_fake_fmb_reaches_stage_two_and_trains_in_it(tmp_path,
     from datamodules.fmb import FMBDataset
 
     FMBDataset.make_fake(tmp_path / "fmb")
-    original = runner.load_method_config
+    original = run_config.load_method_config
     paper = original(SSVIF, "ssvif", "paper")
     cap = 2
 
@@ -676,7 +677,7 @@ def test_paper_schedule_on_fake_fmb_reaches_stage_two_and_trains_in_it(tmp_path,
         config["train"].update(max_epochs=5, batch_size=2, crop_size=32, log_every_n_steps=1)
         return config
 
-    monkeypatch.setattr(runner, "load_method_config", shortened)
+    monkeypatch.setattr(run_config, "load_method_config", shortened)
     assert main(["bench", "--method", "ssvif", "--dataset", "fmb", "--root", str(tmp_path / "fmb"), "--preset",
                  "paper", "--seeds", "0", "--device", "cpu", "--out", str(tmp_path / "runs"), "--leaderboard-dir",
                  str(tmp_path / "lb"), "--no-progress", "--downstream", "none"]) == 0

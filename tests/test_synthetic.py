@@ -15,7 +15,9 @@ import torch
 from scipy.ndimage import laplace
 
 from fusion_bench.data import synthetic as syn
-from fusion_bench.data.base import DatasetError, DatasetIntegrityError
+from fusion_bench.data.synthetic.av import AV_DEFAULTS
+from fusion_bench.data.synthetic.photos import PHOTO_SPLITS
+from fusion_bench.errors import DatasetError, DatasetIntegrityError
 from fusion_bench.registry import get_datamodule
 from fusion_bench.types import AUDIO, BOXES, FRAMES, GT, LABELS, MASK, NAME, TARGET, Task
 
@@ -173,8 +175,8 @@ def test_concurrent_generation(roots: dict[str, Path], tmp_path: Path, monkeypat
 def test_av_parameters_select_the_variant(roots: dict[str, Path], session_cache: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     default = roots["synthetic-av"]
-    assert json.loads((default / "meta.json").read_text())["audio_snr"] == syn.AV_DEFAULTS["audio_snr"]
-    assert syn.ensure_generated("synthetic-av", audio_snr=syn.AV_DEFAULTS["audio_snr"]) == default
+    assert json.loads((default / "meta.json").read_text())["audio_snr"] == AV_DEFAULTS["audio_snr"]
+    assert syn.ensure_generated("synthetic-av", audio_snr=AV_DEFAULTS["audio_snr"]) == default
     other = syn.ensure_generated("synthetic-av", audio_snr=0.5)
     assert other != default and other.parent == default.parent
     assert json.loads((other / "meta.json").read_text())["audio_snr"] == 0.5
@@ -207,7 +209,7 @@ def test_registry_and_attributes() -> None:
     assert syn.SyntheticMFIF.task is Task.MFIF and syn.SyntheticMFIF.has_reference
     assert syn.SyntheticMEIF.task is Task.MEIF and syn.SyntheticMEIF.modalities == ("a", "b")
     assert syn.SyntheticAV.task is Task.CLASSIFICATION and len(syn.SyntheticAV.class_names) == 6
-    photos = {s: {p for p, _ in v} for s, v in syn.PHOTO_SPLITS.items()}
+    photos = {s: {p for p, _ in v} for s, v in PHOTO_SPLITS.items()}
     assert not (photos["train"] & photos["val"]) and not (photos["train"] & photos["test"])
     assert not (photos["val"] & photos["test"])
 

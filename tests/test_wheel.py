@@ -41,6 +41,7 @@ def test_wheel_installs_into_a_fresh_venv_and_benches_outside_the_repo(tmp_path,
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("fusion_bench/_benchmarks/protocols/synthetic-ivif.yaml",
                     "fusion_bench/_benchmarks/suites/smoke.yaml", "fusion_bench/_benchmarks/reported/tno.csv",
+                    "fusion_bench/_benchmarks/zoo.yaml",
                     "datamodules/splits/tno/test.txt",
                     "datamodules/splits/msrs/detection/test.txt", "methods/fusion_cnn/config.yaml"):
         assert shipped in names, shipped

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from fusion_bench.benchmark.protocol import load_yaml
-from fusion_bench.benchmark.runner import BenchError
+from fusion_bench.errors import BenchError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf_common import (  # noqa: E402

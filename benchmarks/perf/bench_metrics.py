@@ -105,20 +105,28 @@ def run_side_by_side(dialects: list[str], per_folder: int, device: str, skip_ref
     return "\n".join(lines)
 
 
-def throughput(device: str, batch: int, seconds: float, dialect: str = "mmif") -> str:
+def throughput_rate(device: str, batch: int, seconds: float, dialect: str = "mmif", height: int = 480,
+                    width: int = 640) -> float:
+    """Pairs per second of the full `dialect` on batches of `batch` random height x width pairs (a gray and a colour
+    source, their rounded mean as the fused image) on `device`: one warm-up batch, then batches for `seconds` (at
+    least one), CUDA synchronised."""
     d = get_dialect(dialect)
     g = torch.Generator().manual_seed(0)
-    a = (torch.randint(0, 256, (batch, 1, 480, 640), generator=g) / 255.0).to(device)
-    b = (torch.randint(0, 256, (batch, 3, 480, 640), generator=g) / 255.0).to(device)
+    a = (torch.randint(0, 256, (batch, 1, height, width), generator=g) / 255.0).to(device)
+    b = (torch.randint(0, 256, (batch, 3, height, width), generator=g) / 255.0).to(device)
     f = torch.round((a + b) / 2 * 255).div(255).to(device)
     d.compute(a, b, f)
     _sync(device)
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while n == 0 or time.perf_counter() - t0 < seconds:
         d.compute(a, b, f)
         n += batch
     _sync(device)
-    rate = n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0)
+
+
+def throughput(device: str, batch: int, seconds: float, dialect: str = "mmif") -> str:
+    rate = throughput_rate(device, batch, seconds, dialect)
     return f"{dialect} throughput on {device}, batch {batch} of 640x480 pairs: **{rate:.1f} pairs/s**\n"
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from fusion_bench.benchmark.runner import compile_method
+from fusion_bench.benchmark.trainer_settings import compile_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf_common import build_method, crop_hw, prepare_phase, random_batch, training_loss  # noqa: E402

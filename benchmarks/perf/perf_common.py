@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from fusion_bench.base.method import load_method_config
-from fusion_bench.benchmark.runner import BenchSpec, apply_overrides, method_kwargs
+from fusion_bench.benchmark.build import method_kwargs
+from fusion_bench.benchmark.config import apply_overrides
+from fusion_bench.benchmark.spec import BenchSpec
 from fusion_bench.registry import get_method
 from fusion_bench.types import MASK, VALID
 

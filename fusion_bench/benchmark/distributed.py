@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from fusion_bench.errors import DistributedSettingsError
+
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
 DDP_TIMEOUT = timedelta(hours=12)  # other ranks wait for rank 0's evaluation of a seed before the next seed's fit
 
@@ -42,10 +44,6 @@ def launched_rank() -> int:
 def is_rank_zero() -> bool:
     """Whether this process writes results (see the module docstring)."""
     return launched_rank() == 0
-
-
-class DistributedSettingsError(ValueError):
-    """A train.devices / strategy / num_nodes value that cannot work; the message names the key."""
 
 
 def _device_count(devices: Any, accelerator: str) -> int:

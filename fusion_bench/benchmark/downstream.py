@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from fusion_bench.benchmark.protocol import protocol_preset
+from fusion_bench.benchmark.checks import check_device, check_empty_dir, check_outside
+from fusion_bench.benchmark.override_types import check_evaluator_overrides
+from fusion_bench.benchmark.protocol import load_protocol, protocol_preset
 from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.transforms import collate_samples
+from fusion_bench.errors import BenchError
 from fusion_bench.evaluators.spec import EvaluatorSpec
-from fusion_bench.registry import EVALUATORS, get_evaluator
+from fusion_bench.registry import EVALUATORS, get_datamodule, get_evaluator
 from fusion_bench.types import MASK
 
 EVALUATOR_NAMES = tuple(EVALUATORS)  # seg, det
@@ -73,11 +78,30 @@ def resolve_evaluators(requested: tuple[str, ...] | None, protocol: dict[str, An
     return names
 
 
-def evaluator_config(name: str, preset: str, protocol: dict[str, Any]) -> Any:
-    """The evaluator's preset config with the protocol's per-preset overrides applied."""
+def evaluator_config(name: str, preset: str, protocol: dict[str, Any], overrides: dict[str, Any] | None = None) -> Any:
+    """The evaluator's preset config with the protocol's per-preset overrides applied, then `overrides` (the
+    request's `--set <name>.KEY=VALUE`); ValueError naming the key for a field the config does not have or a value
+    it rejects."""
+    import dataclasses
+
     preset = protocol_preset(preset)
-    overrides = dict(((protocol.get("presets") or {}).get(preset) or {}).get(name) or {})
-    return evaluator(name).preset_config(preset, **overrides)
+    settings = dict(((protocol.get("presets") or {}).get(preset) or {}).get(name) or {})
+    spec = evaluator(name)
+    base = spec.preset_config(preset, **settings)
+    if not overrides:
+        return base
+    fields = [f.name for f in dataclasses.fields(base)]
+    for key in overrides:
+        if key not in fields:
+            raise ValueError(f"--set {name}.{key}: unknown key {key!r} of the {name} evaluator; valid {name} keys: "
+                             f"{', '.join(fields)}")
+    check_evaluator_overrides(base, overrides, name)
+    overrides = {k: tuple(v) if isinstance(v, list) and isinstance(getattr(base, k), tuple) else v
+                 for k, v in overrides.items()}
+    try:
+        return base.replace(**overrides)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--set {name}.{', '.join(overrides)}: {err}") from err
 
 
 def needs_val(name: str, config: Any) -> bool:
@@ -135,6 +159,67 @@ def run_evaluators(configs: dict[str, Any], fused: dict[str, Path], datasets: di
         values.update(evaluator(name).row(result))
         per_class += evaluator(name).per_class_records(result)
     return values, per_class, {name: pending[name].seconds for name in names}
+
+
+@dataclass
+class FolderEvaluation:
+    """A checked `fusion-bench downstream` request: the evaluator and its config, the fused folders by split, the
+    datasets whose labels and splits they follow, the device, the output folder, and notes for the user."""
+
+    name: str
+    config: Any
+    fused: dict[str, Path]
+    datasets: dict[str, FusionDataset]
+    device: torch.device
+    out: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_folder_evaluation(name: str, fused_dir: Path, dataset: str, *, root: str | Path | None, preset: str,
+                              seed: int, device: str, out: Path | None,
+                              options: dict[str, Any]) -> FolderEvaluation:
+    """Check a `fusion-bench downstream` request (evaluator `name` on `fused_dir`/{train,test[,val]} of fused
+    <sample name>.png, with the labels of `dataset`) before anything runs; BenchError naming what is wrong."""
+    datamodule_cls = get_datamodule(dataset)
+    dataset_cls = datamodule_cls.dataset_class
+    torch_device = check_device(device)
+    root = datamodule_cls.resolve_root(root)
+    try:
+        splits = dataset_cls.available_splits(root, **options)
+        test_set = dataset_cls(root, "test", **options)
+    except (TypeError, ValueError) as err:
+        raise BenchError(f"dataset {dataset!r} does not take these options {options}: {err}") from err
+    try:
+        resolve_evaluators((name,), {}, test_set, splits)
+    except ValueError as err:
+        raise BenchError(str(err)) from err
+    config = evaluator_config(name, preset, load_protocol(dataset, dataset_cls.task))
+    fused = {split: fused_dir / split for split in ("train", "test")}
+    for split, folder in fused.items():
+        if not folder.is_dir():
+            raise BenchError(f"{folder} is missing: --fused must hold train/ and test/ folders of fused "
+                             f"<sample name>.png (e.g. from `fusion-bench fuse --split {split} --out {folder}`)")
+    notes = []
+    if "val" in splits and needs_val(name, config):
+        if (fused_dir / "val").is_dir():
+            fused["val"] = fused_dir / "val"
+        else:
+            notes.append(f"no {fused_dir / 'val'} folder: validation holds out part of the fused training images")
+    out = out or fused_dir / f"downstream-{name}-{preset}-seed{seed}"
+    check_empty_dir(out)
+    check_outside(out, root)
+    datasets = {split: test_set if split == "test" else dataset_cls(root, split, **options) for split in fused}
+    return FolderEvaluation(name, config, fused, datasets, torch_device, out, notes)
+
+
+def run_folder_evaluation(request: FolderEvaluation, seed: int, progress: bool,
+                          numerics_mode: str | None = None) -> dict[str, float]:
+    """Run a checked `fusion-bench downstream` request: the scores; per-class values go to `<out>/per_class.csv`,
+    the evaluator's result and training log to `<out>`."""
+    scores, per_class = run_evaluator(request.name, request.config, request.fused, request.datasets, seed,
+                                      request.device, request.out, progress, numerics_mode)
+    pd.DataFrame(per_class).to_csv(request.out / "per_class.csv", index=False)
+    return scores
 
 
 def run_evaluator(name: str, config: Any, fused: dict[str, Path], datasets: dict[str, Any], seed: int,

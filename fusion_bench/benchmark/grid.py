@@ -28,10 +28,14 @@ from typing import Any
 
 import yaml
 
+from fusion_bench.benchmark.config import read_config_file
 from fusion_bench.benchmark.jobs import run_job
-from fusion_bench.benchmark.protocol import load_yaml
+from fusion_bench.benchmark.protocol import BASELINE_METHODS, load_yaml, protocol_seeds
+from fusion_bench.benchmark.request import prepare
 from fusion_bench.benchmark.results import collect_rows, read_rows
-from fusion_bench.benchmark.runner import BASELINE_METHODS, BenchError, BenchSpec, baseline_spec, prepare
+from fusion_bench.benchmark.runner import baseline_spec
+from fusion_bench.benchmark.spec import BenchSpec
+from fusion_bench.errors import BenchError
 
 LAUNCHERS = ("local", "slurm", "commands")
 GRID_KEYS = ("methods", "datasets", "seeds", "preset", "set", "config", "downstream", "root", "dataset_args",
@@ -151,15 +155,13 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
 
     `rerun` (`bench --jobs`): what a sequential `bench` would do instead: every requested method runs again and
     appends its row to the raw CSV itself; only the downstream baselines are skipped where their rows exist."""
-    from fusion_bench.cli import _protocol_seeds
-
     if not methods or not datasets:
         raise BenchError("a grid needs at least one method (--methods) and one dataset (--datasets)")
     plan = GridPlan()
     cache: dict[str, list[dict[str, str]]] = {}
     baseline_jobs: set[tuple[str, str, int]] = set()
     for dataset in datasets:
-        dataset_seeds = list(seeds) if seeds is not None else _protocol_seeds(dataset, base.preset)
+        dataset_seeds = list(seeds) if seeds is not None else protocol_seeds(dataset, base.preset)
         for method in methods:
             spec = replace(base, method=method, dataset=dataset, seeds=dataset_seeds)
             prep = prepare(spec)
@@ -190,6 +192,26 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
         unique.setdefault((job.method, job.dataset, job.seed), job)
     plan.jobs = list(unique.values())
     return plan
+
+
+def job_results(plan: GridPlan) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The timings (timings.json) and rows (row.csv) the finished jobs of `plan` left in their run directories."""
+    timings, rows = [], []
+    for job in plan.jobs:
+        path = job.run_dir / "timings.json"
+        if path.is_file():
+            timings.append(json.loads(path.read_text()))
+        rows += read_rows(job.run_dir / "row.csv")
+    return timings, rows
+
+
+def slurm_tasks_per_node(config: str | Path | None, overrides: dict[str, Any]) -> int:
+    """One SLURM task per device of a multi-device fit: `train.devices` of the effective overrides (--config, then
+    --set): a list's length, a positive int, else 1."""
+    effective = {**(read_config_file(config) if config is not None else {}), **overrides}
+    devices = effective.get("train.devices", 1)
+    return len(devices) if isinstance(devices, (list, tuple)) else devices if isinstance(devices, int) and devices > 0 \
+        else 1
 
 
 def run_local(plan: GridPlan, jobs: int, log_dir: Path) -> list[str]:
@@ -256,5 +278,5 @@ def collect(out: Path, leaderboard_dir: Path) -> dict[str, int]:
     return added
 
 
-__all__ = ["GridPlan", "Job", "LAUNCHERS", "collect", "plan_grid", "read_grid_file", "run_job", "run_local",
-           "submit_slurm"]
+__all__ = ["GridPlan", "Job", "LAUNCHERS", "collect", "job_results", "plan_grid", "read_grid_file", "run_job",
+           "run_local", "slurm_tasks_per_node", "submit_slurm"]

@@ -3,6 +3,11 @@
 A leaderboard entry is one (method, preset, config_hash, metric_dialect, split_hash): rows scored on different test
 splits (a different `split_hash`) are different entries, never averaged together or replacing each other. Within an
 entry a seed run more than once counts once (its latest row by timestamp). The Python API is `load_results`.
+
+Every entry has a `kind`, from its preset: `published` (the fused images an author published, scored here),
+`released` (the authors' released weights, run here) or `trained` (trained, or for a training-free method run, by the
+suite). The CSV has a `kind` column; the Markdown, LaTeX and HTML tables and the report mark the first two after the
+method's name (`kind_marker`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,24 +25,37 @@ from fusion_bench.benchmark.results import (
     DOWNSTREAM_COLUMNS,
     EFFICIENCY_COLUMNS,
     ID_COLUMNS,
+    LOWER_IS_BETTER_DOWNSTREAM,
     NON_METRIC_COLUMNS,
-    ResultsFileError,
+    atomic_write_text,
     read_rows,
 )
+from fusion_bench.errors import LeaderboardError
 
 GROUP_COLUMNS = ("method", "preset", "config_hash", "metric_dialect")
 ENTRY_COLUMNS = GROUP_COLUMNS + ("split_hash",)  # what makes one leaderboard entry
 SHOWN_EFFICIENCY = ("params_m", "gflops", "fuse_ms_per_image", "train_s")
 # after GROUP_COLUMNS in <dataset>.csv
-DESCRIPTION_COLUMNS = ("task", "train_mixture", "overrides", "n", "seeds", "split_hash", "n_images")
+DESCRIPTION_COLUMNS = ("task", "train_mixture", "overrides", "n", "seeds", "split_hash", "n_images", "kind", "source")
+KIND_MARKERS = {"published": "published images", "released": "released weights"}  # kind -> marker after the name
 
 
-class LeaderboardError(ResultsFileError):
-    """A leaderboard request that cannot be served (no such directory, no raw rows, unknown dataset)."""
+def entry_kind(preset: str) -> str:
+    """`published`, `released` or `trained` (see the module docstring)."""
+    return str(preset) if str(preset) in KIND_MARKERS else "trained"
+
+
+def kind_marker(preset: str) -> str:
+    """What follows a method's name wherever an entry is shown: ` (published images)`, ` (released weights)`, or
+    nothing for trained entries."""
+    kind = entry_kind(preset)
+    return f" ({KIND_MARKERS[kind]})" if kind in KIND_MARKERS else ""
 
 
 def higher_is_better(column: str, dialect: str | None) -> bool | None:
     """Direction of a column: the dialect's for metrics, True for downstream scores, False for costs."""
+    if column in LOWER_IS_BETTER_DOWNSTREAM:
+        return False
     if column in DOWNSTREAM_COLUMNS or column.startswith("acc_"):  # acc_<modality>: unimodal accuracy
         return True
     if column in EFFICIENCY_COLUMNS:
@@ -75,7 +92,7 @@ def latest_rows(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataFrame
     """
     frame = raw_frame(rows)
     values = value_columns(list(frame.columns))
-    for col in (*ENTRY_COLUMNS, "seed", "task", "train_mixture", "overrides", "timestamp", "n_images"):
+    for col in (*ENTRY_COLUMNS, "seed", "task", "train_mixture", "overrides", "source", "timestamp", "n_images"):
         if col not in frame.columns:
             frame[col] = ""
     if frame.empty:
@@ -92,8 +109,8 @@ def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataF
 
     Returns (one row per entry sorted by GROUP_COLUMNS then split_hash, value columns in order). Columns: the
     GROUP_COLUMNS, task, train_mixture and overrides (both part of the config hash), n (seeds), seeds, split_hash,
-    n_images,
-    then `<col>_mean`, `<col>_std` per value column.
+    n_images, kind (from the preset), source (where published images or released weights come from), then
+    `<col>_mean`, `<col>_std` per value column.
     Values that are empty or not numbers are NaN and left out of the mean (std needs two values, else NaN);
     `nan_counts` counts them.
     """
@@ -106,10 +123,11 @@ def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataF
     means, stds = grouped.mean(), grouped.std(ddof=1)
     info = latest.groupby(list(ENTRY_COLUMNS), sort=True).agg(
         task=("task", "first"), train_mixture=("train_mixture", "first"), overrides=("overrides", "first"),
-        n=("seed", "size"),
+        source=("source", "first"), n=("seed", "size"),
         seeds=("seed", lambda s: " ".join(sorted(s, key=_seed_key))),
         n_images=("n_images", lambda s: " ".join(dict.fromkeys(v for v in s if v))))
     out = info.reset_index()
+    out["kind"] = out["preset"].map(entry_kind)
     for col in values:
         out[f"{col}_mean"] = means[col].to_numpy(dtype=float)
         out[f"{col}_std"] = stds[col].to_numpy(dtype=float)
@@ -205,7 +223,8 @@ def markdown_table(dataset: str, aggregated: pd.DataFrame | list[dict[str, objec
     header = ["method", "preset", "dialect", "n"] + (["images"] if splits else []) + shown
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        method = str(r["method"]) + (f" (trained on {r['train_mixture']})" if r.get("train_mixture") else "")
+        method = str(r["method"]) + kind_marker(str(r["preset"])) + (
+            f" (trained on {r['train_mixture']})" if r.get("train_mixture") else "")
         if r.get("overrides"):
             method += f" [{override_label(str(r['overrides']))}]"
         cells = [method, str(r["preset"]), str(r["metric_dialect"]), str(r["n"])]
@@ -239,9 +258,13 @@ def override_label(text: str) -> str:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
+
+
+def leaderboard_text(leaderboard_dir: Path, dataset: str, preset: str | None = None) -> str:
+    """The markdown leaderboard of one dataset (and preset) from its raw rows, as `bench` prints it."""
+    aggregated, value_cols = aggregate(read_rows(Path(leaderboard_dir) / "raw" / f"{dataset}.csv"))
+    return markdown_table(dataset, aggregated, value_cols, preset)
 
 
 def raw_files(leaderboard_dir: Path) -> dict[str, Path]:
@@ -258,20 +281,63 @@ def raw_files(leaderboard_dir: Path) -> dict[str, Path]:
     return files
 
 
+README_MARKER = "Generated by `fusion-bench leaderboard`"
+"""The line that marks a README.md as the generated one (every generated README has it); another is never
+replaced."""
+
+
+def foreign_files(leaderboard_dir: Path, datasets: Sequence[str]) -> list[Path]:
+    """The files `regenerate` would replace in `leaderboard_dir` that it did not write: a README.md without
+    README_MARKER, a <dataset>.csv (of `datasets`) that is not an aggregated table (its header starts otherwise)."""
+    leaderboard_dir = Path(leaderboard_dir)
+    found = []
+    readme = leaderboard_dir / "README.md"
+    if readme.is_file() and README_MARKER not in _head(readme, 4096):
+        found.append(readme)
+    for dataset in datasets:
+        table = leaderboard_dir / f"{dataset}.csv"
+        if table.is_file() and not _head(table, 256).startswith(",".join(GROUP_COLUMNS) + ","):
+            found.append(table)
+    return found
+
+
+def _head(path: Path, size: int) -> str:
+    with path.open("rb") as fh:
+        return fh.read(size).decode("utf-8", "replace")
+
+
+def check_owned(leaderboard_dir: Path, datasets: Sequence[str] = ()) -> None:
+    """Refuse a leaderboard folder holding a file that the leaderboard would replace but did not write (see
+    `foreign_files`; `datasets`: besides the ones with raw rows); LeaderboardError naming it."""
+    leaderboard_dir = Path(leaderboard_dir)
+    raw = leaderboard_dir / "raw"
+    names = [*datasets, *(p.stem for p in sorted(raw.glob("*.csv")))] if raw.is_dir() else list(datasets)
+    found = foreign_files(leaderboard_dir, list(dict.fromkeys(names)))
+    if found:
+        raise LeaderboardError(f"--leaderboard-dir {leaderboard_dir}: {found[0]} was not written by fusion-bench "
+                               "(the leaderboard would replace it; a generated README.md says "
+                               f"\"{README_MARKER}\"): pass another --leaderboard-dir, or move the file")
+
+
 def regenerate(leaderboard_dir: Path) -> dict[str, tuple[pd.DataFrame, list[str]]]:
-    """Rebuild <dir>/<dataset>.csv and <dir>/README.md from <dir>/raw/*.csv alone."""
+    """Rebuild <dir>/<dataset>.csv and <dir>/README.md from <dir>/raw/*.csv alone; a file there that the
+    leaderboard did not write is never replaced (`check_owned`)."""
     leaderboard_dir = Path(leaderboard_dir)
     tables: dict[str, tuple[pd.DataFrame, list[str]]] = {}
-    for dataset, raw in raw_files(leaderboard_dir).items():
+    files = raw_files(leaderboard_dir)
+    check_owned(leaderboard_dir, list(files))
+    for dataset, raw in files.items():
         aggregated, value_cols = aggregate_frame(read_rows(raw))
         tables[dataset] = (aggregated, value_cols)
         write_dataset_csv(leaderboard_dir / f"{dataset}.csv", aggregated, value_cols)
     parts = [
         "# Leaderboards\n",
-        "Generated by `fusion-bench leaderboard` from the append-only rows in `raw/`; do not edit by hand.",
+        f"{README_MARKER} from the append-only rows in `raw/`; do not edit by hand.",
         "Values are mean ± sample std over seeds (n = number of seeds); the best mean per column within a preset",
         "and metric dialect is in bold (direction from the metric's higher_is_better). `smoke` numbers come from",
         "tiny CPU runs on the embedded synthetic datasets and are for regression checking, not for ranking methods.",
+        "Entries marked (published images) score the fused images an author published; (released weights) run the",
+        "authors' released checkpoint here; the others were trained (or run) by the suite (`kind` in the CSVs).",
         "Columns: fusion metrics of the dialect, downstream scores, efficiency (params_m: millions of parameters;",
         "gflops: FLOPs/1e9 of one fuse at 256x256 as counted by torch.utils.flop_counter; fuse_ms_per_image;",
         "train_s). Full columns, std and provenance are in `<dataset>.csv` and `raw/<dataset>.csv`.\n",
@@ -322,4 +388,5 @@ def load_results(dataset: str | None = None, leaderboard_dir: str | Path = "lead
 
 
 __all__ = ["ENTRY_COLUMNS", "GROUP_COLUMNS", "ID_COLUMNS", "LeaderboardError", "aggregate", "aggregate_frame",
-           "latest_rows", "load_results", "markdown_table", "nan_counts", "regenerate", "write_dataset_csv"]
+           "entry_kind", "kind_marker", "latest_rows", "load_results", "markdown_table", "nan_counts", "regenerate",
+           "write_dataset_csv"]

@@ -14,6 +14,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fusion_bench.base.method import FusionMethod
+from fusion_bench.benchmark.build import build_datamodule, build_method
+from fusion_bench.benchmark.spec import PreparedRun
+from fusion_bench.data.transforms import collate_samples
+from fusion_bench.types import Task
 
 
 def count_params_m(model: torch.nn.Module) -> float:
@@ -167,3 +171,25 @@ def profile_classifier(method: torch.nn.Module, batch: dict[str, Any],
         "gflops": count_gflops(lambda: method(batch)),
         "latency_ms": measure_latency_ms(lambda: method(batch), device),
     }
+
+
+def profile_dataset(method_cls: type) -> str:
+    """The dataset whose modalities shape the inputs when `profile` names none: synthetic-av for a classifier, else
+    synthetic-ivif."""
+    return "synthetic-av" if Task.CLASSIFICATION in method_cls.tasks else "synthetic-ivif"
+
+
+def profile_run(prep: PreparedRun, height: int, width: int) -> dict[str, Any]:
+    """`fusion-bench profile`: parameters (M), GFLOPs and latency of the run's method as `bench` builds it (a fusion
+    method at height x width with the dataset's source channels, a classifier on one test sample)."""
+    datamodule = build_datamodule(prep, 0)
+    model = build_method(prep, datamodule)
+    sample = datamodule.dataset("test")[0]
+    if prep.task is Task.CLASSIFICATION:
+        result = profile_classifier(model, collate_samples([sample]), prep.device)
+    else:
+        a, b = datamodule.modalities
+        result = profile_fusion(model, (sample[a].shape[0], sample[b].shape[0]), height, width, prep.device)
+    spec = prep.spec
+    return {"method": spec.method, "dataset": spec.dataset, "preset": spec.preset, "device": str(prep.device),
+            "overrides": prep.overrides, **result}

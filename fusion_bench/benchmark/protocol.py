@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from fusion_bench.benchmark.provenance import REPO_ROOT
+from fusion_bench.errors import ProtocolError
 from fusion_bench.types import Task
 
 
@@ -41,6 +41,9 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: no object construction
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the source checkout (or site-packages when installed)
+
+
 def benchmarks_dir() -> Path:
     """`benchmarks/` of the source checkout, else the copy shipped in the installed package."""
     checkout = REPO_ROOT / "benchmarks"
@@ -55,12 +58,17 @@ SUITE_DIR = BENCHMARKS_DIR / "suites"
 REPORTED_DIR = BENCHMARKS_DIR / "reported"
 
 
-class ProtocolError(ValueError):
-    """A dataset's protocol file is missing (broken install) or malformed; the message names the file."""
-PRESETS = ("smoke", "paper", "paper_text")
-# Method ablation presets run under the protocol settings (seeds, downstream evaluator configs) of a base preset:
-# `paper_text` is a method's reading of its paper's text where the authors' code (`paper`) differs.
-PRESET_BASE = {"paper_text": "paper"}
+METHOD_PRESETS = ("smoke", "paper", "paper_text")  # presets a method trains (or runs) with, from its config.yaml
+PRESETS = (*METHOD_PRESETS, "released", "published")
+# Presets that run under the protocol settings (seeds, downstream evaluator configs) of a base preset: `paper_text` is
+# a method's reading of its paper's text where the authors' code (`paper`) differs; `released` scores the authors'
+# released weights (the method's `paper` settings, `--weights`); `published` scores the authors' own fused images
+# (`--method published:NAME --fused-dir DIR`).
+PRESET_BASE = {"paper_text": "paper", "released": "paper", "published": "paper"}
+# The method config section a preset reads (`released` builds the network of the paper preset, then loads the weights)
+CONFIG_PRESET = {"released": "paper"}
+PUBLISHED_PREFIX = "published:"  # `--method published:NAME`: rows of the fused images an author published
+BASELINE_METHODS = ("source_a", "source_b")  # the single-source rows every downstream table carries
 
 
 def default_protocol(dataset: str, task: Task) -> dict[str, Any]:
@@ -121,9 +129,36 @@ def protocol_preset(preset: str) -> str:
     return PRESET_BASE.get(preset, preset)
 
 
+def protocol_seeds(dataset: str, preset: str) -> list[int]:
+    """The seeds a dataset's protocol lists for a preset (`presets: {<preset>: {seeds: [...]}}`), else [0]."""
+    from fusion_bench.registry import get_datamodule
+
+    protocol = load_protocol(dataset, get_datamodule(dataset).dataset_class.task)
+    return [int(s) for s in ((protocol.get("presets") or {}).get(protocol_preset(preset)) or {}).get("seeds", [0])]
+
+
 def check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+
+
+def is_published(method: str) -> bool:
+    """`published:NAME`: a row of published fused images, not a method of the registry."""
+    return str(method).startswith(PUBLISHED_PREFIX)
+
+
+def request_preset(preset: str | None, methods: list[str], weights: object = None) -> str:
+    """The preset of a request: as given, else `published` for `published:NAME` methods, `released` with
+    `--weights`, else `smoke`. A preset that contradicts them is a ValueError naming both."""
+    published = any(is_published(m) for m in methods)
+    implied = "published" if published else "released" if weights is not None else None
+    if preset is None:
+        return implied or "smoke"
+    if implied is not None and preset != implied:
+        what = "--method published:NAME" if published else "--weights"
+        raise ValueError(f"--preset {preset}: {what} runs under preset {implied}; leave out --preset (or pass "
+                         f"--preset {implied})")
+    return preset
 
 
 def load_suite(name: str) -> tuple[dict[str, Any], Path]:

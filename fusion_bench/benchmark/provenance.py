@@ -7,11 +7,11 @@ import subprocess
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
-from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from fusion_bench.benchmark.protocol import REPO_ROOT
+
 # Every installed package whose version can change a number of a row: the training stack, the numeric libraries the
 # metrics and data pipelines call, the downstream evaluators' libraries, the audio decoders, and this package.
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "numpy", "scipy", "scikit-image", "opencv-python",

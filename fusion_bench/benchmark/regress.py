@@ -4,47 +4,62 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from fusion_bench.benchmark.mixture import prepare_mixture
 from fusion_bench.benchmark.protocol import SUITE_DIR, load_suite
-from fusion_bench.benchmark.results import DOWNSTREAM_COLUMNS, NON_METRIC_COLUMNS
-from fusion_bench.benchmark.runner import BenchSpec, run_bench
+from fusion_bench.benchmark.results import (
+    DIAGNOSTIC_COLUMNS,
+    DOWNSTREAM_COLUMNS,
+    NON_METRIC_COLUMNS,
+    atomic_write_text,
+)
+from fusion_bench.benchmark.runner import run_bench, run_mixture
+from fusion_bench.benchmark.spec import BenchSpec
+from fusion_bench.errors import BenchError
 
 KEY = ["dataset", "method", "preset", "seed", "train_mixture", "downstream"]
 
 
-def run_suite(suite: dict[str, Any], out: Path, progress: bool = False) -> pd.DataFrame:
+def run_suite(suite: dict[str, Any], out: Path, progress: bool = False, methods: Sequence[str] | None = None,
+              overrides: dict[str, Any] | None = None) -> pd.DataFrame:
     """Run every (dataset, method, seed) of a suite; one row per run, checked columns only.
 
-    A run entry is `{dataset: D, methods: [...]}` (optionally `downstream: [seg, det]` and `seeds: [...]`, else the
-    suite's), or `{mixture: [D1, D2, ...], methods: [...]}`: one model trained on the mixture, one row per
-    dataset (`train_mixture` set). Baseline downstream rows are not added: list source_a/source_b to check them.
+    A run entry is `{dataset: D, methods: [...]}` (optionally `downstream: [seg, det]`, `seeds: [...]` and `set:
+    {KEY: VALUE}`, else the suite's; an entry's `set` is merged over the suite's), or `{mixture: [D1, D2, ...],
+    methods: [...]}`: one model trained on the mixture, one row per dataset (`train_mixture` set). Baseline
+    downstream rows are not added: list source_a/source_b to check them. `methods`: run only these methods' entries;
+    `overrides`: merged over every entry's `set` (a deliberate change, e.g. the mutation check of the README).
     """
-    from fusion_bench.benchmark.mixture import prepare_mixture, run_mixture
-
     records = []
     for entry in suite["runs"]:
         for method in entry["methods"]:
+            if methods is not None and method not in methods:
+                continue
             datasets = entry.get("mixture") or [entry["dataset"]]
             spec = BenchSpec(method=method, dataset=datasets[0], preset=suite.get("preset", "smoke"),
                              seeds=entry.get("seeds", suite.get("seeds", [0])), out=out / "runs",
                              leaderboard_dir=out / "leaderboards", device="cpu", progress=progress,
                              downstream=entry.get("downstream", suite.get("downstream", "none")),
-                             downstream_baselines=False)
+                             downstream_baselines=False,
+                             overrides={**(suite.get("set") or {}), **(entry.get("set") or {}),
+                                        **(overrides or {})})
             rows = run_mixture(prepare_mixture(spec, datasets)) if "mixture" in entry else run_bench(spec)
             evaluators = spec.downstream if isinstance(spec.downstream, (list, tuple)) else [spec.downstream]
             for row in rows:
                 records.append({**{k: v for k, v in row.items() if k in KEY or checked_column(k)},
                                 "downstream": ",".join(e for e in evaluators if e != "none")})
-    return _with_key(pd.DataFrame(records))
+    return _with_key(pd.DataFrame(records, columns=KEY) if not records else pd.DataFrame(records))
 
 
 def checked_column(column: str) -> bool:
-    """Quality numbers are regressed; costs (time, memory) and provenance are not."""
-    return column not in NON_METRIC_COLUMNS or column in DOWNSTREAM_COLUMNS
+    """Quality numbers and the evaluators' training losses are regressed; costs (time, memory) and provenance are
+    not."""
+    return column not in NON_METRIC_COLUMNS or column in DOWNSTREAM_COLUMNS or column in DIAGNOSTIC_COLUMNS
 
 
 def tolerance_for(tolerance: dict[str, Any], method: str) -> tuple[float, float]:
@@ -62,10 +77,15 @@ def _with_key(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: dict[str, Any]) -> list[str]:
-    """Every drift beyond |a - e| <= atol + rtol * |e|, every missing run or metric, as readable lines."""
+def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: dict[str, Any],
+            methods: Sequence[str] | None = None) -> list[str]:
+    """Every drift beyond |a - e| <= atol + rtol * |e|, every missing run or metric, as readable lines. `methods`:
+    compare only these methods' expected rows (the others were not re-run)."""
     drifts = []
-    exp = _with_key(expected).set_index(KEY)
+    expected = _with_key(expected)
+    if methods is not None:
+        expected = expected[expected["method"].isin(list(methods))]
+    exp = expected.set_index(KEY)
     act = _with_key(actual).set_index(KEY)
     for key, exp_row in exp.iterrows():
         label = "/".join(str(k) for k in key if k != "")
@@ -109,33 +129,64 @@ def expected_environment(path: Path) -> str | None:
     return None
 
 
+FLOAT_FORMAT = "%.17g"  # every digit of a float64: the tolerances are far below 10 significant digits
+
+
 def write_expected(frame: pd.DataFrame, path: Path, command: str) -> None:
-    """The expected numbers, with comment lines saying how and where they were made."""
+    """The expected numbers (every digit), with comment lines saying how and where they were made."""
     header = f"# written by `{command}`\n{ENV_PREFIX}{environment_line()}\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(header + frame.to_csv(index=False, float_format="%.10g"))
-    tmp.replace(path)
+    atomic_write_text(path, header + frame.to_csv(index=False, float_format=FLOAT_FORMAT))
 
 
 def read_expected(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, comment="#")
 
 
-def regress(name: str, update: bool = False, out: Path | None = None, progress: bool = False) -> list[str]:
+def check_suite(name: str, update: bool = False, methods: Sequence[str] | None = None,
+                overrides: dict[str, Any] | None = None) -> None:
+    """Before anything runs: suite `name` exists, (unless `update`) so do its expected numbers, `methods` are the
+    suite's and an update is of the whole suite; BenchError naming the suite or the option otherwise."""
+    try:
+        suite, _ = load_suite(name)
+    except ValueError as err:
+        raise BenchError(f"--suite: {err}") from err
+    expected = SUITE_DIR / suite.get("expected", f"{name}.expected.csv")
+    if not update and not expected.is_file():
+        raise BenchError(f"suite {name}: the expected numbers {expected} do not exist; create them with "
+                         f"`fusion-bench regress --suite {name} --update`")
+    if update and (methods or overrides):
+        raise BenchError("--update rewrites the whole expected file: run it without --methods and --set")
+    known = {m for entry in suite["runs"] for m in entry["methods"]}
+    unknown = sorted(set(methods or ()) - known)
+    if unknown:
+        raise BenchError(f"--methods: {', '.join(unknown)} not in suite {name} (its methods: "
+                         f"{', '.join(sorted(known))})")
+
+
+def regress(name: str, update: bool = False, out: Path | None = None, progress: bool = False,
+            methods: Sequence[str] | None = None, overrides: dict[str, Any] | None = None,
+            actual_path: Path | None = None) -> list[str]:
     """Re-run suite `name`; returns the drift lines (empty = no drift). `update` rewrites the expected file
-    (with the numeric environment it was made in: see `environment_report`)."""
+    (with the numeric environment it was made in: see `environment_report`). `methods` and `overrides`: see
+    `run_suite` (an update with either is refused: the expected file holds the whole suite as committed).
+    `actual_path`: also write the re-run's numbers there (same format as the expected file)."""
+    if update and (methods is not None or overrides):
+        raise ValueError("--update rewrites the whole expected file: run it without --methods and --set")
     suite, path = load_suite(name)
     expected_path = SUITE_DIR / suite.get("expected", f"{name}.expected.csv")
     tolerance = suite.get("tolerance", {})
     with tempfile.TemporaryDirectory(prefix=f"fusion_bench_regress_{name}_") as tmp:
-        actual = run_suite(suite, Path(out) if out else Path(tmp), progress=progress)
+        actual = run_suite(suite, Path(out) if out else Path(tmp), progress=progress, methods=methods,
+                           overrides=overrides)
     actual = actual.sort_values(KEY).reset_index(drop=True)
+    if actual_path is not None:
+        write_expected(actual, Path(actual_path), f"fusion-bench regress --suite {name} (actual numbers)")
     if update:
         write_expected(actual, expected_path, f"fusion-bench regress --suite {name} --update")
         return []
     if not expected_path.is_file():
         return [f"{expected_path} does not exist; create it with `fusion-bench regress --suite {name} --update`"]
-    return compare(read_expected(expected_path), actual, tolerance)
+    return compare(read_expected(expected_path), actual, tolerance, methods)
 
 
 def environment_report(name: str) -> str:

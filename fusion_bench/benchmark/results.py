@@ -23,16 +23,31 @@ from typing import Any
 
 from filelock import FileLock
 
+from fusion_bench.errors import ResultsFileError
+
 # train_mixture: the datasets one model was trained on ("a+b+c", `bench --mixture`); empty for ordinary runs.
 # overrides: the --config/--set values over the preset (canonical JSON of the dotted keys); empty when none.
 ID_COLUMNS = ("method", "dataset", "task", "preset", "seed", "config_hash", "metric_dialect", "train_mixture",
               "overrides")
 DOWNSTREAM_COLUMNS = ("seg_miou", "seg_pixel_acc", "native_miou", "det_map50", "det_map50_95", "cls_acc",
-                      "cls_macro_f1")
+                      "cls_macro_f1", "cls_nll")
+LOWER_IS_BETTER_DOWNSTREAM = frozenset({"cls_nll"})  # test cross-entropy of the fused head (nats per sample)
+# checked by the regression suite but not ranked: the downstream evaluators' final training loss (YOLO's is continuous
+# where a short run's mAP is still 0)
+DIAGNOSTIC_COLUMNS = ("det_train_loss",)
 EFFICIENCY_COLUMNS = ("params_m", "gflops", "fuse_ms_per_image", "train_s", "peak_mem_mb")
-PROVENANCE_COLUMNS = ("n_images", "n_nan", "nan_metrics", "split_hash", "git_sha", "git_dirty", "packages", "device",
-                      "numerics", "cpu_capability", "threads", "cpu", "timestamp")
-NON_METRIC_COLUMNS = frozenset(ID_COLUMNS + EFFICIENCY_COLUMNS + PROVENANCE_COLUMNS)
+# source: where published fused images or released weights come from (`--source`, the catalogue entry, the path);
+# weights_sha256: the released weights file; pretrained_sha256: the pretrained initialisations a preset starts from
+# (`key=sha256;...`, e.g. AMDANet's ImageNet MiT-B4); fused_sha256: a digest of the published fused images scored
+REQUEST_PROVENANCE = ("source", "weights_sha256", "pretrained_sha256", "fused_sha256")  # empty where they do not apply
+PROVENANCE_COLUMNS = ("n_images", "n_nan", "nan_metrics", "split_hash", *REQUEST_PROVENANCE, "git_sha", "git_dirty",
+                      "packages", "device", "numerics", "cpu_capability", "threads", "cpu", "timestamp")
+NON_METRIC_COLUMNS = frozenset(ID_COLUMNS + DIAGNOSTIC_COLUMNS + EFFICIENCY_COLUMNS + PROVENANCE_COLUMNS)
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]*")
+"""A method or dataset name that is one file name (registered names, plug-ins' `package.module:Class`): what a
+row's `dataset` must be before it names `raw/<dataset>.csv`."""
 
 
 def run_directory(out: str | Path, method: str, dataset: str, preset: str, config_hash: str, split_hash: str,
@@ -49,16 +64,13 @@ def path_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "-", name)
 
 
-class ResultsFileError(RuntimeError):
-    """A raw results file is malformed; the message names the file and line."""
-
-
 def order_columns(columns: Iterable[str]) -> list[str]:
-    """ids, then metrics (as given), downstream, efficiency, provenance."""
+    """ids, then metrics (as given), downstream, diagnostics, efficiency, provenance."""
     cols = list(dict.fromkeys(columns))
-    fixed = set(ID_COLUMNS) | set(DOWNSTREAM_COLUMNS) | set(EFFICIENCY_COLUMNS) | set(PROVENANCE_COLUMNS)
+    groups = (DOWNSTREAM_COLUMNS, DIAGNOSTIC_COLUMNS, EFFICIENCY_COLUMNS, PROVENANCE_COLUMNS)
+    fixed = set(ID_COLUMNS).union(*groups)
     metrics = [c for c in cols if c not in fixed]
-    tail = [c for group in (DOWNSTREAM_COLUMNS, EFFICIENCY_COLUMNS, PROVENANCE_COLUMNS) for c in group if c in cols]
+    tail = [c for group in groups for c in group if c in cols]
     return [c for c in ID_COLUMNS if c in cols] + metrics + tail
 
 
@@ -71,19 +83,23 @@ def _format(value: Any) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    """All rows of a raw CSV (empty list when absent); malformed lines raise ResultsFileError."""
+    """All rows of a raw CSV (empty list when absent); a malformed line, or a file that is not CSV text (binary, not
+    UTF-8), raises ResultsFileError naming the file."""
     if not path.is_file():
         return []
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return []
-        rows = []
-        for line_no, values in enumerate(reader, start=2):
-            if len(values) != len(header):
-                raise ResultsFileError(f"{path}:{line_no}: {len(values)} fields, header has {len(header)}")
-            rows.append(dict(zip(header, values)))
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return []
+            rows = []
+            for line_no, values in enumerate(reader, start=2):
+                if len(values) != len(header):
+                    raise ResultsFileError(f"{path}:{line_no}: {len(values)} fields, header has {len(header)}")
+                rows.append(dict(zip(header, values)))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ResultsFileError(f"{path}: not a CSV file of result rows ({str(err).splitlines()[0]})") from err
     return rows
 
 
@@ -113,12 +129,26 @@ def append_rows(path: Path, rows: list[dict[str, Any]], lock: bool = True) -> No
             writer.writerow(row)
         for row in rows:
             writer.writerow({k: _format(v) for k, v in row.items()})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", newline="") as fh:
-            fh.write(buffer.getvalue())
+        atomic_write_text(path, buffer.getvalue())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file beside it (`.<name>.<pid>.tmp`: written, fsynced, renamed into
+    place), so a reader sees the old file or the new one. On any failure (a full disk, a file-size limit, Ctrl-C)
+    the temp file is removed and `path` is untouched; an OSError without a file name gets `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 def run_row_files(runs_dir: Path) -> list[Path]:
@@ -146,6 +176,10 @@ def collect_rows(runs_dir: Path, leaderboard_dir: Path) -> dict[str, int]:
         for row in read_rows(path):
             if not row.get("dataset") or not row.get("method"):
                 raise ResultsFileError(f"{path}: not a result row (no method/dataset)")
+            if not SAFE_NAME.fullmatch(row["dataset"]):
+                raise ResultsFileError(f"{path}: dataset {row['dataset']!r} is not a dataset name (letters, digits and "
+                                       "._+:- only, no path separators, not starting with a dot): its rows would go "
+                                       "to a file outside the leaderboard's raw/ folder; nothing was collected")
             by_dataset.setdefault(row["dataset"], []).append(row)
     added = {}
     for dataset, rows in by_dataset.items():

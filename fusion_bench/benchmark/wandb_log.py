@@ -20,7 +20,7 @@ CURVE_FILES = ("seg_train_log.csv", "results.csv")  # SegFormer's and ultralytic
 
 
 def _wandb() -> Any:
-    from fusion_bench.benchmark.runner import BenchError
+    from fusion_bench.errors import BenchError
 
     try:
         import wandb

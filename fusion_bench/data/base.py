@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,27 +17,11 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from fusion_bench.data.io import ImageReadError, depth_of, is_image_file, read_image, read_mask, stored_mode
+from fusion_bench.data.io import depth_of, is_image_file, read_image, read_mask, stored_mode
+from fusion_bench.errors import DatasetError, DatasetIntegrityError, DatasetNotFoundError, ImageReadError
 from fusion_bench.types import BOXES, IGNORE_INDEX, LABELS, MASK, NAME, Task
 
 Sample = dict[str, Any]
-
-
-class DatasetError(RuntimeError):
-    """Base class for dataset problems; the message always names the root or the offending file."""
-
-
-class DatasetNotFoundError(DatasetError):
-    """The root is missing, empty, or lacks a required folder."""
-
-    def __init__(self, dataset: str, root: Path, expected_tree: str, missing: Iterable[str] = ()):
-        missing = list(missing)
-        lines = [f"{dataset}: dataset not found at {root}"]
-        if missing:
-            lines.append("missing: " + ", ".join(missing))
-        lines += ["expected tree:", expected_tree.rstrip(), "Download the dataset yourself (see README, datasets "
-                  "table) and pass --root, or set FUSION_BENCH_DATA so that $FUSION_BENCH_DATA/<name> holds it."]
-        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -49,19 +33,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
-
-
-class DatasetIntegrityError(DatasetError):
-    """The tree exists but some files are unpaired, unreadable, mismatched or out of range."""
-
-    def __init__(self, dataset: str, root: Path, problems: list[Problem]):
-        self.problems = problems
-        shown = "\n".join(f"  - {p}" for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(
-            f"{dataset} at {root}: {len(problems)} problem(s); nothing was skipped, fix them or the split "
-            f"list:\n{shown}{more}\nRun `fusion-bench data check {dataset} --root {root}` for the full report."
-        )
 
 
 @dataclass

@@ -24,14 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fusion_bench.errors import ImageReadError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 """PIL modes deeper than 8 bits per channel (single channel): read by the depth policy above."""
 UINT16_MAX = 65535
-
-
-class ImageReadError(RuntimeError):
-    """An image file exists but cannot be decoded (or holds values outside the depth policy)."""
 
 
 def is_image_file(path: Path) -> bool:
@@ -154,19 +152,29 @@ def read_mask(path: str | Path) -> torch.Tensor:
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """Float CxHxW in [0, 1] -> uint8 HxWxC (HxW for one channel), rounding half to even."""
+    """Float CxHxW in [0, 1] -> uint8 HxWxC (HxW for one channel), rounding half to even (in float64 for a float64
+    image, else in float32)."""
     if image.ndim != 3:
         raise ValueError(f"expected a CxHxW image, got shape {tuple(image.shape)}")
-    arr = torch.round(image.detach().float().clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+    image = image.detach()
+    image = image if image.dtype == torch.float64 else image.float()
+    arr = torch.round(image.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
     arr = arr.transpose(1, 2, 0)
     return arr[:, :, 0] if arr.shape[2] == 1 else arr
 
 
 def write_png(path: str | Path, image: torch.Tensor) -> Path:
-    """Write a float CxHxW image in [0, 1] as a lossless 8-bit PNG (atomic: temp file then rename)."""
+    """Write a float CxHxW image in [0, 1] as a lossless 8-bit PNG (atomic: temp file then rename; an OSError names
+    `path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
-    tmp.replace(path)
+    try:
+        Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
+        tmp.replace(path)
+    except BaseException as err:  # a full disk, a file-size limit, Ctrl-C: no half-written temp file stays
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     return path

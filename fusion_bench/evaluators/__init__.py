@@ -5,6 +5,7 @@
 Heavy dependencies are imported only when an evaluator runs.
 """
 
-from fusion_bench.evaluators.common import DownstreamError, FusedImages, fused_paths
+from fusion_bench.errors import DownstreamError
+from fusion_bench.evaluators.common import FusedImages, fused_paths
 
 __all__ = ["DownstreamError", "FusedImages", "fused_paths"]

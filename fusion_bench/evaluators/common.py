@@ -16,10 +16,7 @@ import torch
 
 from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.io import read_image
-
-
-class DownstreamError(RuntimeError):
-    """A downstream evaluation that cannot run; the message names what is missing and how to fix it."""
+from fusion_bench.errors import DownstreamError
 
 
 def require_extra(module: str, extra: str, package: str) -> None:

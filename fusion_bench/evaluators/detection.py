@@ -30,7 +30,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from fusion_bench.data.base import FusionDataset, holdout_indices
-from fusion_bench.evaluators.common import DownstreamError, fused_paths, require_extra, resolve_device, write_json
+from fusion_bench.errors import DownstreamError
+from fusion_bench.evaluators.common import fused_paths, require_extra, resolve_device, write_json
 from fusion_bench.evaluators.spec import EvaluatorSpec
 from fusion_bench.types import BOXES, LABELS
 
@@ -49,7 +50,8 @@ class DetEvalConfig:
     square training/inference size. Validation during training (best-checkpoint selection) uses the dataset's
     val split when it has one, else a seeded ``val_fraction`` of the fused training images; ``val_fraction=0``
     trains without validation and keeps the last weights. ``train_args`` go to ``YOLO.train`` unchanged
-    (e.g. ``mosaic``, ``lr0``); everything else is ultralytics' default.
+    (e.g. ``mosaic``, ``lr0``); everything else is ultralytics' default. ``dtype: float64`` trains and tests the
+    detector in float64 (see yolo_worker: scores that repeat on every CPU; no AMP, no validation).
     """
 
     model: str = "yolo11n"
@@ -60,9 +62,15 @@ class DetEvalConfig:
     val_fraction: float = 0.1
     workers: int = 8
     amp: bool = True
+    dtype: str = "float32"
     train_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"detection dtype {self.dtype!r}: expected float32 or float64")
+        if self.dtype == "float64" and (self.amp or self.val_fraction > 0):
+            raise ValueError("detection dtype float64 trains without AMP and without validation (amp: false, "
+                             "val_fraction: 0): ultralytics validates during training in float32")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 32:
             raise ValueError("detection config: epochs and batch_size must be >= 1 and image_size >= 32")
         if not 0 <= self.val_fraction < 1:
@@ -250,6 +258,7 @@ def start(config: DetEvalConfig | str, fused: dict[str, Path], datasets: dict[st
         "device": "cpu" if dev.type == "cpu" else str(dev.index or 0), "workers": config.workers,
         "amp": config.amp and dev.type == "cuda", "validate": bool(n_val), "train_args": config.train_args,
         "project": str(log_path), "class_names": list(names), "threads": threads or torch.get_num_threads(),
+        "dtype": config.dtype,
     }
     write_json(log_path / "yolo_request.json", request)
     facts = {"det_n_train": n_train, "det_n_val": n_val, "det_n_test": len(test_images),
@@ -327,6 +336,6 @@ def validates(config: DetEvalConfig) -> bool:
 
 DETECTION = EvaluatorSpec(
     name="det", description="ultralytics YOLO trained on the fused images: mAP@0.5, mAP@0.5:0.95",
-    module=__name__, row_columns=("det_map50", "det_map50_95"),
+    module=__name__, row_columns=("det_map50", "det_map50_95", "det_train_loss"),
     per_class=(("ap50", "det_ap50_per_class"), ("ap50_95", "det_ap50_95_per_class")),
     label_attribute="box_class_names", labels="detection boxes", label_keys=(BOXES, LABELS), child_process=True)

@@ -1,9 +1,9 @@
 """SegFormer downstream segmentation: train on a method's fused training images, score its fused test images.
 
 The model is ``transformers``' SegFormer built from a ``SegformerConfig`` for MiT-B0..B5 (never downloaded;
-optional local pretrained weights by path). Training is a plain seeded PyTorch loop: cross-entropy with the
-dataset's ignore index on logits upsampled to the label size, AdamW, optional backbone freeze, a two-phase
-cosine schedule and optional early stopping on a validation mIoU.
+optional local pretrained weights by path; fusion_bench.evaluators.segformer). Training is a plain seeded PyTorch
+loop: cross-entropy with the dataset's ignore index on logits upsampled to the label size, AdamW, optional backbone
+freeze, a two-phase cosine schedule and optional early stopping on a validation mIoU.
 
 Metric convention (stated in every result as ``seg_background_counts``): IoU per class is computed from one
 confusion matrix accumulated over the whole test split (torchmetrics ``MulticlassConfusionMatrix``), at the
@@ -33,10 +33,11 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from fusion_bench.base.precision import computing_in
 from fusion_bench.data.base import FusionDataset, holdout_indices
+from fusion_bench.errors import DownstreamError
 from fusion_bench.evaluators.common import (
     CsvLog,
-    DownstreamError,
     FusedImages,
     fused_paths,
     require_extra,
@@ -45,24 +46,15 @@ from fusion_bench.evaluators.common import (
     to_rgb,
     write_json,
 )
+from fusion_bench.evaluators.segformer import IMAGENET_MEAN, IMAGENET_STD, MIT_VARIANTS, build_segformer
 from fusion_bench.evaluators.spec import Deferred, EvaluatorSpec
 from fusion_bench.types import IGNORE_INDEX, MASK
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Mix Transformer encoders of the SegFormer paper (Xie et al. 2021, Table 6 / the released configs).
-MIT_VARIANTS: dict[str, dict[str, Any]] = {
-    "b0": {"hidden_sizes": (32, 64, 160, 256), "depths": (2, 2, 2, 2), "decoder_hidden_size": 256},
-    "b1": {"hidden_sizes": (64, 128, 320, 512), "depths": (2, 2, 2, 2), "decoder_hidden_size": 256},
-    "b2": {"hidden_sizes": (64, 128, 320, 512), "depths": (3, 4, 6, 3), "decoder_hidden_size": 768},
-    "b3": {"hidden_sizes": (64, 128, 320, 512), "depths": (3, 4, 18, 3), "decoder_hidden_size": 768},
-    "b4": {"hidden_sizes": (64, 128, 320, 512), "depths": (3, 8, 27, 3), "decoder_hidden_size": 768},
-    "b5": {"hidden_sizes": (64, 128, 320, 512), "depths": (3, 6, 40, 3), "decoder_hidden_size": 768},
-}
-MIT_HEADS = (1, 2, 5, 8)
+# the floating-point type SegFormer trains and predicts in: float64 makes the scores independent of the CPU's kernels
+# (the regression suite's downstream entry uses it); float32 is what every protocol uses
+EVAL_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -85,6 +77,9 @@ class SegEvalConfig:
     randomly initialised encoder would train the decoder on random features. So a config without ``pretrained``
     never freezes: the requested epochs move to ``freeze_skipped_epochs`` (and the schedule is the single
     cosine), which the result's ``seg_config`` and the run's config hash show; with ``pretrained`` they move back.
+
+    dtype: ``float32`` (default) or ``float64`` for the weights, inputs and every computation (training and
+    prediction): in float64 the scores repeat on every CPU whatever its kernels (see fusion_bench.base.precision).
     """
 
     variant: str = "b0"
@@ -109,9 +104,12 @@ class SegEvalConfig:
     include_background: bool = True
     eval_batch_size: int = 8
     num_workers: int = 0
+    dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.dtype not in EVAL_DTYPES:
+            raise ValueError(f"segmentation dtype {self.dtype!r}: expected one of {', '.join(EVAL_DTYPES)}")
         if self.variant not in MIT_VARIANTS:
             raise ValueError(f"unknown SegFormer variant {self.variant!r}; valid: {', '.join(MIT_VARIANTS)}")
         if self.freeze_backbone_epochs < 0 or self.freeze_skipped_epochs < 0:
@@ -156,88 +154,17 @@ def seg_preset(name: str, **overrides: Any) -> SegEvalConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-# model
-# ------------------------------------------------------------------------------------------------
-
-
-def _transformers():
-    require_extra("transformers", "segmentation", "transformers")
-    import transformers
-
-    return transformers
-
-
-def build_segformer(config: SegEvalConfig, num_classes: int) -> nn.Module:
-    """A randomly initialised (current torch RNG) SegformerForSemanticSegmentation, then local weights if set."""
-    tf = _transformers()
-    arch = dict(MIT_VARIANTS[config.variant])
-    for key in ("hidden_sizes", "depths", "decoder_hidden_size"):
-        if getattr(config, key) is not None:
-            arch[key] = getattr(config, key)
-    hidden = tuple(arch["hidden_sizes"])
-    heads = tuple(config.num_attention_heads or MIT_HEADS)
-    if any(h % n for h, n in zip(hidden, heads, strict=True)):
-        raise ValueError(f"hidden_sizes {hidden} must be divisible by num_attention_heads {heads}")
-    hf_config = tf.SegformerConfig(
-        num_channels=3, num_encoder_blocks=4, depths=list(arch["depths"]), hidden_sizes=list(hidden),
-        num_attention_heads=list(heads), decoder_hidden_size=int(arch["decoder_hidden_size"]),
-        drop_path_rate=config.drop_path_rate, num_labels=num_classes, semantic_loss_ignore_index=IGNORE_INDEX,
-    )
-    if config.pretrained and Path(config.pretrained).expanduser().is_dir():
-        # a save_pretrained / hub-snapshot folder: transformers maps old key names; the class head is re-initialised
-        return tf.SegformerForSemanticSegmentation.from_pretrained(
-            str(Path(config.pretrained).expanduser()), config=hf_config, local_files_only=True,
-            ignore_mismatched_sizes=True)
-    model = tf.SegformerForSemanticSegmentation(hf_config)
-    if config.pretrained:
-        load_pretrained(model, config.pretrained)
-    return model
-
-
-def load_pretrained(model: nn.Module, path: str | Path) -> None:
-    """Load a local state-dict file (.safetensors or torch) into `model`; tensors whose shape differs are skipped.
-
-    Keys may be those of ``SegformerForSemanticSegmentation`` or of its ``SegformerModel`` backbone (no
-    ``segformer.`` prefix). Never downloads.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DownstreamError(f"pretrained weights {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    own = model.state_dict()
-    mapped: dict[str, Tensor] = {}
-    for key, value in state.items():
-        for candidate in (key, f"segformer.{key}", key.removeprefix("model.")):
-            if candidate in own and own[candidate].shape == value.shape:
-                mapped[candidate] = value
-                break
-    if not any(k.startswith("segformer.") for k in mapped):
-        raise DownstreamError(f"{path}: no SegFormer encoder weights matched this {type(model).__name__} "
-                              "(wrong variant, or a non-transformers checkpoint)")
-    model.load_state_dict(mapped, strict=False)
-    skipped = len(own) - len(mapped)
-    log.info("loaded %d tensors from %s (%d left at their initialisation, e.g. the class head)",
-             len(mapped), path, skipped)
-
-
-# ------------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------------
 
 
-def _prepare(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """CxHxW [0, 1] -> normalised 3xhxw at `size`."""
-    x = to_rgb(image.float())
+def _prepare(image: Tensor, size: tuple[int, int], dtype: torch.dtype = torch.float32) -> Tensor:
+    """CxHxW [0, 1] -> normalised 3xhxw at `size`, computed in `dtype`."""
+    x = to_rgb(image.to(dtype))
     if tuple(x.shape[-2:]) != size:
         x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=dtype).view(3, 1, 1)
     return (x - mean) / std
 
 
@@ -252,9 +179,10 @@ CACHE_LIMIT_BYTES = 2 << 30
 
 
 class _SegPairs(torch.utils.data.Dataset):
-    def __init__(self, images: Sequence[Tensor], masks: Sequence[Tensor], size: tuple[int, int]):
-        self.images, self.masks, self.size = images, masks, size
-        cache = len(images) * 3 * size[0] * size[1] * 4 <= CACHE_LIMIT_BYTES
+    def __init__(self, images: Sequence[Tensor], masks: Sequence[Tensor], size: tuple[int, int],
+                 dtype: torch.dtype = torch.float32):
+        self.images, self.masks, self.size, self.dtype = images, masks, size, dtype
+        cache = len(images) * 3 * size[0] * size[1] * dtype.itemsize <= CACHE_LIMIT_BYTES
         self.cache: dict[int, tuple[Tensor, Tensor]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -267,7 +195,7 @@ class _SegPairs(torch.utils.data.Dataset):
         if tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
             raise DownstreamError(f"training pair {index}: image {tuple(image.shape[-2:])} and mask "
                                   f"{tuple(mask.shape[-2:])} differ in size")
-        pair = _prepare(image, self.size), _resize_mask(mask, self.size)
+        pair = _prepare(image, self.size, self.dtype), _resize_mask(mask, self.size)
         if self.cache is not None:
             self.cache[index] = pair
         return pair
@@ -341,7 +269,8 @@ def _predict_confusion(model: nn.Module, images: Sequence[Tensor], masks: Sequen
 
     def flush() -> None:
         nonlocal done
-        x = torch.stack([_prepare(img, size) for img, _ in batch]).to(device)
+        dtype = next(model.parameters()).dtype
+        x = torch.stack([_prepare(img, size, dtype) for img, _ in batch]).to(device)
         y = torch.stack([m.long() for _, m in batch]).to(device)
         logits = model(pixel_values=x).logits
         logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
@@ -418,7 +347,8 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    with seeded(seed, deterministic=dev.type == "cuda"):
+    dtype = EVAL_DTYPES[config.dtype]
+    with seeded(seed, deterministic=dev.type == "cuda"), computing_in(dtype):
         # validation: the given split, else a seeded hold-out of the training images (early stopping only)
         if val_images is None and config.early_stopping_patience and config.val_fraction > 0:
             try:
@@ -429,10 +359,10 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
             train_images, train_masks = _Subset(train_images, train_idx), _Subset(train_masks, train_idx)
         use_val = bool(config.early_stopping_patience) and val_images is not None and val_masks is not None
 
-        model = build_segformer(config, num_classes).to(dev)
+        model = build_segformer(config, num_classes).to(dev, dtype)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loader = torch.utils.data.DataLoader(
-            _SegPairs(train_images, train_masks, size), batch_size=config.batch_size, shuffle=True,
+            _SegPairs(train_images, train_masks, size, dtype), batch_size=config.batch_size, shuffle=True,
             num_workers=config.num_workers, generator=torch.Generator().manual_seed(seed), drop_last=False)
         flip_gen = torch.Generator().manual_seed(seed + 1)
         steps = len(loader)

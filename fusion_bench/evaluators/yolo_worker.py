@@ -38,6 +38,30 @@ def _offline_ultralytics(threads: int | None) -> None:
         torch_utils.NUM_THREADS = threads
 
 
+def _float64_ultralytics() -> None:
+    """Train and validate in float64 in this process (the request's ``dtype: float64``).
+
+    Ultralytics casts to float32 by name in about ten places (the training batches, the validator's batches, the
+    PyTorch backend's model before inference, checkpoint loading); here, in this child process only, those casts
+    (``Tensor.float`` and ``Module.float``) produce float64 and torch's default dtype is float64, so the detector is
+    built, trained and run in float64 throughout. Checkpoints are still written in float16 by ultralytics (a
+    deterministic rounding of the float64 weights) and read back into float64. In float64 the summation-order
+    differences between CPUs' kernels start near 1e-16 and stay far below anything that changes a detection.
+    """
+    import torch
+
+    torch.set_default_dtype(torch.float64)
+
+    def tensor_float(self: torch.Tensor, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
+        return self.to(torch.float64, memory_format=memory_format)
+
+    def module_float(self: torch.nn.Module) -> torch.nn.Module:
+        return self.double()
+
+    torch.Tensor.float = tensor_float  # type: ignore[method-assign]
+    torch.nn.Module.float = module_float  # type: ignore[method-assign]
+
+
 def _epoch_log(save_dir: Path) -> list[dict[str, str]]:
     path = save_dir / "results.csv"
     if not path.is_file():
@@ -48,6 +72,8 @@ def _epoch_log(save_dir: Path) -> list[dict[str, str]]:
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
     _offline_ultralytics(request.get("threads"))
+    if request.get("dtype", "float32") == "float64":
+        _float64_ultralytics()
     import torch
     from ultralytics import YOLO
 
@@ -77,12 +103,18 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     peak_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and request["device"] != "cpu" \
         else None
     epochs = _epoch_log(Path(trainer.save_dir))
+    # the last epoch's mean training loss (box + cls + dfl) at full precision (results.csv keeps 5 digits): a
+    # continuous check of the training itself, which the regression suite compares
+    tloss = getattr(trainer, "tloss", None)  # {loss: running mean over the last epoch}; older versions: a tensor
+    train_loss = math.nan if tloss is None else float(sum(tloss.values()) if isinstance(tloss, dict) else tloss.sum())
+    trained_dtype = str(next(trainer.model.parameters()).dtype).removeprefix("torch.")
     seconds = float(epochs[-1]["time"]) if epochs and "time" in epochs[-1] else math.nan
     return {
         "det_map50": float(box.map50), "det_map50_95": float(box.map), "det_precision": float(box.mp),
         "det_recall": float(box.mr), "det_ap50_per_class": ap50, "det_ap50_95_per_class": ap,
         "det_epochs_run": len(epochs), "det_train_seconds": seconds,
         "det_seconds_per_epoch": seconds / len(epochs) if epochs else math.nan,
+        "det_train_loss": train_loss, "det_dtype": trained_dtype,
         "det_peak_mem_mb": peak_mb, "det_weights": str(weights), "det_model": request["model_yaml"],
         "det_image_size": request["imgsz"],
     }

@@ -4,9 +4,10 @@
 >>> scores = get_dialect("mmif").compute(a, b, fused)   # {metric: (B,) float64}
 """
 
-from fusion_bench.metrics._common import MetricsInputError
+from fusion_bench.errors import MetricsInputError
 from fusion_bench.metrics.classes import METRIC_CLASSES, DialectMetrics, FusionMetric
-from fusion_bench.metrics.dialects import DIALECTS, Dialect, MetricSpec, get_dialect
+from fusion_bench.metrics.dialect_base import Dialect, MetricSpec
+from fusion_bench.metrics.dialects import DIALECTS, get_dialect
 from fusion_bench.metrics.folders import pair_folders, score_folders
 
 __all__ = ["DIALECTS", "METRIC_CLASSES", "Dialect", "DialectMetrics", "FusionMetric", "MetricSpec",

@@ -5,12 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fusion_bench.errors import MetricsInputError
+
 # MATLAB rgb2gray coefficients (inverse of the NTSC YIQ transform, as MATLAB computes them).
 MATLAB_GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
-
-
-class MetricsInputError(ValueError):
-    """Inputs that cannot be scored (bad shape, unpaired or unreadable files, size mismatch)."""
 
 
 def check_inputs(a: Tensor, b: Tensor, fused: Tensor, gt: Tensor | None = None) -> None:

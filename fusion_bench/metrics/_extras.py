@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fusion_bench.metrics.dialects import Dialect, Inputs
+from fusion_bench.metrics.dialect_base import Dialect, Inputs
 from fusion_bench.metrics.functional import color, correlation, fmi, information, ssim
 
 

@@ -10,9 +10,12 @@ import math
 
 import torch
 
+from fusion_bench.metrics._common import gray_cv2
 from fusion_bench.metrics._extras import add_extras
-from fusion_bench.metrics.dialects import MMIF, Inputs
+from fusion_bench.metrics.dialect_base import Dialect, Inputs
 from fusion_bench.metrics.functional import basic, correlation, information, qabf, ssim, vif
+
+MMIF = Dialect("mmif", "MMIF-CDDFuse/EMMA utils/Evaluator.py", gray_cv2)
 
 
 def _en(x: Inputs):

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from fusion_bench.metrics._common import gray_matlab
 from fusion_bench.metrics._extras import add_extras
-from fusion_bench.metrics.dialects import TANG, Inputs
+from fusion_bench.metrics.dialect_base import Dialect, Inputs
 from fusion_bench.metrics.functional import basic, correlation, information, qabf, ssim, vif
+
+TANG = Dialect("tang", "Tang's MATLAB kit (Linfeng-Tang/Evaluation-for-Image-Fusion)", gray_matlab)
 
 
 def _moments(x: Inputs) -> correlation.IntegerMoments:

@@ -20,8 +20,10 @@ from torch import Tensor
 
 from fusion_bench.metrics._common import gray_matlab, gray_matlab_double
 from fusion_bench.metrics._extras import add_extras
-from fusion_bench.metrics.dialects import VIFB, Inputs
+from fusion_bench.metrics.dialect_base import Dialect, Inputs
 from fusion_bench.metrics.functional import basic, chen, correlation, information, qabf, ssim
+
+VIFB = Dialect("vifb", "VIFB MATLAB benchmark (xingchenzhang/VIFB)", gray_matlab)
 
 Fn3 = Callable[[Tensor, Tensor, Tensor], Tensor]
 

@@ -14,7 +14,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from fusion_bench.metrics.dialects import DIALECTS, Dialect, get_dialect
+from fusion_bench.metrics.dialect_base import Dialect
+from fusion_bench.metrics.dialects import DIALECTS, get_dialect
 
 
 class FusionMetric(Metric):

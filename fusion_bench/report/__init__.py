@@ -8,8 +8,8 @@ from typing import Any
 
 _EXPORTS = {
     "build_report": "fusion_bench.report.build",
-    "ReportError": "fusion_bench.report.build",
-    "load_reported": "fusion_bench.report.build",
+    "ReportError": "fusion_bench.errors",
+    "load_reported": "fusion_bench.report.sections",
     "format_leaderboard": "fusion_bench.report.formats",
     "FORMATS": "fusion_bench.report.formats",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from fusion_bench.report.formats import HTML_STYLE
 
@@ -37,6 +38,7 @@ span.swatch { display: inline-block; width: 11px; height: 11px; border: 1px soli
   vertical-align: -1px; }
 .legend { font-size: 12px; margin: 4px 0 8px 0; }
 table.leaderboard span.std, table.plain span.std { display: block; }
+span.kit { color: #666; font-size: 11px; }
 table.leaderboard td { vertical-align: top; }
 """
 
@@ -115,3 +117,8 @@ def page(title: str, meta: str, nav: Sequence[tuple[str, str]], sections: Sequen
 
 def section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{e(anchor)}">\n<h2>{e(title)}</h2>\n{body}\n</section>'
+
+
+def rel(path: Path, out: Path) -> str:
+    """`path` relative to the report folder `out`, as the page links it."""
+    return path.relative_to(out).as_posix()

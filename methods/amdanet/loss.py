@@ -10,6 +10,7 @@ from torch import nn
 
 from fusion_bench.base.colour import rgb_to_ycbcr
 from fusion_bench.base.losses import sobel_xy
+from fusion_bench.base.precision import upcast
 from fusion_bench.types import IGNORE_INDEX
 from methods.ssvif.model import to_three_channels as to_rgb
 
@@ -73,7 +74,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IG
     relabels them to class 0 before building its ignore mask, so they count as class 0 (padding included)."""
     if ignore not in DICE_IGNORES:
         raise ValueError(f"dice ignore {ignore!r} unknown; valid: {', '.join(DICE_IGNORES)}")
-    probs = logits.float().softmax(1)
+    probs = upcast(logits).softmax(1)
     ignored = target == ignore_index
     onehot = F.one_hot(torch.where(ignored, 0, target), logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     if ignore == "skip":
@@ -133,19 +134,19 @@ class AMDANetLoss(nn.Module):
                 masked_fused: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """logits/masked_logits: B x K x H x W at the label size; fused: B x 3 x H x W; target: B x H x W;
         valid: B x 1 x H x W (or broadcastable) or None."""
-        vis, ir = vis.float(), ir.float()
+        vis, ir = upcast(vis), upcast(ir)
         valid = valid.float() if valid is not None else None
-        out = {"loss_seg": F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)}
-        out.update(self.fusion_terms(fused.float(), vis, ir, valid))
+        out = {"loss_seg": F.cross_entropy(upcast(logits), target, ignore_index=IGNORE_INDEX)}
+        out.update(self.fusion_terms(upcast(fused), vis, ir, valid))
         total = self.w_seg * out["loss_seg"] + self.w_fus * out["loss_fus"]
         if masked_logits is not None and self.w_cr:
             if self.cr == "paper":
-                out["loss_cr"] = consistency_loss(masked_logits.float(), logits.float(), target)
+                out["loss_cr"] = consistency_loss(upcast(masked_logits), upcast(logits), target)
             else:
                 if masked_fused is None:
                     raise ValueError("cr_mode 'code' needs the masked branch's fused image (masked_fused)")
-                ce = F.cross_entropy(masked_logits.float(), target, ignore_index=IGNORE_INDEX)
-                fus = self.fusion_terms(masked_fused.float(), vis, ir, valid)["loss_fus"]
+                ce = F.cross_entropy(upcast(masked_logits), target, ignore_index=IGNORE_INDEX)
+                fus = self.fusion_terms(upcast(masked_fused), vis, ir, valid)["loss_fus"]
                 out["loss_cr"] = 0.5 * (ce + fus)
             total = total + self.w_cr * out["loss_cr"]
         if self.w_dice:

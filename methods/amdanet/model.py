@@ -11,17 +11,15 @@ differences to the authors' code. Own implementation.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import stochastic_depth
 
-from fusion_bench.evaluators.segmentation import MIT_HEADS, MIT_VARIANTS
+from fusion_bench.evaluators.segformer import MIT_HEADS, MIT_VARIANTS
 
 MIT_SR_RATIOS = (8, 4, 2, 1)  # spatial reduction of keys/values per stage (SegFormer, all variants)
 MIT_PATCH = ((7, 4), (3, 2), (3, 2), (3, 2))  # (kernel, stride) of the overlapping patch embeddings
@@ -541,57 +539,3 @@ def _init_code_head(head: nn.Module, bn_eps: float = 0.01, bn_momentum: float = 
             m.eps, m.momentum = bn_eps, bn_momentum
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-
-# ------------------------------------------------------------------------------------------------
-# ImageNet MiT weights (local file only)
-# ------------------------------------------------------------------------------------------------
-
-
-_MIT_KEY = re.compile(r"(patch_embed|block|norm)(\d+)\.(.+)")
-
-
-def convert_mit_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an ImageNet MiT checkpoint of the SegFormer release (`mit_b4.pth`: patch_embed{i}, block{i}.{j},
-    norm{i}, attn.{q,kv,proj,sr,norm}, mlp.{fc1,dwconv.dwconv,fc2}) to one stream of this encoder
-    (`{stage}.patch_embed`, `{stage}.blocks.{j}.attn.{q,kv,proj,sr_conv,sr_norm}`, `mlp.dwconv`, `{stage}.norm`).
-    The classification head is dropped."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("head."):
-            continue
-        match = _MIT_KEY.fullmatch(key)
-        if match is None:
-            raise KeyError(f"unexpected key {key!r} in the MiT checkpoint")
-        kind, stage, rest = match.group(1), int(match.group(2)) - 1, match.group(3)
-        if kind == "norm":
-            out[f"{stage}.norm.{rest}"] = value
-            continue
-        target = "blocks" if kind == "block" else kind
-        rest = (rest.replace("attn.sr.", "attn.sr_conv.").replace("attn.norm.", "attn.sr_norm.")
-                .replace("mlp.dwconv.dwconv.", "mlp.dwconv."))
-        out[f"{stage}.{target}.{rest}"] = value
-    return out
-
-
-def load_mit_weights(model: AMDANetModel, path: str | Path) -> int:
-    """Load ImageNet MiT weights from an explicit local file into both encoder streams (never downloads).
-
-    Returns the number of tensors loaded per stream. Raises FileNotFoundError when `path` does not exist and
-    ValueError when its shapes do not fit the encoder (e.g. a B2 file for a B4 encoder)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained: MiT weights file {path} not found (give a local mit_b*.pth; "
-                                "nothing is downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict):
-        state = state.get("state_dict", state.get("model", state))
-    converted = convert_mit_state_dict(state)
-    for stream in (model.encoder_ir, model.encoder_vis):
-        own = stream.state_dict()
-        mismatched = sorted(k for k, v in converted.items() if k not in own or own[k].shape != v.shape)
-        if mismatched:
-            raise ValueError(f"pretrained: {path} does not fit the encoder ({len(mismatched)} keys missing or of "
-                             f"another shape, e.g. {mismatched[:3]})")
-        stream.load_state_dict(converted, strict=True)
-    return len(converted)

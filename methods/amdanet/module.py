@@ -10,9 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from fusion_bench.base import SegFusionMethod
+from fusion_bench.base.precision import upcast
 from fusion_bench.types import IGNORE_INDEX, MASK, VALID, Task
+from fusion_bench.weights.pretrained import resolve_pretrained
+from fusion_bench.weights.zoo import WeightsError
 from methods.amdanet.loss import AMDANetLoss, to_rgb
-from methods.amdanet.model import AMDANetModel, MiTConfig, load_mit_weights
+from methods.amdanet.model import AMDANetModel, MiTConfig
+from methods.amdanet.pretrained import load_mit_weights
 
 MFML_MODES = ("paper", "code", "off")
 FUSED_OUTPUTS = ("clamp", "minmax")
@@ -113,6 +117,15 @@ class AMDANet(SegFusionMethod):
         if not 0.0 < eval_stride_rate <= 1.0:
             raise ValueError(f"eval_stride_rate must be in (0, 1], got {eval_stride_rate}")
         config = MiTConfig.build(encoder, hidden_sizes, depths, heads, sr_ratios, drop_path_rate)
+        # ImageNet MiT weights for both streams: `zoo:mit_b4` (the paper presets) or a local path, resolved before the
+        # network is built (a reference that cannot be served fails fast with a WeightsError naming the file and the
+        # `pretrained: null` ablation: never silently from scratch); null trains from scratch
+        try:
+            self.pretrained_weights = resolve_pretrained(pretrained) if pretrained else None
+        except WeightsError as err:
+            raise WeightsError(f"pretrained {pretrained}: {str(err).removeprefix(f'{pretrained}: ')}; put the file "
+                               "there, pass --set model.pretrained=PATH, or run the from-scratch ablation with --set "
+                               "model.pretrained=null") from err
         self.net = AMDANetModel(num_classes, config, decoder_dim=decoder_dim, fusion_width=fusion_width, tau=tau,
                                 lambda_init=lambda_init, sci_gate=sci_gate, sci_swap_streams=sci_swap_streams,
                                 learn_lambda=learn_lambda, local_mode=local_mode, spatial_kernel=spatial_kernel,
@@ -120,8 +133,8 @@ class AMDANet(SegFusionMethod):
         self.criterion = AMDANetLoss(w_seg=w_seg, w_fus=w_fus, w_cr=w_cr, fusion=fusion_loss, cr=cr_mode,
                                      gamma=gamma, contrast=contrast, w_dice=w_dice, w_dice_masked=w_dice_masked,
                                      dice_ignore=dice_ignore)
-        if pretrained:
-            load_mit_weights(self.net, pretrained)
+        if self.pretrained_weights is not None and not next(self.net.parameters()).is_meta:  # meta: a config check
+            load_mit_weights(self.net, self.pretrained_weights.path)
         self.mfml, self.mfml_ratio = mfml, mfml_ratio
         self.eval_window = tuple(eval_window) if eval_window else None
         self.fuse_window = tuple(fuse_window) if fuse_window else None
@@ -166,9 +179,9 @@ class AMDANet(SegFusionMethod):
         if self.fuse_window is not None:
             h, w = ir.shape[-2:]
             (ir_p, vis_p), top, left = center_pad([ir, vis], *self.fuse_window)
-            fused = self._fuse(ir_p, vis_p)[..., top:top + h, left:left + w].float()
+            fused = upcast(self._fuse(ir_p, vis_p)[..., top:top + h, left:left + w])
         else:
-            fused = self._fuse(ir, vis).float()
+            fused = upcast(self._fuse(ir, vis))
         if self.fused_output == "minmax":
             low = fused.amin(dim=(1, 2, 3), keepdim=True)
             span = (fused.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-12)
@@ -179,8 +192,8 @@ class AMDANet(SegFusionMethod):
         """Logits at the input size; with `eval_window`, the authors' sliding-window evaluation."""
         ir, vis = self.prepare_inputs(x1, x2)
         if self.eval_window is not None:
-            return sliding_window(self._segment, ir, vis, self.eval_window, self.eval_stride_rate).float()
-        return self._segment(ir, vis).float()
+            return upcast(sliding_window(self._segment, ir, vis, self.eval_window, self.eval_stride_rate))
+        return upcast(self._segment(ir, vis))
 
     # -- training -------------------------------------------------------------------------------------
     def _batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -8,7 +8,6 @@ luminance. Layout read from the authors' code (see README.md); own implementatio
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -174,47 +173,3 @@ def mean_gate(gates: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     """The average of the per-level gates, each bilinearly resized to `size` (Bx1xHxW, in [0, 1])."""
     return torch.stack([F.interpolate(g, size=size, mode="bilinear", align_corners=False) for g in gates]).mean(0)
 
-
-_OFFICIAL_PROJECTIONS = {"q_v": "q_vis", "k_v": "k_vis", "v_v": "v_vis", "q_i": "q_ir", "k_i": "k_ir", "v_i": "v_ir"}
-_OFFICIAL_UNUSED = ("adjust_channels3.", "module4.", "module5.")
-
-
-def convert_official_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a state dict of the authors' 3-level `Network` (e.g. their released `best.pth`) to `CFINet(dim=32)`.
-
-    encoder_{ir,vis}.module{1,2,3} -> encoder_*.stages.{0,1,2}; cfi{5,4,3} -> cfi.{0,1,2} (fine -> coarse) with
-    q_v/k_v/v_v/q_i/k_i/v_i -> q_vis/.../v_ir; adjust_channels{5,4} -> decoder.{0,1}; final_decoder -> head.
-    Modules the authors build but never use (adjust_channels3, module4, module5) are dropped. A leading
-    `module.` (DataParallel) is stripped.
-    """
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith(_OFFICIAL_UNUSED):
-            continue
-        head, _, rest = key.partition(".")
-        if head in ("encoder_ir", "encoder_vis") and rest.startswith("module"):
-            level, _, tail = rest[len("module"):].partition(".")
-            new = f"{head}.stages.{int(level) - 1}.{tail}"
-        elif head in ("cfi3", "cfi4", "cfi5"):
-            name, _, tail = rest.partition(".")
-            new = f"cfi.{5 - int(head[-1])}.{_OFFICIAL_PROJECTIONS.get(name, name)}.{tail}"
-        elif head in ("adjust_channels4", "adjust_channels5"):
-            new = f"decoder.{5 - int(head[-1])}.{rest}"
-        elif head == "final_decoder":
-            new = f"head.{rest}"
-        else:
-            raise KeyError(f"unexpected key {key!r} in the authors' state dict")
-        out[new] = value
-    return out
-
-
-def load_official_weights(net: CFINet, path: str | Path) -> None:
-    """Load the authors' released weights from an explicit local file into a `CFINet(dim=32, levels=3, tokens=8)`
-    (never downloads). The authors' network takes (visible, infrared); `CFINet` takes (infrared, visible) and
-    maps the weights accordingly."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    net.load_state_dict(convert_official_state_dict(state), strict=True)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_bench.base.losses import gradient_loss, intensity_loss
+from fusion_bench.base.precision import upcast
 
 LEVELS = ("pixel", "block", "global")
 PROTO_NOISES = ("paper", "per_dim", "none")
@@ -50,7 +51,7 @@ def cross_correlations(features: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     """Mean squared cosine between the channels of F_c/F_m, F_c/F_t, F_m/F_t (channels normalised over tokens):
     ||Fhat_i^T Fhat_j||_F^2 / d^2 averaged over the batch, detached (for logging)."""
     with torch.no_grad():
-        c, m, t = (_channel_normalise(f.float()) for f in features)
+        c, m, t = (_channel_normalise(upcast(f)) for f in features)
         d = c.shape[-1]
         return {name: ((a.transpose(1, 2) @ b) ** 2).sum((1, 2)).mean() / d**2
                 for name, (a, b) in (("xcorr_cm", (c, m)), ("xcorr_ct", (c, t)), ("xcorr_mt", (m, t)))}
@@ -65,16 +66,16 @@ def orthogonality_loss(features: list[tuple[torch.Tensor, torch.Tensor, torch.Te
     normalize (ours, default): channels normalised over the tokens first and the d x d squared cosines averaged
     instead of summed, so each pair term lies in [0, 1] (at most 12 in all); the literal raw form
     (`normalize=False`) grows like d^2 L and swamps the fusion loss (see README)."""
-    total = features[0][0].new_zeros((), dtype=torch.float32)
+    total = features[0][0].new_zeros((), dtype=upcast(features[0][0]).dtype)
     for triple in features:
-        feats = [f.float() for f in triple]
+        feats = [upcast(f) for f in triple]
         if normalize:
             feats = [_channel_normalise(f) for f in feats]
         scale = 1.0 / feats[0].shape[-1] ** 2 if normalize else 1.0
         for i in range(3):
             for j in range(i + 1, 3):  # each unordered pair counts twice (ordered pairs, as Eq. 4)
                 total = total + 2 * scale * ((feats[i].transpose(1, 2) @ feats[j]) ** 2).sum((1, 2)).mean()
-    reg = sum(((q.T @ q - torch.eye(q.shape[1], device=q.device)) ** 2).sum() for q in bases)
+    reg = sum(((q.T @ q - torch.eye(q.shape[1], device=q.device, dtype=q.dtype)) ** 2).sum() for q in bases)
     return total + lambda_reg * reg
 
 
@@ -85,7 +86,7 @@ def alignment_loss(task_embedding: torch.Tensor, tasks: torch.Tensor, prototypes
                    kappa: float = 16.0) -> torch.Tensor:
     """vMF contrastive alignment: -mean_i log softmax_j(kappa f_t,i . p_j)[k_i] (mean over the batch instead of
     Eq. 7's sum, ours). Prototypes are detached; with K = 1 the loss is exactly 0."""
-    logits = kappa * task_embedding.float() @ prototypes.detach().float().T
+    logits = kappa * upcast(task_embedding) @ upcast(prototypes.detach()).T
     return F.cross_entropy(logits, tasks.long())
 
 
@@ -95,7 +96,7 @@ def alignment_loss(task_embedding: torch.Tensor, tasks: torch.Tensor, prototypes
 def symmetric_infonce(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
     """Symmetric InfoNCE of Eq. 9 over the last-but-one axis: positives on the diagonal. z1, z2: (... x N x e),
     unit norm; the logits z1 z2^T / tau are float32. Returns the mean over the leading axes and positives."""
-    logits = (z1.float() @ z2.float().transpose(-1, -2)) / tau
+    logits = (upcast(z1) @ upcast(z2).transpose(-1, -2)) / tau
     target = torch.arange(logits.shape[-1], device=logits.device).expand(logits.shape[:-1])
     forward = F.cross_entropy(logits.flatten(0, -2), target.flatten())
     backward = F.cross_entropy(logits.transpose(-1, -2).flatten(0, -2), target.flatten())
@@ -133,12 +134,12 @@ def global_terms(g1: torch.Tensor, g2: torch.Tensor, tau: float,
                  symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The two parts of Eq. 11: the InfoNCE -mean_i log softmax_k(g1_i . g2_k / tau)[i] (one direction, as the
     paper; `symmetric` averages both directions) and the spectral term mean_i ||g1_i - g2_i||^2. g: B x e."""
-    logits = (g1.float() @ g2.float().T) / tau
+    logits = (upcast(g1) @ upcast(g2).T) / tau
     target = torch.arange(len(logits), device=logits.device)
     nce = F.cross_entropy(logits, target)
     if symmetric:
         nce = (nce + F.cross_entropy(logits.T, target)) / 2
-    return nce, ((g1.float() - g2.float()) ** 2).sum(-1).mean()
+    return nce, ((upcast(g1) - upcast(g2)) ** 2).sum(-1).mean()
 
 
 def global_loss(g1: torch.Tensor, g2: torch.Tensor, tau: float, lambda_spectral: float = 0.1,
@@ -194,7 +195,7 @@ class GranularityWeights(nn.Module):
         if self.mode != "paper" or not self.levels:
             return self.current()
         mask = self._mask()
-        estimate = torch.stack([mhat[level].detach().float() if level in mhat else self.mi.new_zeros(())
+        estimate = torch.stack([upcast(mhat[level].detach()) if level in mhat else self.mi.new_zeros(())
                                 for level in LEVELS])
 
         def softmax(values: torch.Tensor) -> torch.Tensor:
@@ -220,7 +221,7 @@ def spherical_kmeans(x: torch.Tensor, k: int, iterations: int = 20,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Spherical k-means (cosine assignments, normalised means) with k-means++ seeding; returns (centroids k x d
     unit norm, labels). A cluster that empties keeps its previous centroid."""
-    x = F.normalize(x.float(), dim=-1)
+    x = F.normalize(upcast(x), dim=-1)
     if len(x) < k:
         raise ValueError(f"k-means needs at least k = {k} points, got {len(x)}")
     first = int(torch.randint(len(x), (1,), generator=generator))
@@ -293,9 +294,11 @@ class TaskPrototypes(nn.Module):
     @torch.no_grad()
     def observe(self, f: torch.Tensor, tasks: torch.Tensor) -> None:
         """Warm-up: accumulate f_t per task (and the points themselves for pseudo-task k-means)."""
-        f, tasks = f.detach().float().cpu(), tasks.detach().long().cpu()
+        f, tasks = f.detach().to(self.prototypes.dtype).cpu(), tasks.detach().long().cpu()
+        if self._sums.dtype != f.dtype:  # the accumulators follow the module's dtype (e.g. float64 training)
+            self._sums, self._counts = self._sums.to(f.dtype), self._counts.to(f.dtype)
         self._sums.index_add_(0, tasks, f)
-        self._counts.index_add_(0, tasks, torch.ones(len(tasks)))
+        self._counts.index_add_(0, tasks, torch.ones(len(tasks), dtype=self._counts.dtype))
         if self.kmeans and sum(len(p) for p in self._points) < self.max_warmup_points:
             self._points.append(f)
 
@@ -322,12 +325,12 @@ class TaskPrototypes(nn.Module):
     @torch.no_grad()
     def assign(self, f: torch.Tensor) -> torch.Tensor:
         """Pseudo-task labels: the nearest prototype by cosine."""
-        return (f.detach().float() @ self.prototypes.T).argmax(1)
+        return (upcast(f.detach()) @ self.prototypes.to(upcast(f).dtype).T).argmax(1)
 
     @torch.no_grad()
     def update(self, f: torch.Tensor, tasks: torch.Tensor, generator: torch.Generator) -> None:
         """One step of Eq. 6 for every task present in the batch, then the repulsion step."""
-        f = f.detach().float()
+        f = upcast(f.detach())
         for k in torch.unique(tasks).tolist():
             members = f[tasks == k]
             if not bool(self.ready[k]):  # first sight after the warm-up: start from this batch's mean

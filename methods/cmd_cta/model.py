@@ -27,6 +27,7 @@ from torch import nn
 
 from fusion_bench.base.losses import sobel_magnitude
 from fusion_bench.base.method import check_source_pair
+from fusion_bench.base.precision import upcast
 from fusion_bench.ops import selective_scan
 from methods.swinfusion.model import pad_to_multiple, swin_stage
 
@@ -113,10 +114,12 @@ class SS2D(nn.Module):
         dts, b_s, c_s = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
         length = h * w
-        with _no_autocast(x.device):  # the scan runs in float32 even under mixed precision
-            y = selective_scan(xs.float().reshape(b, -1, length), dts.float().reshape(b, -1, length),
-                               -torch.exp(self.A_logs.float()), b_s.float(), c_s.float(), self.Ds.float(),
-                               delta_bias=self.dt_projs_bias.float().reshape(-1), delta_softplus=True,
+        # the scan runs in float32 even under mixed precision (in float64 when the block is float64)
+        dtype = torch.float64 if self.Ds.dtype == torch.float64 else torch.float32
+        with _no_autocast(x.device):
+            y = selective_scan(xs.to(dtype).reshape(b, -1, length), dts.to(dtype).reshape(b, -1, length),
+                               -torch.exp(self.A_logs.to(dtype)), b_s.to(dtype), c_s.to(dtype), self.Ds.to(dtype),
+                               delta_bias=self.dt_projs_bias.to(dtype).reshape(-1), delta_softplus=True,
                                impl=self.scan["impl"], chunk=self.scan["chunk"],
                                chunks_per_group=self.scan["chunks_per_group"], intra=self.scan["intra"])
         y = self.cross_merge(y.view(b, self.directions, self.d_inner, length), h, w)
@@ -208,18 +211,18 @@ class OrthogonalDecomposition(nn.Module):
             self.W = nn.Parameter(torch.randn(3, proj_dim, sub_dim) * proj_dim**-0.5)
 
     def bases(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(Q_c, Q_m, Q_t), each D x d, float32."""
+        """(Q_c, Q_m, Q_t), each D x d, float32 (float64 for float64 weights)."""
         d = self.sub_dim
         if self.mode == "linear":
-            return self.W[0].float(), self.W[1].float(), self.W[2].float()
+            return upcast(self.W[0]), upcast(self.W[1]), upcast(self.W[2])
         with _no_autocast(self.A.device):
             if self.mode == "exact":
-                a = self.A.float()
+                a = upcast(self.A)
                 r = torch.linalg.matrix_exp(a - a.T)
                 return r[:, :d], r[:, d:2 * d], r[:, 2 * d:3 * d]
-            a, w = self.A.float(), self.W.float()
+            a, w = upcast(self.A), upcast(self.W)
             rot = torch.linalg.matrix_exp(a - a.transpose(1, 2))
-            eye = torch.eye(a.shape[-1], device=a.device)
+            eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
             q_c = rot[0] @ w[0]
             q_m = rot[1] @ (eye - q_c @ q_c.T) @ w[1]
             q_t = rot[2] @ (eye - q_c @ q_c.T - q_m @ q_m.T) @ w[2]
@@ -250,7 +253,7 @@ class TaskHead(nn.Module):
         return (self.score(f).softmax(dim=1) * f).sum(dim=1)
 
     def forward(self, f_t1: torch.Tensor, f_t2: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp((self.pool(f_t1) + self.pool(f_t2)) / 2).float(), dim=-1)
+        return F.normalize(upcast(self.mlp((self.pool(f_t1) + self.pool(f_t2)) / 2)), dim=-1)
 
 
 class ContrastHeads(nn.Module):
@@ -264,7 +267,7 @@ class ContrastHeads(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """g(f), unit norm (float32)."""
-        return F.normalize(self.proj(f).float(), dim=-1)
+        return F.normalize(upcast(self.proj(f)), dim=-1)
 
     def embed(self, f: torch.Tensor) -> torch.Tensor:
         return self(f)

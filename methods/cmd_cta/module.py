@@ -9,6 +9,7 @@ import torch
 from fusion_bench.base import LuminanceFusionMethod
 from fusion_bench.base.colour import split_luminance
 from fusion_bench.base.mixture import TASK_ID
+from fusion_bench.base.precision import upcast
 from methods.cmd_cta.loss import (
     LEVELS,
     FusionLoss,
@@ -176,7 +177,7 @@ class CMDCTAFusion(LuminanceFusionMethod):
         for level in mhat:
             mhat[level] = mhat[level].to(c1.device) - bound_terms[f"loss_{level}"].detach()
         weights = self.granularity.update(mhat) if training else self.granularity.current()
-        total = c1.new_zeros((), dtype=torch.float32)
+        total = c1.new_zeros((), dtype=upcast(c1).dtype)
         for i, level in enumerate(LEVELS):
             if level in levels:
                 total = total + weights[i] * terms[f"loss_{level}"]

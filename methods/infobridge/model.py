@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_bench.base.precision import upcast
+
 CRITICS = ("mlp", "bilinear")
 NEGATIVES = ("same_class", "any", "other_class")
 
@@ -69,7 +71,7 @@ def build_critic(kind: str, dim_a: int, dim_v: int, num_conditions: int, hidden:
 def spherical_kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 20) -> torch.Tensor:
     """k unit-norm centroids of the rows of `x` (normalised first): k distinct random rows as the start, then
     `iters` rounds of cosine assignment and re-normalised means (an empty cluster keeps its centroid)."""
-    x = F.normalize(x.float(), dim=1)
+    x = F.normalize(upcast(x), dim=1)
     if len(x) < k:
         raise ValueError(f"spherical k-means needs at least k={k} points, got {len(x)}")
     centroids = x[torch.randperm(len(x), generator=generator)[:k].to(x.device)].clone()
@@ -104,13 +106,13 @@ class ConditionAssigner(nn.Module):
 
     @staticmethod
     def _joint(za: torch.Tensor, zv: torch.Tensor) -> torch.Tensor:
-        return F.normalize(torch.cat([za, zv], dim=1).float(), dim=1)
+        return F.normalize(upcast(torch.cat([za, zv], dim=1)), dim=1)
 
     @staticmethod
     def _similarity(za: torch.Tensor, zv: torch.Tensor) -> torch.Tensor:
         if za.shape[1] != zv.shape[1]:
             raise ValueError("condition retrieval needs audio and visual features of the same size")
-        return F.cosine_similarity(F.layer_norm(za.float(), za.shape[1:]), F.layer_norm(zv.float(), zv.shape[1:]))
+        return F.cosine_similarity(F.layer_norm(upcast(za), za.shape[1:]), F.layer_norm(upcast(zv), zv.shape[1:]))
 
     @property
     def refits(self) -> bool:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from fusion_bench.base.precision import cast_floating, model_dtype
 from fusion_bench.data.transforms import collate_samples
 from fusion_bench.types import TARGET
 from methods.av_balance.module import AVClassifier
@@ -103,7 +104,8 @@ class PMRClassifier(AVClassifier):
         for i, batch in enumerate(loader):
             if i >= n_batches:
                 break
-            batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = cast_floating({k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                                   for k, v in batch.items()}, model_dtype(self))  # e.g. float64 training
             za, zv = self.features(batch)
             sa, c = class_means(za, batch[TARGET], self.num_classes)
             sv, _ = class_means(zv, batch[TARGET], self.num_classes)

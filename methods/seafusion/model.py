@@ -143,7 +143,7 @@ class SemanticSegmenter(nn.Module):
     def __init__(self, num_classes: int, segformer: dict[str, Any] | None = None, aux_stage: int = 2,
                  aux_channels: int = 64, normalize: bool = False):
         super().__init__()
-        from fusion_bench.evaluators.segmentation import IMAGENET_MEAN, IMAGENET_STD, build_segformer
+        from fusion_bench.evaluators.segformer import IMAGENET_MEAN, IMAGENET_STD, build_segformer
         from methods.ssvif.model import segformer_config
 
         if num_classes < 2:

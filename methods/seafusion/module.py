@@ -21,6 +21,8 @@ from torch import nn
 from fusion_bench.base import LuminanceFusionMethod
 from fusion_bench.base.colour import fuse_on_luminance, split_luminance
 from fusion_bench.types import MASK, Task
+from fusion_bench.weights.pretrained import is_zoo_ref, resolve_pretrained
+from fusion_bench.weights.zoo import ResolvedWeights, WeightsError
 from methods.seafusion.loss import SeAFusionContentLoss, SemanticLoss
 from methods.seafusion.model import SeAFusionNet, SemanticSegmenter
 from methods.seafusion.schedule import FUSION, Phase, RoundSchedule
@@ -120,6 +122,7 @@ class SeAFusion(SeAFusionContent):
         from methods.ssvif.model import segformer_config
 
         segformer_config(segformer)  # fail on a bad SegFormer config now, not when training starts
+        self.segmenter_weights = self._resolve_segmenter_weights((segformer or {}).get("pretrained"))
         self.num_classes = num_classes
         self.rounds, self.fusion_epochs, self.fusion_steps = rounds, fusion_epochs, fusion_steps
         self.seg_steps, self.seg_after_last_round = seg_steps, seg_after_last_round
@@ -141,6 +144,21 @@ class SeAFusion(SeAFusionContent):
         self.step_index = 0  # schedule steps done
         self.phase: Phase | None = None
         self.seg_iter = 0  # segmenter iterations done over all rounds (the authors' `it`)
+
+    @staticmethod
+    def _resolve_segmenter_weights(pretrained: str | None) -> ResolvedWeights | None:
+        """The segmenter's ImageNet initialisation (`zoo:mit_b0` in the paper preset), resolved now: a reference that
+        cannot be served fails before any work (WeightsError naming the file and the from-scratch override), not when
+        the segmenter is built at the start of fitting."""
+        if not is_zoo_ref(pretrained):
+            return None
+        try:
+            return resolve_pretrained(pretrained)
+        except WeightsError as err:
+            raise WeightsError(f"segformer.pretrained {pretrained}: {str(err).removeprefix(f'{pretrained}: ')}; put "
+                               "the file there, pass --set "
+                               "model.segformer.pretrained=PATH, or run the from-scratch ablation with --set "
+                               "model.segformer.pretrained=null") from err
 
     # ------------------------------------------------------------------ networks and optimisers
     def build_segmenter(self) -> SemanticSegmenter:

@@ -72,7 +72,7 @@ class FusedImageSegmenter(nn.Module):
 
     def __init__(self, num_classes: int, segformer: dict[str, Any] | None = None):
         super().__init__()
-        from fusion_bench.evaluators.segmentation import build_segformer
+        from fusion_bench.evaluators.segformer import build_segformer
 
         self.model = build_segformer(segformer_config(segformer), num_classes)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

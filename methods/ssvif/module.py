@@ -18,6 +18,7 @@ import lightning as L
 import torch
 
 from fusion_bench.base import FusionMethod
+from fusion_bench.base.precision import upcast
 from fusion_bench.types import Task
 from methods.ssvif.backbones import build_backbone
 from methods.ssvif.callbacks import EARLY_STOPPING_KEYS, StageTwoEarlyStopping
@@ -209,7 +210,7 @@ class SSVIF(FusionMethod):
         params = [p for p in self.fusion.parameters() if p.requires_grad]
         scale = self._amp_loss_scale()
         grads = torch.autograd.grad(loss * scale, params, retain_graph=True, allow_unused=True)
-        squares = [g.float().pow(2).sum() for g in grads if g is not None]
+        squares = [upcast(g).pow(2).sum() for g in grads if g is not None]
         if not squares:
             return loss.new_zeros((), dtype=torch.float32)
         return torch.stack(squares).sum().sqrt() / scale

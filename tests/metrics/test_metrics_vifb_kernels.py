@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from fusion_bench.metrics import get_dialect
-from fusion_bench.metrics._vifb import channels, distinct_channels
-from fusion_bench.metrics.dialects import VIFB, Inputs
+from fusion_bench.metrics._vifb import VIFB, channels, distinct_channels
+from fusion_bench.metrics.dialect_base import Inputs
 from fusion_bench.metrics.functional import chen, filters, qabf, ssim
 from fusion_bench.metrics.functional.basic import filter3x3
 
