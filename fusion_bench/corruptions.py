@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Context, Decimal
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -119,7 +119,7 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return z - 6.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gamma_table(gamma: str) -> np.ndarray:
     """255 * (q / 255) ** gamma for q = 0..255, computed in 40-digit decimal arithmetic, as float64."""
     ctx = Context(prec=40)
