@@ -1,0 +1,300 @@
+"""The robustness protocol (`fusion-bench bench --protocol robust`) and cross-dataset shift (`--train-dataset A`).
+
+A robust run trains the method (as the standard protocol does, same seed, same order of set-up) on the training
+dataset (the scored dataset itself, or `--train-dataset A`), then fuses the scored dataset's test split once clean
+(severity 0) and once per (corruption, modality, severity) of the protocol's list with the test-time corruptions of
+fusion_bench.corruptions applied to the inputs, and scores every fused image against the CLEAN sources (so a method
+that passes noise through is penalised). The corruption list, the mCE baseline and the mCE metric come from
+benchmarks/protocols/robust.yaml, overridden key by key by a dataset protocol's `robust:` mapping; `--corruptions`
+picks a subset (`none`: the clean row alone, e.g. for the cross-dataset matrix).
+
+Rows: one per (method, seed, corruption, modality, severity), with the clean row as corruption `none`, severity 0
+(its numbers are the standard protocol's row bit for bit: same model, same inputs, same scorer), in
+`<leaderboard_dir>/robust/raw/<dataset>.csv` (append-only, like the standard raw CSVs; the standard leaderboard
+never reads them). They carry `train_dataset` (empty when it is the scored dataset), `protocol` (robust) and
+`corruption_hash` (the corruption list and the corruption code's version). The aggregate (mean over severities, CE
+and mCE against the baseline method) is fusion_bench.benchmark.robust_table. Outputs: `<out>/robust/<method>/<dataset
+or A-to-B>/<preset>/<config_hash>/test-<split_hash>/seed<k>/<label>/` (fused/, metrics_per_image.csv).
+
+Metrics only: the downstream evaluators are not run on corrupted images yet (`--downstream` other than none/protocol
+is refused).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fusion_bench.benchmark.protocol import PROTOCOL_DIR, config_hash
+from fusion_bench.benchmark.results import path_name, run_directory
+from fusion_bench.benchmark.spec import BenchSpec, PreparedRun
+from fusion_bench.corruptions import CORRUPTIONS, SEVERITIES, check_corruption
+from fusion_bench.errors import BenchError
+
+ROBUST_FILE = PROTOCOL_DIR / "robust.yaml"
+CORRUPTIONS_VERSION = 1  # bump when fusion_bench/corruptions.py changes what any corruption computes
+ROBUST_COLUMNS = ("train_dataset", "protocol", "corruption", "modality", "severity", "corruption_hash")
+CLEAN = "none"
+
+
+@dataclass(frozen=True)
+class CorruptionEntry:
+    """One row group of the protocol: a corruption on modality a, b or both, at severities 1..5."""
+
+    name: str
+    modality: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.modality}"
+
+
+@dataclass
+class RobustSettings:
+    """The protocol's settings for one dataset (robust.yaml under the dataset protocol's `robust:` mapping)."""
+
+    entries: list[CorruptionEntry]
+    baseline: str
+    mce_metric: str
+    mce_best: float
+    source: str  # where they were read (for messages)
+
+    @property
+    def corruption_hash(self) -> str:
+        return config_hash({"entries": [[e.name, e.modality] for e in self.entries], "severities": list(SEVERITIES),
+                            "version": CORRUPTIONS_VERSION})
+
+
+@dataclass
+class RobustPlan:
+    """A checked robust request: the run scored (its dataset's test split), the run trained (the same, or the
+    `--train-dataset` one), the settings."""
+
+    run: PreparedRun
+    train: PreparedRun
+    settings: RobustSettings
+
+    @property
+    def train_dataset(self) -> str:
+        """The row's `train_dataset`: empty when the method trains on the scored dataset."""
+        return "" if self.train is self.run else self.train.spec.dataset
+
+    def run_dir(self, seed: int) -> Path:
+        s = self.run.spec
+        where = s.dataset if self.train is self.run else f"{path_name(self.train.spec.dataset)}-to-{s.dataset}"
+        return run_directory(Path(s.out) / "robust", s.method, where, s.preset, self.train.config_hash,
+                             self.run.split_hash, seed)
+
+
+def robust_raw_path(leaderboard_dir: str | Path, dataset: str) -> Path:
+    return Path(leaderboard_dir) / "robust" / "raw" / f"{dataset}.csv"
+
+
+def _entries(value: Any, where: str) -> list[CorruptionEntry]:
+    if not isinstance(value, list):
+        raise BenchError(f"{where}: `corruptions` must be a list of {{name: ..., modality: a|b|both}}")
+    entries = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) - {"name", "modality"} or "name" not in item:
+            raise BenchError(f"{where}: corruption entry {item!r}: expected {{name: NAME, modality: a|b|both}}")
+        name = str(item["name"])
+        modality = str(item.get("modality", CORRUPTIONS.get(name, CORRUPTIONS["gaussian_noise"]).modalities[0]))
+        try:
+            check_corruption(name, modality)
+        except ValueError as err:
+            raise BenchError(f"{where}: {err}") from err
+        entries.append(CorruptionEntry(name, modality))
+    if len(set(entries)) != len(entries):
+        raise BenchError(f"{where}: a (corruption, modality) pair is listed twice")
+    return entries
+
+
+def load_settings(protocol: dict[str, Any], dialect_metrics: Sequence[str] | None = None) -> RobustSettings:
+    """robust.yaml with the dataset protocol's `robust:` keys over it; BenchError naming the file and key."""
+    try:
+        base = yaml.safe_load(ROBUST_FILE.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise BenchError(f"{ROBUST_FILE}: cannot read the robustness protocol ({err})") from err
+    own = protocol.get("robust") or {}
+    where = f"{ROBUST_FILE}" + (f" (with the `robust:` keys of the {protocol.get('dataset')} protocol)" if own else "")
+    if not isinstance(own, dict):
+        raise BenchError(f"protocol of {protocol.get('dataset')!r}: `robust:` must be a mapping")
+    merged = {**base, **own}
+    unknown = sorted(set(merged) - {"corruptions", "baseline", "mce_metric", "mce_best"})
+    if unknown:
+        raise BenchError(f"{where}: unknown key {unknown[0]!r} (keys: corruptions, baseline, mce_metric, mce_best)")
+    metric = str(merged.get("mce_metric", "Qabf"))
+    if dialect_metrics is not None and metric not in dialect_metrics:
+        raise BenchError(f"{where}: mce_metric {metric!r} is not scored here (metrics: {', '.join(dialect_metrics)})")
+    try:
+        best = float(merged.get("mce_best", 1.0))
+    except (TypeError, ValueError) as err:
+        raise BenchError(f"{where}: mce_best must be a number") from err
+    return RobustSettings(_entries(merged.get("corruptions", []), where), str(merged.get("baseline", "mean")),
+                          metric, best, where)
+
+
+def select_entries(settings: RobustSettings, corruptions: str | Sequence[str] | None) -> list[CorruptionEntry]:
+    """`--corruptions`: None = the protocol's list; `none` = no corruption (the clean row alone); else a comma list of
+    NAME (the protocol's entries of that corruption, else its first modality) or NAME:MODALITY."""
+    if corruptions is None:
+        return list(settings.entries)
+    items = [c.strip() for c in (corruptions.split(",") if isinstance(corruptions, str) else corruptions)]
+    items = [c for c in items if c]
+    if items == [CLEAN]:
+        return []
+    chosen: list[CorruptionEntry] = []
+    for item in items:
+        name, _, modality = item.partition(":")
+        if name not in CORRUPTIONS:
+            raise BenchError(f"--corruptions {item!r}: unknown corruption; known: {', '.join(CORRUPTIONS)} (or none)")
+        if modality:
+            try:
+                check_corruption(name, modality)
+            except ValueError as err:
+                raise BenchError(f"--corruptions {item!r}: {err}") from err
+            found = [CorruptionEntry(name, modality)]
+        else:
+            found = [e for e in settings.entries if e.name == name] or \
+                [CorruptionEntry(name, CORRUPTIONS[name].modalities[0])]
+        chosen += [e for e in found if e not in chosen]
+    return chosen
+
+
+def _channels(prep: PreparedRun) -> tuple[int, ...]:
+    sample = prep.datasets["test"][0]
+    return tuple(int(sample[key].shape[0]) for key in prep.datamodule_cls.dataset_class.modalities)
+
+
+def prepare_robust(spec: BenchSpec, train_dataset: str | None = None,
+                   corruptions: str | Sequence[str] | None = None, train_root: str | Path | None = None) -> RobustPlan:
+    """Check a robust (or cross-dataset) request before any work; BenchError (exit 2) naming the option.
+    `train_dataset` (`--train-dataset`, at `train_root`): train there, score on `spec.dataset`; the two must have the
+    same task, modalities and channels per modality."""
+    from fusion_bench.benchmark.downstream import parse_downstream
+    from fusion_bench.benchmark.request import prepare
+    from fusion_bench.metrics import get_dialect
+    from fusion_bench.registry import get_datamodule, get_method
+
+    if spec.preset == "published" or spec.published is not None:
+        raise BenchError("--protocol robust fuses corrupted inputs: published fused images cannot be re-fused")
+    try:
+        requested = parse_downstream(spec.downstream)
+    except ValueError as err:
+        raise BenchError(str(err)) from err
+    if requested not in (None, ()):
+        raise BenchError("--downstream: the robust protocol scores the fusion metrics only (pass --downstream none)")
+    try:
+        task = get_datamodule(spec.dataset).dataset_class.task
+    except KeyError as err:
+        raise BenchError(str(err)) from err
+    if not task.is_fusion:
+        raise BenchError(f"--protocol robust applies to image-fusion datasets; {spec.dataset!r} is {task.value}")
+    spec = replace(spec, downstream="none", downstream_baselines=False, protocol_variant="robust")
+    run = prepare(spec)
+    try:
+        dialect_metrics = run.metric_names or list(get_dialect(run.dialect).specs)
+    except (KeyError, ValueError):
+        dialect_metrics = None
+    settings = load_settings(run.protocol, dialect_metrics)
+    try:
+        get_method(settings.baseline)
+    except (KeyError, ValueError) as err:
+        raise BenchError(f"{settings.source}: baseline: {err}") from err
+    settings = replace(settings, entries=select_entries(settings, corruptions))
+    train = run
+    if train_dataset is not None and train_dataset != spec.dataset:
+        try:
+            other = get_datamodule(train_dataset).dataset_class
+        except KeyError as err:
+            raise BenchError(f"--train-dataset: {err}") from err
+        mine = run.datamodule_cls.dataset_class
+        if other.task is not task or tuple(other.modalities) != tuple(mine.modalities):
+            raise BenchError(f"--train-dataset {train_dataset}: its modalities {'/'.join(other.modalities)} "
+                             f"({other.task.value}) do not match {spec.dataset}'s {'/'.join(mine.modalities)} "
+                             f"({task.value})")
+        train = prepare(replace(spec, dataset=train_dataset, root=train_root, dataset_options={}))
+        if _channels(train) != _channels(run):
+            raise BenchError(f"--train-dataset {train_dataset}: its images have {_channels(train)} channels per "
+                             f"modality, {spec.dataset}'s have {_channels(run)}")
+        if not train.trains:
+            raise BenchError(f"--train-dataset {train_dataset}: method {spec.method!r} does not train (training-free "
+                             "or released weights): score it on --dataset alone")
+    return RobustPlan(run, train, settings)
+
+
+def run_robust(plan: RobustPlan) -> list[dict[str, Any]]:
+    """Every seed of the plan (module docstring); rows appended to the robust raw CSV as each seed ends, then the
+    robust tables regenerated. Returns the rows."""
+    from fusion_bench.benchmark.results import append_rows
+    from fusion_bench.benchmark.robust_table import regenerate_robust
+
+    rows: list[dict[str, Any]] = []
+    spec = plan.run.spec
+    for seed in spec.seeds:
+        new = run_robust_seed(plan, seed)
+        if spec.leaderboard_dir is not None:
+            append_rows(robust_raw_path(spec.leaderboard_dir, spec.dataset), new)
+        rows += new
+    if spec.leaderboard_dir is not None:
+        regenerate_robust(Path(spec.leaderboard_dir))
+    return rows
+
+
+def run_robust_seed(plan: RobustPlan, seed: int) -> list[dict[str, Any]]:
+    """One seed: set up and train exactly as the standard protocol does (runner.run_seed), then the clean pass and
+    one pass per corruption, modality and severity."""
+    import lightning as L
+
+    from fusion_bench.benchmark.build import build_datamodule, build_method
+    from fusion_bench.benchmark.config import overrides_text
+    from fusion_bench.benchmark.evaluation import fuse_split, nan_summary
+    from fusion_bench.benchmark.provenance import provenance
+    from fusion_bench.benchmark.run_dirs import finish_partial, prepare_partial
+    from fusion_bench.benchmark.training import fit_method
+    from fusion_bench.corruptions import pair_corrupter
+
+    run, train = plan.run, plan.train
+    L.seed_everything(seed, workers=True, verbose=False)
+    run_dir = plan.run_dir(seed)
+    partial = run_dir.with_name(run_dir.name + ".partial")
+    prepare_partial(partial, False)
+    datamodule = build_datamodule(train, seed)
+    model = build_method(train, datamodule)
+    train_s = math.nan if train.released is not None else 0.0
+    if model.trainable and train.trains:
+        model, train_s = fit_method(train, model, datamodule, partial, False)
+    scored = datamodule if train is run else build_datamodule(run, seed)
+    base = {
+        "method": run.spec.method, "dataset": run.spec.dataset, "train_dataset": plan.train_dataset,
+        "task": run.task.value, "preset": run.spec.preset, "seed": seed, "config_hash": train.config_hash,
+        "metric_dialect": run.dialect or "", "train_mixture": "",
+        "overrides": overrides_text(train.overrides),
+        "protocol": "robust", "corruption_hash": plan.settings.corruption_hash,
+    }
+    passes: list[tuple[str, str, int]] = [(CLEAN, "", 0)]
+    passes += [(e.name, e.modality, s) for e in plan.settings.entries for s in SEVERITIES]
+    env = provenance(run.device)
+    rows = []
+    for name, modality, severity in passes:
+        label = "clean" if severity == 0 else f"{name}-{modality}-s{severity}"
+        corrupt = None if severity == 0 else pair_corrupter(name, severity, modality, seed)
+        result = fuse_split(run, model, scored, partial / label / "fused", score=True, corrupt=corrupt)
+        per_image = result.per_image
+        assert per_image is not None
+        per_image.to_csv(partial / label / "metrics_per_image.csv", index=False)
+        rows.append({**base, "corruption": name, "modality": modality, "severity": severity,
+                     **{m: float(per_image[m].mean()) for m in per_image.columns if m != "name"},
+                     **nan_summary(per_image), "fuse_ms_per_image": result.fuse_ms, "train_s": train_s,
+                     "n_images": result.n_images, "split_hash": result.split_hash, **env})
+    finish_partial(partial, run_dir)
+    return rows
+
+
+__all__ = ["CLEAN", "ROBUST_COLUMNS", "CorruptionEntry", "RobustPlan", "RobustSettings", "load_settings",
+           "prepare_robust", "robust_raw_path", "run_robust", "run_robust_seed", "select_entries"]
