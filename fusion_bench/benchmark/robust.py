@@ -12,7 +12,7 @@ Rows: one per (method, seed, corruption, modality, severity), with the clean row
 (its numbers are the standard protocol's row bit for bit: same model, same inputs, same scorer), in
 `<leaderboard_dir>/robust/raw/<dataset>.csv` (append-only, like the standard raw CSVs; the standard leaderboard
 never reads them). They carry `train_dataset` (empty when it is the scored dataset), `protocol` (robust) and
-`corruption_hash` (the corruption list and the corruption code's version). The aggregate (mean over severities, CE
+`corruption_hash` (the corruption code's version). The aggregate (mean over severities, CE
 and mCE against the baseline method) is fusion_bench.benchmark.robust_table. Outputs: `<out>/robust/<method>/<dataset
 or A-to-B>/<preset>/<config_hash>/test-<split_hash>/seed<k>/<label>/` (fused/, metrics_per_image.csv).
 
@@ -44,14 +44,25 @@ CLEAN = "none"
 
 @dataclass(frozen=True)
 class CorruptionEntry:
-    """One row group of the protocol: a corruption on modality a, b or both, at severities 1..5."""
+    """One row group of the protocol: a corruption on modality a, b or both (`modality`), at severities 1..5;
+    `shown` is what the rows' `modality` column says: the dataset's name of the modality (e.g. vis) or both."""
 
     name: str
     modality: str
+    shown: str
 
-    @property
-    def label(self) -> str:
-        return f"{self.name}-{self.modality}"
+
+def resolve_modality(value: Any, modalities: Sequence[str], where: str) -> tuple[str, str]:
+    """(a|b|both, the name rows show) of `value`: a, b, both, or one of the dataset's `modalities` (e.g. vis)."""
+    value = str(value)
+    names = list(modalities)
+    if value == "both":
+        return "both", "both"
+    if value in ("a", "b"):
+        return value, names[0 if value == "a" else 1] if len(names) == 2 else value
+    if value in names:
+        return ("a" if names.index(value) == 0 else "b"), value
+    raise BenchError(f"{where}: modality {value!r}: expected a, b, both or one of {', '.join(names)}")
 
 
 @dataclass
@@ -66,8 +77,9 @@ class RobustSettings:
 
     @property
     def corruption_hash(self) -> str:
-        return config_hash({"entries": [[e.name, e.modality] for e in self.entries], "severities": list(SEVERITIES),
-                            "version": CORRUPTIONS_VERSION})
+        """What the corruptions compute (their code's version and the severities), not which of them ran: rows of
+        different corruption subsets compare with each other and with the baseline's."""
+        return config_hash({"severities": list(SEVERITIES), "version": CORRUPTIONS_VERSION})
 
 
 @dataclass
@@ -95,27 +107,38 @@ def robust_raw_path(leaderboard_dir: str | Path, dataset: str) -> Path:
     return Path(leaderboard_dir) / "robust" / "raw" / f"{dataset}.csv"
 
 
-def _entries(value: Any, where: str) -> list[CorruptionEntry]:
+def _entries(value: Any, where: str, modalities: Sequence[str]) -> list[CorruptionEntry]:
     if not isinstance(value, list):
-        raise BenchError(f"{where}: `corruptions` must be a list of {{name: ..., modality: a|b|both}}")
+        raise BenchError(f"{where}: `corruptions` must be a list of {{name: ..., modality: ...}}")
     entries = []
     for item in value:
         if not isinstance(item, dict) or set(item) - {"name", "modality"} or "name" not in item:
-            raise BenchError(f"{where}: corruption entry {item!r}: expected {{name: NAME, modality: a|b|both}}")
-        name = str(item["name"])
-        modality = str(item.get("modality", CORRUPTIONS.get(name, CORRUPTIONS["gaussian_noise"]).modalities[0]))
-        try:
-            check_corruption(name, modality)
-        except ValueError as err:
-            raise BenchError(f"{where}: {err}") from err
-        entries.append(CorruptionEntry(name, modality))
-    if len(set(entries)) != len(entries):
+            raise BenchError(f"{where}: corruption entry {item!r}: expected {{name: NAME, modality: a|b|both|NAME}}")
+        entries.append(_entry(str(item["name"]), item.get("modality"), modalities, where))
+    if len({(e.name, e.modality) for e in entries}) != len(entries):
         raise BenchError(f"{where}: a (corruption, modality) pair is listed twice")
     return entries
 
 
-def load_settings(protocol: dict[str, Any], dialect_metrics: Sequence[str] | None = None) -> RobustSettings:
-    """robust.yaml with the dataset protocol's `robust:` keys over it; BenchError naming the file and key."""
+def _entry(name: str, modality: Any, modalities: Sequence[str], where: str) -> CorruptionEntry:
+    if name not in CORRUPTIONS:
+        raise BenchError(f"{where}: unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
+    which, shown = resolve_modality(CORRUPTIONS[name].modalities[0] if modality is None else modality, modalities,
+                                    where)
+    try:
+        check_corruption(name, which)
+    except ValueError as err:
+        raise BenchError(f"{where}: {err}") from err
+    return CorruptionEntry(name, which, shown)
+
+
+SETTING_KEYS = ("corruptions", "baseline", "mce_metric", "mce_best")
+
+
+def load_settings(protocol: dict[str, Any], modalities: Sequence[str] = ("a", "b"),
+                  dialect_metrics: Sequence[str] | None = None) -> RobustSettings:
+    """robust.yaml with the dataset protocol's `robust:` keys over it; the corruption list of the protocol's task
+    (`corruptions: {TASK: [...], default: [...]}`, or one list for every task). BenchError naming the file and key."""
     try:
         base = yaml.safe_load(ROBUST_FILE.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
@@ -125,9 +148,9 @@ def load_settings(protocol: dict[str, Any], dialect_metrics: Sequence[str] | Non
     if not isinstance(own, dict):
         raise BenchError(f"protocol of {protocol.get('dataset')!r}: `robust:` must be a mapping")
     merged = {**base, **own}
-    unknown = sorted(set(merged) - {"corruptions", "baseline", "mce_metric", "mce_best"})
+    unknown = sorted(set(merged) - set(SETTING_KEYS))
     if unknown:
-        raise BenchError(f"{where}: unknown key {unknown[0]!r} (keys: corruptions, baseline, mce_metric, mce_best)")
+        raise BenchError(f"{where}: unknown key {unknown[0]!r} (keys: {', '.join(SETTING_KEYS)})")
     metric = str(merged.get("mce_metric", "Qabf"))
     if dialect_metrics is not None and metric not in dialect_metrics:
         raise BenchError(f"{where}: mce_metric {metric!r} is not scored here (metrics: {', '.join(dialect_metrics)})")
@@ -135,33 +158,34 @@ def load_settings(protocol: dict[str, Any], dialect_metrics: Sequence[str] | Non
         best = float(merged.get("mce_best", 1.0))
     except (TypeError, ValueError) as err:
         raise BenchError(f"{where}: mce_best must be a number") from err
-    return RobustSettings(_entries(merged.get("corruptions", []), where), str(merged.get("baseline", "mean")),
-                          metric, best, where)
+    listed = merged.get("corruptions", [])
+    if isinstance(listed, dict):
+        listed = listed.get(str(protocol.get("task")), listed.get("default", []))
+    return RobustSettings(_entries(listed, where, modalities), str(merged.get("baseline", "mean")), metric, best,
+                          where)
 
 
-def select_entries(settings: RobustSettings, corruptions: str | Sequence[str] | None) -> list[CorruptionEntry]:
+def select_entries(settings: RobustSettings, corruptions: str | Sequence[str] | None,
+                   modalities: Sequence[str] = ("a", "b")) -> list[CorruptionEntry]:
     """`--corruptions`: None = the protocol's list; `none` = no corruption (the clean row alone); else a comma list of
-    NAME (the protocol's entries of that corruption, else its first modality) or NAME:MODALITY."""
+    NAME (the protocol's entries of that corruption, else its first modality) or NAME:MODALITY (a, b, both or the
+    dataset's name of a modality)."""
     if corruptions is None:
         return list(settings.entries)
     items = [c.strip() for c in (corruptions.split(",") if isinstance(corruptions, str) else corruptions)]
     items = [c for c in items if c]
     if items == [CLEAN]:
         return []
+    if not items:
+        raise BenchError("--corruptions names nothing (none: the clean row alone)")
     chosen: list[CorruptionEntry] = []
     for item in items:
         name, _, modality = item.partition(":")
+        where = f"--corruptions {item!r}"
         if name not in CORRUPTIONS:
-            raise BenchError(f"--corruptions {item!r}: unknown corruption; known: {', '.join(CORRUPTIONS)} (or none)")
-        if modality:
-            try:
-                check_corruption(name, modality)
-            except ValueError as err:
-                raise BenchError(f"--corruptions {item!r}: {err}") from err
-            found = [CorruptionEntry(name, modality)]
-        else:
-            found = [e for e in settings.entries if e.name == name] or \
-                [CorruptionEntry(name, CORRUPTIONS[name].modalities[0])]
+            raise BenchError(f"{where}: unknown corruption; known: {', '.join(CORRUPTIONS)} (or none)")
+        found = [_entry(name, modality, modalities, where)] if modality else \
+            [e for e in settings.entries if e.name == name] or [_entry(name, None, modalities, where)]
         chosen += [e for e in found if e not in chosen]
     return chosen
 
@@ -201,12 +225,13 @@ def prepare_robust(spec: BenchSpec, train_dataset: str | None = None,
         dialect_metrics = run.metric_names or list(get_dialect(run.dialect).specs)
     except (KeyError, ValueError):
         dialect_metrics = None
-    settings = load_settings(run.protocol, dialect_metrics)
+    modalities = run.datamodule_cls.dataset_class.modalities
+    settings = load_settings(run.protocol, modalities, dialect_metrics)
     try:
         get_method(settings.baseline)
     except (KeyError, ValueError) as err:
         raise BenchError(f"{settings.source}: baseline: {err}") from err
-    settings = replace(settings, entries=select_entries(settings, corruptions))
+    settings = replace(settings, entries=select_entries(settings, corruptions, modalities))
     train = run
     if train_dataset is not None and train_dataset != spec.dataset:
         try:
@@ -277,18 +302,18 @@ def run_robust_seed(plan: RobustPlan, seed: int) -> list[dict[str, Any]]:
         "overrides": overrides_text(train.overrides),
         "protocol": "robust", "corruption_hash": plan.settings.corruption_hash,
     }
-    passes: list[tuple[str, str, int]] = [(CLEAN, "", 0)]
-    passes += [(e.name, e.modality, s) for e in plan.settings.entries for s in SEVERITIES]
+    passes: list[tuple[str, str, int, str]] = [(CLEAN, "", 0, "")]
+    passes += [(e.name, e.modality, s, e.shown) for e in plan.settings.entries for s in SEVERITIES]
     env = provenance(run.device)
     rows = []
-    for name, modality, severity in passes:
-        label = "clean" if severity == 0 else f"{name}-{modality}-s{severity}"
+    for name, modality, severity, shown in passes:
+        label = "clean" if severity == 0 else f"{name}-{shown}-s{severity}"
         corrupt = None if severity == 0 else pair_corrupter(name, severity, modality, seed)
         result = fuse_split(run, model, scored, partial / label / "fused", score=True, corrupt=corrupt)
         per_image = result.per_image
         assert per_image is not None
         per_image.to_csv(partial / label / "metrics_per_image.csv", index=False)
-        rows.append({**base, "corruption": name, "modality": modality, "severity": severity,
+        rows.append({**base, "corruption": name, "modality": shown, "severity": severity,
                      **{m: float(per_image[m].mean()) for m in per_image.columns if m != "name"},
                      **nan_summary(per_image), "fuse_ms_per_image": result.fuse_ms, "train_s": train_s,
                      "n_images": result.n_images, "split_hash": result.split_hash, **env})

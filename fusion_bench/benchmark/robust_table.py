@@ -139,7 +139,11 @@ def _settings_for(dataset: str, load_settings: Any) -> tuple[Any, bool | None]:
         protocol = load_protocol(dataset, task)
     except (KeyError, ValueError):
         protocol = {"dataset": dataset}
-    settings = load_settings(protocol)
+    try:
+        modalities = get_datamodule(dataset).dataset_class.modalities
+    except KeyError:
+        modalities = ("a", "b")
+    settings = load_settings(protocol, modalities)
     return settings, higher_is_better(settings.mce_metric, str(protocol.get("metric_dialect") or ""))
 
 
