@@ -224,6 +224,16 @@ def _bench_robust(args: argparse.Namespace, methods: list[str], datasets: list[s
         _, mce, settings = dataset_tables(args.leaderboard_dir, dataset)
         print(f"\n## {dataset} (robust; mCE of {settings.mce_metric} against {settings.baseline})\n")
         print(mce_markdown(mce, settings.mce_metric))
+        if not args.no_report and os.environ.get("FUSION_BENCH_REPORT", "1").lower() not in ("0", "no", "off", "none"):
+            from fusion_bench.report.robust import build_robust_page
+
+            try:
+                page = build_robust_page(dataset, args.leaderboard_dir, args.preset,
+                                         args.out / "reports" / f"{dataset}-{args.preset}-robust")
+            except Exception as err:  # noqa: BLE001 - the rows are written; the page is a convenience
+                print(f"warning: robustness page for {dataset} not written: {err}", file=sys.stderr)
+            else:
+                print(f"report: {page} (degradation curves, mCE table; --no-report skips it)")
     return 0
 
 
