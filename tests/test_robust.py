@@ -51,6 +51,15 @@ def test_robust_rows_clean_equals_standard_and_noise_degrades(cli, capsys, tmp_p
     table = pd.read_csv(tmp_path / "lb" / "robust" / "synthetic-ivif.mce.csv")
     assert float(table.loc[table["method"] == "mean", "mCE"].iloc[0]) == pytest.approx(100.0)
     assert set(table["method"]) == set(methods.split(","))
+    # the report: a robustness section beside the standard ones, with the curves and the tables
+    code, _, err = cli(capsys, "report", "--dataset", "synthetic-ivif", "--runs", tmp_path / "runs",
+                       "--leaderboard-dir", tmp_path / "lb", "--out", tmp_path / "report")
+    assert code == 0, err
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="robustness"' in html and "Degradation curves" in html
+    assert (tmp_path / "report" / "figures" / "robust_curves.png").stat().st_size > 0
+    assert "| mean |" in (tmp_path / "report" / "tables" / "robust_mce.md").read_text()
+    assert "\\toprule" in (tmp_path / "report" / "tables" / "robust_mce.tex").read_text()
 
 
 def test_robust_rows_repeat(cli, capsys, tmp_path):
@@ -100,6 +109,21 @@ def test_robust_refuses_a_classification_dataset(cli, capsys, tmp_path):
     code, _, err = cli(capsys, "bench", "--dataset", "synthetic-av", "--method", "late_fusion", "--protocol", "robust",
                        "--device", "cpu", "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb")
     assert code == 2 and "--protocol robust" in err, err
+
+
+def test_regress_key_holds_robust_rows():
+    from fusion_bench.benchmark.regress import compare
+
+    plain = {"dataset": "d", "method": "m", "preset": "smoke", "seed": 0, "Qabf": 0.4}
+    robust = [{**plain, "protocol": "robust", "corruption": c, "modality": m, "severity": s, "Qabf": q}
+              for c, m, s, q in (("none", "", 0, 0.5), ("gaussian_noise", "vis", 1, 0.45))]
+    expected = pd.DataFrame([plain, *robust])
+    expected["severity"] = expected["severity"].astype(float)  # as a CSV with empty cells reads it
+    assert compare(expected, pd.DataFrame([plain, *robust]), {}) == []
+    drifted = [dict(r) for r in robust]
+    drifted[1]["Qabf"] = 0.46
+    (line,) = compare(expected, pd.DataFrame([plain, *drifted]), {})
+    assert "robust/gaussian_noise/vis/1" in line and "Qabf" in line
 
 
 def _raw(method: str, corruption: str, severity: int, qabf: float, seed: int = 0) -> dict:
