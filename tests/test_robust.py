@@ -70,6 +70,9 @@ def test_robust_rows_repeat(cli, capsys, tmp_path):
                            "--protocol", "robust", "--corruptions", "complementary_masking,misregistration,low_light")
         assert code == 0, err
         rows = read_rows(robust_raw_path(tmp_path / f"lb{k}", "synthetic-ivif"))
+        page = tmp_path / f"runs{k}" / "reports" / "synthetic-ivif-smoke-robust"
+        assert "Degradation curves" in (page / "index.html").read_text()
+        assert (page / "tables" / "robust_mce.md").is_file()
         numbers.append([(r["corruption"], r["severity"], *(r[m] for m in METRICS)) for r in rows])
     assert numbers[0] == numbers[1]
     assert len(numbers[0]) == 1 + 3 * len(SEVERITIES)
