@@ -62,7 +62,8 @@ def test_robust_rows_clean_equals_standard_and_noise_degrades(cli, capsys, tmp_p
     assert "\\toprule" in (tmp_path / "report" / "tables" / "robust_mce.tex").read_text()
 
 
-def test_robust_rows_repeat(cli, capsys, tmp_path):
+def test_robust_rows_repeat(cli, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSION_BENCH_REPORT", "1")  # the tests' default is off (conftest)
     numbers = []
     for k in range(2):
         code, _, err = cli(capsys, "bench", "--dataset", "synthetic-ivif", "--method", "laplacian", "--device", "cpu",
