@@ -92,6 +92,19 @@ def test_cross_dataset_row(cli, capsys, tmp_path):
     assert (tmp_path / "runs" / "robust" / "fusion_cnn" / "synthetic-ivif-to-msrs").is_dir()
 
 
+def test_cross_dataset_refuses_other_channels(cli, capsys, tmp_path, monkeypatch):
+    from fusion_bench.benchmark import robust
+
+    root = get_datamodule("msrs").dataset_class.make_fake(tmp_path / "msrs")
+    # a gray-visible copy of the layout stands for a dataset whose images have other channels
+    monkeypatch.setattr(robust, "_channels", lambda prep: (1, 1) if prep.spec.dataset == "msrs" else (1, 3))
+    code, _, err = cli(capsys, "bench", "--method", "fusion_cnn", "--dataset", "msrs", "--root", root,
+                       "--train-dataset", "synthetic-ivif", "--protocol", "robust", "--device", "cpu",
+                       "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb", "--no-progress")
+    assert code == 2 and "--train-dataset synthetic-ivif" in err and "channels" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("extra, needle", [
     (("--method", "fusion_cnn", "--train-dataset", "synthetic-mfif", "--protocol", "robust"), "--train-dataset"),
     (("--method", "mean", "--train-dataset", "synthetic-ivif"), "--protocol robust"),
