@@ -79,6 +79,26 @@ def test_robust_rows_repeat(cli, capsys, tmp_path, monkeypatch):
     assert len(numbers[0]) == 1 + 3 * len(SEVERITIES)
 
 
+def test_segmentation_on_corrupted_images_without_retraining(cli, capsys, tmp_path):
+    """`--downstream seg`: SegFormer trained once on the clean fused training images scores every corrupted test
+    folder; the clean row's mIoU is the standard protocol's (same recipe, same seed)."""
+    common = ("--method", "max", "--downstream", "seg", "--set", "seg.epochs=2")
+    code, _, err = _bench(cli, capsys, tmp_path, *common, "--protocol", "robust", "--corruptions",
+                          "modality_dropout:ir")
+    assert code == 0, err
+    rows = read_rows(robust_raw_path(tmp_path / "lb", "synthetic-ivif"))
+    assert len(rows) == 1 + len(SEVERITIES) and all(r["seg_miou"] not in ("", "nan") for r in rows)
+    code, _, err = _bench(cli, capsys, tmp_path, *common, "--no-downstream-baselines")
+    assert code == 0, err
+    (standard,) = read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")
+    (clean,) = [r for r in rows if r["severity"] == "0"]
+    assert clean["seg_miou"] == standard["seg_miou"] and clean["config_hash"] == standard["config_hash"]
+    dropped = float([r for r in rows if r["severity"] == "5"][0]["seg_miou"])
+    assert dropped < float(clean["seg_miou"])  # every image without its IR: the segmenter trained on fused loses
+    seg_runs = list((tmp_path / "runs" / "robust").rglob("seg_result.json"))
+    assert len(seg_runs) == 1, "trained once for all passes"
+
+
 def test_cross_dataset_row(cli, capsys, tmp_path):
     root = get_datamodule("msrs").dataset_class.make_fake(tmp_path / "msrs")
     code, out, err = cli(capsys, "bench", "--method", "fusion_cnn", "--dataset", "msrs", "--root", root,
@@ -112,7 +132,9 @@ def test_cross_dataset_refuses_other_channels(cli, capsys, tmp_path, monkeypatch
     (("--method", "mean", "--protocol", "robust", "--corruptions", "fog"), "--corruptions"),
     (("--method", "mean", "--protocol", "robust", "--corruptions", "gaussian_noise:thermal"), "--corruptions"),
     (("--method", "mean", "--protocol", "robust", "--corruptions", "modality_dropout:both"), "--corruptions"),
-    (("--method", "mean", "--protocol", "robust", "--downstream", "seg"), "--downstream"),
+    (("--method", "mean", "--protocol", "robust", "--downstream", "det"), "--downstream"),
+    (("--method", "fusion_cnn", "--protocol", "robust", "--downstream", "seg", "--train-dataset", "synthetic-mfif"),
+     "--downstream seg"),
     (("--method", "mean", "--protocol", "balance"), "--protocol"),
 ])
 def test_bad_requests_exit_2_before_any_work(cli, capsys, tmp_path, extra, needle):

@@ -16,8 +16,10 @@ never reads them). They carry `train_dataset` (empty when it is the scored datas
 and mCE against the baseline method) is fusion_bench.benchmark.robust_table. Outputs: `<out>/robust/<method>/<dataset
 or A-to-B>/<preset>/<config_hash>/test-<split_hash>/seed<k>/<label>/` (fused/, metrics_per_image.csv).
 
-Metrics only: the downstream evaluators are not run on corrupted images yet (`--downstream` other than none/protocol
-is refused).
+Downstream: `--downstream seg` adds SegFormer's mIoU and pixel accuracy to every row: the evaluator is trained once
+per seed on the clean fused training images (the standard protocol's recipe) and scores the clean and every corrupted
+fused test folder without retraining. Detection is not run on corrupted images (refused), nor is any evaluator with
+`--train-dataset`. By default the protocol scores the fusion metrics only.
 """
 
 from __future__ import annotations
@@ -211,15 +213,21 @@ def prepare_robust(spec: BenchSpec, train_dataset: str | None = None,
         requested = parse_downstream(spec.downstream)
     except ValueError as err:
         raise BenchError(str(err)) from err
-    if requested not in (None, ()):
-        raise BenchError("--downstream: the robust protocol scores the fusion metrics only (pass --downstream none)")
+    if requested not in (None, (), ("seg",)):
+        raise BenchError("--downstream: the robust protocol runs the segmentation evaluator only (--downstream seg; "
+                         "default: none, the fusion metrics alone)")
+    segment = requested == ("seg",)
+    if segment and train_dataset is not None and train_dataset != spec.dataset:
+        raise BenchError("--downstream seg does not go with --train-dataset (the evaluator trains on the scored "
+                         "dataset's own fused training images and masks)")
     try:
         task = get_datamodule(spec.dataset).dataset_class.task
     except KeyError as err:
         raise BenchError(str(err)) from err
     if not task.is_fusion:
         raise BenchError(f"--protocol robust applies to image-fusion datasets; {spec.dataset!r} is {task.value}")
-    spec = replace(spec, downstream="none", downstream_baselines=False, protocol_variant="robust")
+    spec = replace(spec, downstream=["seg"] if segment else "none", downstream_baselines=False,
+                   protocol_variant="robust")
     run = prepare(spec)
     try:
         dialect_metrics = run.metric_names or list(get_dialect(run.dialect).specs)
@@ -305,7 +313,8 @@ def run_robust_seed(plan: RobustPlan, seed: int) -> list[dict[str, Any]]:
     passes: list[tuple[str, str, int, str]] = [(CLEAN, "", 0, "")]
     passes += [(e.name, e.modality, s, e.shown) for e in plan.settings.entries for s in SEVERITIES]
     env = provenance(run.device)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    labels: list[str] = []
     for name, modality, severity, shown in passes:
         label = "clean" if severity == 0 else f"{name}-{shown}-s{severity}"
         corrupt = None if severity == 0 else pair_corrupter(name, severity, modality, seed)
@@ -317,8 +326,42 @@ def run_robust_seed(plan: RobustPlan, seed: int) -> list[dict[str, Any]]:
                      **{m: float(per_image[m].mean()) for m in per_image.columns if m != "name"},
                      **nan_summary(per_image), "fuse_ms_per_image": result.fuse_ms, "train_s": train_s,
                      "n_images": result.n_images, "split_hash": result.split_hash, **env})
+        labels.append(label)
+    if "seg" in run.evaluators:
+        for row, scores in zip(rows, _segmentation(plan, model, scored, partial, seed, labels)):
+            row.update(scores)
     finish_partial(partial, run_dir)
     return rows
+
+
+def _segmentation(plan: RobustPlan, model: Any, datamodule: Any, partial: Path, seed: int,
+                  labels: list[str]) -> list[dict[str, float]]:
+    """SegFormer trained once on the clean fused training images (the standard protocol's recipe), then scored on
+    the clean and on every corrupted fused test folder without retraining; scores per pass, in `labels` order."""
+    import contextlib
+
+    from fusion_bench import numerics
+    from fusion_bench.benchmark.downstream import needs_val
+    from fusion_bench.benchmark.evaluation import fuse_split
+    from fusion_bench.evaluators.segmentation import evaluate_segmentation_folders
+
+    run = plan.run
+    config = run.evaluators["seg"]
+    fuse_split(run, model, datamodule, partial / "fused_train", split="train")
+    val = {}
+    if "val" in datamodule.available_splits() and needs_val("seg", config):
+        fuse_split(run, model, datamodule, partial / "fused_val", split="val")
+        val = {"fused_val": partial / "fused_val", "val_set": datamodule.dataset("val")}
+    pinned = numerics.downstream_pinned(run.spec.downstream_numerics)
+    with contextlib.nullcontext() if pinned else numerics.native_kernels():
+        result = evaluate_segmentation_folders(
+            partial / "fused_train", partial / labels[0] / "fused", datamodule.dataset("train"),
+            datamodule.dataset("test"), config, seed=seed, device=run.device, log_dir=partial / "downstream" / "seg",
+            progress=run.spec.progress, extra_tests={label: partial / label / "fused" for label in labels[1:]},
+            **val)
+    extra = result.get("seg_extra", {})
+    return [{"seg_miou": result["seg_miou"], "seg_pixel_acc": result["seg_pixel_acc"]}] + \
+        [{k: extra[label][k] for k in ("seg_miou", "seg_pixel_acc")} for label in labels[1:]]
 
 
 __all__ = ["CLEAN", "ROBUST_COLUMNS", "CorruptionEntry", "RobustPlan", "RobustSettings", "load_settings",
