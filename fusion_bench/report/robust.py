@@ -1,8 +1,8 @@
 """The report's robustness section, from the robust raw rows (`<leaderboard_dir>/robust/raw/<dataset>.csv`,
 fusion_bench.benchmark.robust): degradation curves (the mCE metric against the severity, one panel per corruption
-and modality, one line per method), the mCE table and the cross-dataset matrix (the clean mCE metric of every
-(method, training dataset) on every dataset with robust rows), each table also as Markdown and LaTeX files under
-`tables/`."""
+and modality, one line per method; also SegFormer's mIoU where the rows have it), the mCE table and the
+cross-dataset matrix (the clean mCE metric of every (method, training dataset) on every dataset with robust rows),
+each table also as Markdown and LaTeX files under `tables/`."""
 
 from __future__ import annotations
 
@@ -152,6 +152,13 @@ def robust_section(dataset: str, leaderboard_dir: str | Path, preset: str, out: 
         parts.append(f"<h3>Degradation curves</h3><p>{page.e(metric)} (mean over seeds) against the severity; "
                      "severity 0 is the clean row.</p>"
                      f'<img class="plot" src="{page.rel(path, out)}" alt="degradation curves">')
+    if "seg_miou" in means.columns and means["seg_miou"].notna().any():
+        seg_means = means[means["seg_miou"].notna()]
+        path = degradation_curves(seg_means, "seg_miou", out / "figures" / "robust_curves_seg_miou.png")
+        if path is not None:
+            parts.append("<p>Downstream: SegFormer's mIoU (trained once on the clean fused training images, no "
+                         "retraining) on the corrupted fused test images.</p>"
+                         f'<img class="plot" src="{page.rel(path, out)}" alt="mIoU degradation curves">')
     matrix = cross_dataset_matrix(Path(leaderboard_dir), metric, preset)
     if not matrix.empty:
         (tables / "robust_cross_dataset.md").write_text(matrix_markdown(matrix))
