@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,9 @@ class _Scorer:
 
 def fuse_split(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDataModule, fused_dir: Path,
                split: str = "test", *, score: bool = False, label_keys: Sequence[str] = (),
-               native: bool = False) -> SplitPass:
+               native: bool = False,
+               corrupt: Callable[[str, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+               ) -> SplitPass:
     """One pass over a split: decode each sample once, fuse it to `fused_dir/<name>.png` and, as asked, score the
     fused PNG read back from disk against the sources (`score`), run a SegFusionMethod's own head on the same
     inputs (`native`) and keep the labels in `label_keys` for the downstream evaluators. Decoded sources are kept
@@ -166,6 +168,8 @@ def fuse_split(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDa
                 where = str(stored[sample[NAME]])
             else:
                 x1, x2 = (cast_floating(batch[key].to(prep.device), dtype) for key in (a_key, b_key))
+                if corrupt is not None:
+                    x1, x2 = corrupt(sample[NAME], x1, x2)
                 if prep.device.type == "cuda":
                     torch.cuda.synchronize(prep.device)
                 start = time.perf_counter()

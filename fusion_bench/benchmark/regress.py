@@ -18,11 +18,14 @@ from fusion_bench.benchmark.results import (
     NON_METRIC_COLUMNS,
     atomic_write_text,
 )
+from fusion_bench.benchmark.robust import ROBUST_COLUMNS, prepare_robust, run_robust
 from fusion_bench.benchmark.runner import run_bench, run_mixture
 from fusion_bench.benchmark.spec import BenchSpec
 from fusion_bench.errors import BenchError
 
-KEY = ["dataset", "method", "preset", "seed", "train_mixture", "downstream"]
+KEY = ["dataset", "method", "preset", "seed", "train_mixture", "downstream", "protocol", "corruption", "modality",
+       "severity"]
+TEXT_KEY = ("train_mixture", "downstream", "protocol", "corruption", "modality")  # "" where they do not apply
 
 
 def run_suite(suite: dict[str, Any], out: Path, progress: bool = False, methods: Sequence[str] | None = None,
@@ -31,7 +34,9 @@ def run_suite(suite: dict[str, Any], out: Path, progress: bool = False, methods:
 
     A run entry is `{dataset: D, methods: [...]}` (optionally `downstream: [seg, det]`, `seeds: [...]` and `set:
     {KEY: VALUE}`, else the suite's; an entry's `set` is merged over the suite's), or `{mixture: [D1, D2, ...],
-    methods: [...]}`: one model trained on the mixture, one row per dataset (`train_mixture` set). Baseline
+    methods: [...]}`: one model trained on the mixture, one row per dataset (`train_mixture` set). An entry with
+    `protocol: robust` (optionally `corruptions: [NAME or NAME:MODALITY, ...]`, else the protocol's list) runs the
+    robustness protocol (fusion_bench.benchmark.robust): a row per corruption, modality and severity. Baseline
     downstream rows are not added: list source_a/source_b to check them. `methods`: run only these methods' entries;
     `overrides`: merged over every entry's `set` (a deliberate change, e.g. the mutation check of the README).
     """
@@ -48,10 +53,16 @@ def run_suite(suite: dict[str, Any], out: Path, progress: bool = False, methods:
                              downstream_baselines=False,
                              overrides={**(suite.get("set") or {}), **(entry.get("set") or {}),
                                         **(overrides or {})})
-            rows = run_mixture(prepare_mixture(spec, datasets)) if "mixture" in entry else run_bench(spec)
+            if entry.get("protocol") == "robust":
+                rows = run_robust(prepare_robust(spec, corruptions=entry.get("corruptions")))
+            elif entry.get("protocol") is not None:
+                raise BenchError(f"suite entry {entry}: unknown protocol {entry['protocol']!r} (known: robust)")
+            else:
+                rows = run_mixture(prepare_mixture(spec, datasets)) if "mixture" in entry else run_bench(spec)
             evaluators = spec.downstream if isinstance(spec.downstream, (list, tuple)) else [spec.downstream]
             for row in rows:
-                records.append({**{k: v for k, v in row.items() if k in KEY or checked_column(k)},
+                records.append({**{k: v for k, v in row.items()
+                                   if k in KEY or (checked_column(k) and k not in ROBUST_COLUMNS)},
                                 "downstream": ",".join(e for e in evaluators if e != "none")})
     return _with_key(pd.DataFrame(records, columns=KEY) if not records else pd.DataFrame(records))
 
@@ -69,11 +80,13 @@ def tolerance_for(tolerance: dict[str, Any], method: str) -> tuple[float, float]
 
 
 def _with_key(frame: pd.DataFrame) -> pd.DataFrame:
-    """KEY columns present, `train_mixture` and `downstream` as text ("" for ordinary runs; a CSV reads an empty
-    cell as NaN)."""
+    """KEY columns present, the text ones as text ("" for ordinary runs; a CSV reads an empty cell as NaN)."""
     frame = frame.copy()
-    for col in ("train_mixture", "downstream"):
+    for col in TEXT_KEY:
         frame[col] = frame[col].fillna("").astype(str) if col in frame.columns else ""
+    # severity: an integer of robust rows, "" for the others (a CSV column with empty cells reads as float)
+    frame["severity"] = frame["severity"].map(lambda v: "" if pd.isna(v) or v == "" else str(int(float(v)))) \
+        if "severity" in frame.columns else ""
     return frame
 
 

@@ -30,7 +30,7 @@ from fusion_bench.benchmark.protocol import (
     request_preset,
 )
 from fusion_bench.benchmark.published import prepare_published
-from fusion_bench.benchmark.spec import LOGGERS, BenchSpec, PreparedRun
+from fusion_bench.benchmark.spec import LOGGERS, PROTOCOL_VARIANTS, BenchSpec, PreparedRun
 from fusion_bench.benchmark.trainer_settings import check_train_settings
 from fusion_bench.benchmark.weights import check_initialisations, resolve_released_weights
 from fusion_bench.errors import BenchError, ProtocolError
@@ -65,6 +65,12 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     if spec.leaderboard_dir is not None:
         check_owned(Path(spec.leaderboard_dir), [spec.dataset])
     task = datamodule_cls.dataset_class.task
+    variant = spec.protocol_variant
+    if variant is not None and variant not in PROTOCOL_VARIANTS:
+        raise BenchError(f"--protocol {variant!r}: unknown protocol variant; known: {', '.join(PROTOCOL_VARIANTS)}")
+    if variant is not None and (variant == "robust") != task.is_fusion:
+        raise BenchError(f"--protocol {variant}: dataset {spec.dataset!r} ({task.value}) does not support it (robust: "
+                         "image-fusion datasets; balance: audio-visual classification datasets)")
     if task not in method_cls.tasks:
         valid = ", ".join(sorted(t.value for t in method_cls.tasks))
         raise BenchError(f"method {spec.method!r} handles {valid}; dataset {spec.dataset!r} is {task.value}")

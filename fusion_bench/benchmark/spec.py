@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
 LOGGERS = ("csv", "tensorboard", "wandb")
+PROTOCOL_VARIANTS = ("balance", "robust")  # `bench --protocol`: balance (AV datasets), robust (image fusion)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class BenchSpec:
     weights: str | Path | None = None
     published: PublishedSpec | None = None  # `--method published:NAME`: the fused images to score (preset `published`)
     source: str | None = None  # `--source`: where the published images / released weights come from (row column)
+    # `--protocol NAME`: a protocol variant (PROTOCOL_VARIANTS) instead of the standard clean protocol (None); each
+    # variant's logic lives in its own module (robust: fusion_bench.benchmark.robust)
+    protocol_variant: str | None = None
 
 
 @dataclass(frozen=True)

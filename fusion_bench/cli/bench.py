@@ -68,6 +68,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-leaderboard", action="store_true",
                    help="write each row only to its run directory (row.csv), not to --leaderboard-dir (cluster jobs: "
                         "merge them later with `fusion-bench leaderboard --collect RUNS_DIR`)")
+    p.add_argument("--protocol", default=None, metavar="NAME",
+                   help="a protocol variant instead of the standard clean protocol: robust (image fusion: the test "
+                        "inputs corrupted at 5 severities, scored against the clean sources; rows in "
+                        "<leaderboard-dir>/robust/raw/<dataset>.csv; README 'Robustness protocol') or balance "
+                        "(audio-visual datasets)")
+    p.add_argument("--corruptions", default=None, metavar="LIST",
+                   help="with --protocol robust: NAME or NAME:a|b|both, comma-separated (default: the protocol's "
+                        "list, benchmarks/protocols/robust.yaml); none = the clean row alone")
+    p.add_argument("--train-dataset", default=None, metavar="NAME",
+                   help="with --protocol robust: train on this dataset and score on --dataset (cross-dataset shift; "
+                        "rows carry train_dataset); the two must have the same modalities and channels")
+    p.add_argument("--train-root", default=None, metavar="DIR", help="the root of --train-dataset")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="run up to N (method, dataset, seed) runs at a time, each in its own `fusion-bench bench` "
                         "process (logs: <out>/bench-logs/); the same numbers as one at a time (make bench: 2)")
@@ -92,6 +104,13 @@ def run(args: argparse.Namespace) -> int:
                                         ("--fused-pattern", args.fused_pattern), ("--allow-subset", args.allow_subset))
                          if v not in (None, False)]
     args.preset = bench_preset(args.preset, methods, datasets, args.weights, published_options, args.mixture)
+    robust_options = [o for o, v in (("--corruptions", args.corruptions), ("--train-dataset", args.train_dataset),
+                                     ("--train-root", args.train_root)) if v is not None]
+    if robust_options and args.protocol != "robust":
+        raise BenchError(f"{robust_options[0]} goes with --protocol robust (cross-dataset rows are robust rows; "
+                         "--corruptions none writes the clean row alone)")
+    if args.protocol == "robust":
+        return _bench_robust(args, methods, datasets)
     scored_only = args.preset in ("released", "published")  # nothing trains: --jobs does not apply
     if args.mixture:
         if args.jobs > 1:
@@ -148,7 +167,7 @@ def _spec(args: argparse.Namespace, method: str, dataset: str, seeds: list[int],
                      overrides=dict(args.overrides), config=args.config, downstream=args.downstream,
                      resume=args.resume, downstream_baselines=not args.no_downstream_baselines,
                      downstream_numerics=args.downstream_numerics, weights=args.weights, published=published,
-                     source=args.source)
+                     source=args.source, protocol_variant=args.protocol)
 
 
 def _bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[str]) -> int:
@@ -177,6 +196,44 @@ def _bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[
     for dataset in datasets:
         print(f"\n## {dataset} ({args.preset})\n")
         print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))
+    return 0
+
+
+def _bench_robust(args: argparse.Namespace, methods: list[str], datasets: list[str]) -> int:
+    """`--protocol robust`: check every (method, dataset) first, then run them; print the mCE tables."""
+    from fusion_bench.benchmark.request import default_seeds
+    from fusion_bench.benchmark.robust import prepare_robust, robust_raw_path, run_robust
+    from fusion_bench.benchmark.robust_table import dataset_tables, mce_markdown
+    from fusion_bench.errors import BenchError
+
+    for option, value in (("--mixture", args.mixture), ("--jobs", args.jobs > 1), ("--resume", args.resume),
+                          ("--no-leaderboard", args.no_leaderboard)):
+        if value:
+            raise BenchError(f"{option} does not apply to --protocol robust")
+    plans = [prepare_robust(_spec(args, m, d, args.seeds if args.seeds is not None else default_seeds(d, args.preset),
+                                  args.leaderboard_dir), args.train_dataset, args.corruptions, args.train_root)
+             for d in datasets for m in methods]
+    for plan in plans:
+        rows = run_robust(plan)
+        print(f"{plan.run.spec.method} on {plan.run.spec.dataset}"
+              + (f" (trained on {plan.train_dataset})" if plan.train_dataset else "")
+              + f" ({args.preset}, robust): {len(rows)} row(s) -> "
+              f"{robust_raw_path(args.leaderboard_dir, plan.run.spec.dataset)}; outputs under "
+              f"{plan.run_dir(plan.run.spec.seeds[0]).parent}")
+    for dataset in datasets:
+        _, mce, settings = dataset_tables(args.leaderboard_dir, dataset)
+        print(f"\n## {dataset} (robust; mCE of {settings.mce_metric} against {settings.baseline})\n")
+        print(mce_markdown(mce, settings.mce_metric))
+        if not args.no_report and os.environ.get("FUSION_BENCH_REPORT", "1").lower() not in ("0", "no", "off", "none"):
+            from fusion_bench.report.robust import build_robust_page
+
+            try:
+                page = build_robust_page(dataset, args.leaderboard_dir, args.preset,
+                                         args.out / "reports" / f"{dataset}-{args.preset}-robust")
+            except Exception as err:  # noqa: BLE001 - the rows are written; the page is a convenience
+                print(f"warning: robustness page for {dataset} not written: {err}", file=sys.stderr)
+            else:
+                print(f"report: {page} (degradation curves, mCE table; --no-report skips it)")
     return 0
 
 

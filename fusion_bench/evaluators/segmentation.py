@@ -21,7 +21,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -321,8 +321,13 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
                           val_images: Sequence[Tensor] | None = None, val_masks: Sequence[Tensor] | None = None,
                           ignore_index: int = IGNORE_INDEX, seed: int = 0, device: str | torch.device = "cpu",
                           log_dir: str | Path | None = None, progress: bool = True,
-                          test_names: Sequence[str] | None = None) -> dict[str, Any]:
+                          test_names: Sequence[str] | None = None,
+                          extra_tests: Mapping[str, Sequence[Tensor]] | None = None) -> dict[str, Any]:
     """Train SegFormer on (train_images, train_masks), return test-split segmentation scores.
+
+    `extra_tests` (label -> images paired with `test_masks`, e.g. the robustness protocol's fused corrupted test
+    images): scored by the same trained model, no retraining; their scores go to ``seg_extra`` ({label:
+    {seg_miou, seg_pixel_acc, seg_macc}}).
 
     Images: float CxHxW in [0, 1] with 1, 3 or 4 channels (any indexable sequence; loaded lazily). Masks: long
     HxW class indices with `ignore_index` for unlabeled pixels. Returns ``seg_miou``, ``seg_pixel_acc``,
@@ -420,6 +425,14 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
                                 config.eval_batch_size, progress, "test",
                                 save_dir=log_path / "predictions" if log_path and test_names else None,
                                 names=test_names)
+        extra: dict[str, dict[str, Any]] = {}
+        for label, images in (extra_tests or {}).items():
+            if len(images) != len(test_masks):
+                raise DownstreamError(f"extra test set {label!r}: {len(images)} images for {len(test_masks)} masks")
+            scores = seg_scores(_predict_confusion(model, images, test_masks, size, num_classes, ignore_index, dev,
+                                                   config.eval_batch_size, progress, label),
+                                names, config.include_background)
+            extra[label] = {k: scores[k] for k in ("seg_miou", "seg_pixel_acc", "seg_macc")}
 
     result = seg_scores(cm, names, config.include_background)
     result.update({
@@ -435,6 +448,8 @@ def evaluate_segmentation(train_images: Sequence[Tensor], train_masks: Sequence[
         "seg_config": asdict(config),
         "seed": seed,
     })
+    if extra_tests:
+        result["seg_extra"] = extra
     if log_path is not None:
         write_json(log_path / "seg_result.json", _nan_to_none(result))
     return result
@@ -469,8 +484,10 @@ def evaluate_segmentation_folders(fused_train: str | Path, fused_test: str | Pat
                                   test_set: FusionDataset, config: SegEvalConfig | str = "smoke", *,
                                   fused_val: str | Path | None = None, val_set: FusionDataset | None = None,
                                   seed: int = 0, device: str | torch.device = "cpu",
-                                  log_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score folders of fused PNGs (``<sample name>.png`` per split) with the dataset's masks and class list."""
+                                  log_dir: str | Path | None = None, progress: bool = True,
+                                  extra_tests: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
+    """Score folders of fused PNGs (``<sample name>.png`` per split) with the dataset's masks and class list;
+    `extra_tests` (label -> folder of fused test images) are scored by the same model (`evaluate_segmentation`)."""
     require_extra("transformers", "segmentation", "transformers")
     if test_set.class_names is None:
         raise DownstreamError(f"{test_set.name} has no segmentation labels; segmentation does not apply")
@@ -483,7 +500,9 @@ def evaluate_segmentation_folders(fused_train: str | Path, fused_test: str | Pat
         train_images, load_masks(train_set, progress), test_images, load_masks(test_set, progress),
         len(test_set.class_names), config, class_names=test_set.class_names, val_images=val_images,
         val_masks=val_masks, ignore_index=test_set.ignore_index, seed=seed, device=device, log_dir=log_dir,
-        progress=progress, test_names=[ref.name for ref in test_set.samples])
+        progress=progress, test_names=[ref.name for ref in test_set.samples],
+        extra_tests={label: FusedImages(fused_paths(folder, test_set))
+                     for label, folder in (extra_tests or {}).items()})
 
 
 # ------------------------------------------------------------------------------------------------

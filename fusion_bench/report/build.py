@@ -28,7 +28,13 @@ from fusion_bench.report import page, runs
 from fusion_bench.report.formats import seed_nan_counts
 from fusion_bench.report.qualitative import grid_section
 from fusion_bench.report.runs import Entry
-from fusion_bench.report.sections import leaderboard_section, plots_section, reported_section, stats_section
+from fusion_bench.report.sections import (
+    leaderboard_section,
+    plots_section,
+    reported_section,
+    robust_hook,
+    stats_section,
+)
 
 MARKER = "report.json"
 
@@ -241,6 +247,9 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
                                      stats_section(main, value_cols, per_image, per_image_nan, alpha, work, notes)))
         sections.append(page.section("reported", "Reproduced vs reported",
                                      reported_section(dataset, main, reported_dir, work)))
+        robust_html = robust_hook(dataset, leaderboard_dir, preset, work, methods)
+        if robust_html is not None:
+            sections.append(page.section("robustness", "Robustness", robust_html))
         sections.insert(0, page.section("notes", "Notes", page.notes(notes)))
         generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         meta = (f"Generated {generated} by <code>fusion-bench report</code> from {page.e(str(raw))} and "
@@ -249,6 +258,7 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
                 "Static page: open it in any browser, no server or network needed.")
         nav = [("notes", "Notes"), ("leaderboard", "Leaderboard"), ("qualitative", "Qualitative"),
                ("plots", "Plots"), ("statistics", "Statistics"), ("reported", "Reproduced vs reported")]
+        nav += [("robustness", "Robustness")] if robust_html is not None else []
         (work / "index.html").write_text(page.page(f"{dataset} ({preset})", meta, nav, sections), encoding="utf-8")
         seconds = time.perf_counter() - start
         (work / MARKER).write_text(json.dumps({

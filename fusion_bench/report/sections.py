@@ -303,3 +303,11 @@ def reported_section(dataset: str, entries: Sequence[Entry], reported_dir, out: 
         parts.append(f"<h3>{page.e(str(source))}</h3><p class=\"meta\">{page.e(note)}{page.e(kit_text)}</p>"
                      + page.plain_table(["method", "ours", *metrics], rows, left=2, raw=True))
     return "\n".join(parts)
+
+
+def robust_hook(dataset: str, leaderboard_dir: str | Path, preset: str, out: Path,
+                methods: Sequence[str] | None = None) -> str | None:
+    """The robustness section (fusion_bench.report.robust) when the dataset has robust rows of `preset`, else None."""
+    from fusion_bench.report.robust import robust_section
+
+    return robust_section(dataset, leaderboard_dir, preset, out, methods)
