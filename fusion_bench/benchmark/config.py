@@ -32,7 +32,7 @@ TRAIN_KEYS = (
     "max_steps", "max_epochs", "batch_size", "crop_size", "augment", "val_fraction", "precision", "early_stopping",
     "limit_val_batches", "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps",
     "devices", "strategy", "num_nodes", "find_unused_parameters", "compile", "channels_last",
-    "checkpoint_every_n_steps",
+    "checkpoint_every_n_steps", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "callbacks",
 )
 
 

@@ -22,7 +22,8 @@ from fusion_bench.benchmark.downstream import EVALUATOR_NAMES, evaluator_config,
 from fusion_bench.benchmark.leaderboard import check_owned
 from fusion_bench.benchmark.protocol import (
     check_preset,
-    config_hash,
+    config_text,
+    hash_of_text,
     is_published,
     load_protocol,
     protocol_preset,
@@ -136,9 +137,10 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     if pretrained:
         payload["pretrained"] = pretrained
         provenance["pretrained_sha256"] = ";".join(f"{key}={sha}" for key, sha in pretrained.items())
-    prep = PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
+    text = config_text(payload)
+    prep = PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, hash_of_text(text),
                        device, protocol.get("metrics"), evaluators, test_set.split_hash(), {"test": test_set},
-                       overrides=overrides, released=released, provenance=provenance)
+                       overrides=overrides, released=released, provenance=provenance, config_text=text)
     build_datamodule(prep, 0)  # the method's train settings (crop, augment, val_fraction) against the datamodule
     if prep.trains:
         check_train_settings(prep)

@@ -34,7 +34,7 @@ from fusion_bench.benchmark.mixture import PreparedMixture, mixture_setup
 from fusion_bench.benchmark.profiling import PeakMemory
 from fusion_bench.benchmark.protocol import BASELINE_METHODS
 from fusion_bench.benchmark.request import prepare
-from fusion_bench.benchmark.results import append_rows, read_rows, row_key
+from fusion_bench.benchmark.results import append_rows, atomic_write_text, read_rows, row_key
 from fusion_bench.benchmark.run_dirs import completed_rows, finish_partial, prepare_partial, seed_locks
 from fusion_bench.benchmark.scoring import evaluate_seed
 from fusion_bench.benchmark.spec import BenchSpec, PreparedRun, RowTarget, SeedSetup
@@ -100,6 +100,7 @@ def run_seed(plan: Plan, seed: int) -> list[dict[str, Any]]:
     partial = run_dir.with_name(run_dir.name + ".partial")
     if lead:  # left by a killed run (we hold the lock): start over, or continue from its checkpoint with --resume
         prepare_partial(partial, run.spec.resume)
+        write_config_files(plan, partial)
     wandb_run = _start_wandb(run, seed, partial) if lead and run.spec.logger == "wandb" else None
     try:
         setup = seed_setup(plan, seed)
@@ -125,6 +126,16 @@ def run_seed(plan: Plan, seed: int) -> list[dict[str, Any]]:
             wandb_run.finish()
     finish_partial(partial, run_dir)
     return rows
+
+
+def write_config_files(plan: Plan, seed_dir: Path) -> None:
+    """`config.yaml` in a seed's directory: the resolved configuration whose hash names the run (protocol.config_text);
+    a mixture's scored datasets get theirs in their own sub-folders."""
+    atomic_write_text(seed_dir / "config.yaml", training_run(plan).config_text)
+    for target in targets_of(plan):
+        if target.folder:
+            (seed_dir / target.folder).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(seed_dir / target.folder / "config.yaml", target.run.config_text)
 
 
 def training_run(plan: Plan) -> PreparedRun:

@@ -68,6 +68,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-leaderboard", action="store_true",
                    help="write each row only to its run directory (row.csv), not to --leaderboard-dir (cluster jobs: "
                         "merge them later with `fusion-bench leaderboard --collect RUNS_DIR`)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved configuration of every run (method preset + protocol + overrides, "
+                        "YAML: what each run directory keeps as config.yaml, whose sha256 is the config hash) and "
+                        "exit without running anything")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="run up to N (method, dataset, seed) runs at a time, each in its own `fusion-bench bench` "
                         "process (logs: <out>/bench-logs/); the same numbers as one at a time (make bench: 2)")
@@ -102,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
                    default_seeds(d, args.preset, args.downstream, args.train_fused_dir is not None),
                    leaderboard_dir) for d in datasets for m in methods]
     prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
+    if args.print_config:
+        print_configs([(prep.spec.method, prep.spec.dataset, prep.spec.preset, prep.config_hash, prep.config_text)
+                       for prep in prepared])
+        return 0
     timings: list[dict] = []
     notes = [note for prep in prepared for note in prep.notes]
     if args.jobs > 1 and not scored_only:
@@ -165,6 +173,10 @@ def _bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[
         seeds = sorted({s for d in datasets for s in protocol_seeds(d, args.preset)})
     plans = [prepare_mixture(_spec(args, method, datasets[0], seeds, args.leaderboard_dir), datasets)
              for method in methods]
+    if args.print_config:
+        print_configs([(plan.train.spec.method, plan.train.spec.dataset, plan.train.spec.preset,
+                        plan.train.config_hash, plan.train.config_text) for plan in plans])
+        return 0
     for plan in plans:
         rows = run_mixture(plan)
         if not is_rank_zero():
@@ -178,6 +190,16 @@ def _bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[
         print(f"\n## {dataset} ({args.preset})\n")
         print(leaderboard_text(args.leaderboard_dir, dataset, args.preset))
     return 0
+
+
+def print_configs(configs: list[tuple[str, str, str, str, str]]) -> None:
+    """`--print-config`: each run's resolved configuration as one YAML document, headed by a comment naming the
+    method, dataset, preset and config hash (the run directory's name)."""
+    for i, (method, dataset, preset, digest, text) in enumerate(configs):
+        if i:
+            print("---")
+        print(f"# {method} on {dataset} ({preset}): config hash {digest}")
+        print(text, end="")
 
 
 def _nan_notes(rows: list[dict]) -> list[str]:
