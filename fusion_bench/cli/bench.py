@@ -77,7 +77,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "process (logs: <out>/bench-logs/); the same numbers as one at a time (make bench: 2)")
 
 
+def check_names(methods: list[str], datasets: list[str]) -> None:
+    """Every --method and --dataset names something (`published:NAME` aside), checked before the library (and
+    torch) is imported: a mistyped name is an exit 2 in a fraction of a second."""
+    from fusion_bench.errors import BenchError
+    from fusion_bench.registry import check_name
+
+    for option, kind, names in (("--method", "method", methods), ("--dataset", "dataset", datasets)):
+        if not names:
+            raise BenchError(f"{option} names nothing; see `fusion-bench list`")
+        for name in names:
+            if kind == "method" and name.startswith("published:"):
+                continue
+            check_name(kind, name)
+
+
 def run(args: argparse.Namespace) -> int:
+    methods, datasets = csv_list(args.method), csv_list(args.dataset)
+    check_names(methods, datasets)
     from fusion_bench.benchmark.distributed import is_rank_zero
     from fusion_bench.benchmark.leaderboard import leaderboard_text
     from fusion_bench.benchmark.protocol import BASELINE_METHODS
@@ -87,11 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from fusion_bench.errors import BenchError
 
     # source_a/source_b first: the other methods then reuse their downstream rows instead of recomputing them
-    methods = sorted(csv_list(args.method), key=lambda m: m not in BASELINE_METHODS)
-    datasets = csv_list(args.dataset)
-    for option, names in (("--method", methods), ("--dataset", datasets)):
-        if not names:
-            raise BenchError(f"{option} {getattr(args, option[2:])!r} names nothing; see `fusion-bench list`")
+    methods = sorted(methods, key=lambda m: m not in BASELINE_METHODS)
     published_options = [o for o, v in (("--fused-dir", args.fused_dir), ("--train-fused-dir", args.train_fused_dir),
                                         ("--fused-pattern", args.fused_pattern), ("--allow-subset", args.allow_subset))
                          if v not in (None, False)]
