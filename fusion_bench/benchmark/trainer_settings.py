@@ -97,7 +97,7 @@ def check_train_settings(prep: PreparedRun) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            L.Trainer(**kwargs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            L.Trainer(**kwargs, logger=False, enable_checkpointing=True, enable_progress_bar=False,
                       enable_model_summary=False, callbacks=callbacks)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
         raise BenchError(f"method {prep.spec.method!r}: train settings: {str(err).splitlines()[0]}") from err

@@ -1,0 +1,257 @@
+"""Issue #29, configuration as LightningCLI users expect it: overrides checked against types before any work,
+`bench --print-config`, `config.yaml` in every run directory (the config hash is the hash of its text), evaluator
+overrides (`--set seg.*`, `det.*`), the Trainer pass-through (gradient clipping, accumulation, user callbacks by class
+path), `grid --sweep`, plug-in config sections found by entry-point or class name, and a command line whose help,
+listing and usage errors load no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusion_bench.benchmark.protocol import hash_of_text
+from fusion_bench.benchmark.request import prepare
+from fusion_bench.benchmark.spec import BenchSpec
+from fusion_bench.errors import BenchError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(cli, capsys, tmp_path, *extra):
+    return cli(capsys, "bench", "--dataset", "synthetic-ivif", "--out", tmp_path / "runs", "--leaderboard-dir",
+               tmp_path / "lb", "--no-progress", "--no-report", *extra)
+
+
+def _one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+# ------------------------------------------------------------------------------------------------ types before work
+
+
+@pytest.mark.parametrize("method, override, needles", [
+    ("laplacian", "model.levels=four", ("model.levels=four", "expected an integer", "got a string")),
+    ("fusion_cnn", "train.precision=65-true", ("train.precision", "65-true", "expected one of")),
+    ("fusion_cnn", "train.accumulate_grad_batches=0", ("train.accumulate_grad_batches", ">= 1")),
+    ("fusion_cnn", "train.gradient_clip_val=fast", ("train.gradient_clip_val=fast", "expected a number")),
+    ("fusion_cnn", "train.gradient_clip_val=-1", ("train.gradient_clip_val", ">= 0")),
+])
+def test_a_value_of_the_wrong_type_is_exit_2_before_any_work(cli, capsys, tmp_path, method, override, needles):
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", method, "--downstream", "none", "--set", override)
+    _one_line_error(code, err, *needles)
+    assert not (tmp_path / "runs").exists(), "nothing is written (no seed0.partial left behind)"
+
+
+def test_precision_64_true_runs_a_training_free_method(cli, capsys, tmp_path):
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", "laplacian", "--downstream", "none",
+                          "--set", "train.precision=64-true")
+    assert code == 0, err
+    assert not list((tmp_path / "runs").rglob("*.partial"))
+
+
+# ------------------------------------------------------------------------------------------------ print / save config
+
+
+def _printed(out: str) -> tuple[str, str]:
+    """(the hash of the header comment, the YAML text after it) of a one-run `--print-config`."""
+    header, _, text = out.partition("\n")
+    assert header.startswith("# ") and "config hash " in header, out
+    return header.rsplit(" ", 1)[1], text
+
+
+def test_print_config_is_the_resolved_config_and_the_run_directory_keeps_it(cli, capsys, tmp_path):
+    args = ("--method", "laplacian", "--downstream", "none", "--set", "model.levels=3")
+    code, out, err = _bench(cli, capsys, tmp_path, *args, "--print-config")
+    assert code == 0, err
+    digest, text = _printed(out)
+    config = yaml.safe_load(text)
+    assert config["config"]["model"]["levels"] == 3 and config["overrides"] == {"model.levels": 3}
+    assert config["method"] == "laplacian" and config["preset"] == "smoke" and "protocol" in config
+    assert hash_of_text(text) == digest, "the config hash is the hash of exactly that text"
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "lb").exists(), "--print-config runs nothing"
+    code, _, err = _bench(cli, capsys, tmp_path, *args)
+    assert code == 0, err
+    (saved,) = (tmp_path / "runs").rglob("config.yaml")
+    assert saved.read_text() == text
+    assert saved.parent.parent.parent.name == digest == hash_of_text(saved.read_text())
+    # another value is another text, hence another hash and run directory
+    code, out, _ = _bench(cli, capsys, tmp_path, "--method", "laplacian", "--downstream", "none",
+                          "--set", "model.levels=2", "--print-config")
+    assert code == 0 and _printed(out)[0] != digest
+
+
+def test_print_config_of_several_runs_is_one_yaml_document_each(cli, capsys, tmp_path):
+    code, out, err = _bench(cli, capsys, tmp_path, "--method", "mean,max", "--downstream", "none",
+                            "--print-config")
+    assert code == 0, err
+    docs = list(yaml.safe_load_all(out))
+    assert sorted(d["method"] for d in docs) == ["max", "mean"]
+
+
+# ------------------------------------------------------------------------------------------------ evaluators
+
+
+def test_evaluators_are_configurable_with_set(cli, capsys, tmp_path):
+    code, out, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--downstream", "seg,det",
+                            "--set", "seg.epochs=2", "seg.pretrained=null", "det.epochs=1", "--print-config")
+    assert code == 0, err
+    config = yaml.safe_load(_printed(out)[1])
+    assert config["downstream"]["seg"]["epochs"] == 2 and config["downstream"]["det"]["epochs"] == 1
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--downstream", "seg",
+                          "--set", "seg.epochs=many")
+    _one_line_error(code, err, "seg.epochs=many", "expected an integer")
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", "mean", "--downstream", "seg", "--set", "seg.epoch=2")
+    _one_line_error(code, err, "seg.epoch", "valid seg keys")
+
+
+# ------------------------------------------------------------------------------------------------ Trainer pass-through
+
+
+def _spec(tmp_path: Path, **overrides) -> BenchSpec:
+    base = {"train.max_steps": 2, "train.batch_size": 2, "train.crop_size": 32}
+    return BenchSpec(method="fusion_cnn", dataset="synthetic-ivif", downstream="none", out=tmp_path / "runs",
+                     leaderboard_dir=None, device="cpu", progress=False, overrides={**base, **overrides})
+
+
+def test_trainer_pass_through_reaches_the_trainer(tmp_path):
+    from fusion_bench.benchmark.trainer_settings import trainer_kwargs, user_callbacks
+
+    prep = prepare(_spec(tmp_path, **{"train.gradient_clip_val": 0.5, "train.accumulate_grad_batches": 2,
+                                      "train.callbacks": [{"class_path": "lightning.pytorch.callbacks.Timer",
+                                                           "init_args": {"duration": "00:00:10:00"}}]}))
+    kwargs = trainer_kwargs(prep, has_val=False)
+    assert kwargs["gradient_clip_val"] == 0.5 and kwargs["accumulate_grad_batches"] == 2
+    (timer,) = user_callbacks(prep.config["train"], "fusion_cnn")
+    assert type(timer).__name__ == "Timer" and timer._duration == 600
+    assert "gradient_clip_val: 0.5" in prep.config_text
+
+
+def test_a_user_callback_runs_in_the_fit(cli, capsys, tmp_path):
+    ckpt = tmp_path / "user-ckpt"
+    callbacks = json.dumps([{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                             "init_args": {"dirpath": str(ckpt), "filename": "user-{step}", "save_top_k": -1,
+                                           "every_n_train_steps": 1}}])
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", "fusion_cnn", "--downstream", "none", "--set",
+                          "train.max_steps=2", "train.batch_size=2", "train.crop_size=32",
+                          "train.accumulate_grad_batches=2", "train.gradient_clip_val=0.1",
+                          f"train.callbacks={callbacks}")
+    assert code == 0, err
+    assert sorted(p.name for p in ckpt.iterdir()) == ["user-step=1.ckpt", "user-step=2.ckpt"]
+
+
+def test_user_callbacks_come_from_installed_packages_only(tmp_path, monkeypatch):
+    marker = tmp_path / "executed"
+    (tmp_path / "evil_callbacks.py").write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        Path({str(marker)!r}).write_text("imported")
+        from lightning.pytorch.callbacks import Callback
+        class Evil(Callback):
+            pass
+        """))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for entry, needle in (
+        ({"class_path": "evil_callbacks.Evil"}, "not an installed package"),
+        ({"class_path": "json.JSONDecoder"}, "not an installed package"),
+        ({"class_path": "lightning.pytorch.callbacks.NoSuch"}, "cannot be imported"),
+        ({"class_path": "lightning.pytorch.LightningModule"}, "not a Lightning Callback"),
+        ({"class_path": "lightning.pytorch.callbacks.Timer", "init_args": {"nope": 1}}, "Timer("),
+        ({"class_path": "lightning.pytorch.callbacks.Timer", "args": {}}, "expected {class_path"),
+        ({"class_path": "not a path"}, "expected package.module.Class"),
+    ):
+        with pytest.raises(BenchError, match="train.callbacks") as info:
+            prepare(_spec(tmp_path, **{"train.callbacks": [entry]}))
+        assert needle in str(info.value), (entry, str(info.value))
+    assert not marker.exists(), "no code of the user's files ran"
+
+
+# ------------------------------------------------------------------------------------------------ grid --sweep
+
+
+def test_grid_sweep_is_the_cartesian_product_one_entry_each(cli, capsys, tmp_path):
+    code, out, err = cli(capsys, "grid", "--methods", "laplacian", "--datasets", "synthetic-ivif", "--seeds", "0",
+                         "--downstream", "none", "--sweep", "model.levels=2,3", "--sweep", "optim.lr=0.1,0.2",
+                         "--launcher", "commands", "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("fusion-bench bench")]
+    points = sorted(line.split("--set ")[1] for line in lines)
+    assert points == ["model.levels=2 optim.lr=0.1", "model.levels=2 optim.lr=0.2", "model.levels=3 optim.lr=0.1",
+                      "model.levels=3 optim.lr=0.2"]
+    from fusion_bench.benchmark.grid import plan_grid
+
+    plan = plan_grid(["laplacian"], ["synthetic-ivif"], [0],
+                     BenchSpec(method="", dataset="", downstream="none", out=tmp_path / "runs",
+                               leaderboard_dir=tmp_path / "lb"), sweep={"model.levels": [2, 3]})
+    assert len({job.run_dir.parent.parent for job in plan.jobs}) == 2, "each point has its own config hash"
+    assert len({job.label for job in plan.jobs}) == 2
+
+
+@pytest.mark.parametrize("sweep, needle", [
+    ("model.levels=", "no empty value"),
+    ("levels=2,3", "SECTION.KEY"),
+    ("model.levels=2,2", "listed twice"),
+    ("model.nope=1,2", "unknown key 'nope'"),
+    ("model.levels=two,3", "expected an integer"),
+])
+def test_bad_sweeps_are_exit_2(cli, capsys, tmp_path, sweep, needle):
+    code, _, err = cli(capsys, "grid", "--methods", "laplacian", "--datasets", "synthetic-ivif", "--downstream",
+                       "none", "--sweep", sweep, "--launcher", "commands", "--out", tmp_path / "runs")
+    _one_line_error(code, err, needle)
+
+
+# ------------------------------------------------------------------------------------------------ plug-in sections
+
+
+def test_a_plugin_config_section_is_found_by_entry_point_or_class_name(tmp_path, monkeypatch):
+    from test_plugins import install_plugin
+
+    site = install_plugin(tmp_path / "site", """
+        [fusion_bench.methods]
+        wmean = my_fusion_plugin.methods:WeightedMean
+        """, name="wmean-plugin")
+    (site / "my_fusion_plugin" / "config.yaml").write_text(
+        "WeightedMean:\n  smoke: {model: {weight: 0.25}}\nOther:\n  smoke: {model: {}}\n")
+    monkeypatch.syspath_prepend(str(site))
+    for name in ("wmean", "my_fusion_plugin.methods:WeightedMean"):
+        prep = prepare(BenchSpec(method=name, dataset="synthetic-ivif", downstream="none", out=tmp_path / "runs"))
+        assert prep.config["model"] == {"weight": 0.25}, name
+
+
+# ------------------------------------------------------------------------------------------------ no torch
+
+
+def test_help_list_and_usage_errors_load_no_torch(tmp_path):
+    script = textwrap.dedent("""
+        import contextlib, io, json, sys
+        from fusion_bench.cli import main
+        codes = []
+        for argv in (["--help"], ["bench", "--help"], ["list"], ["bench", "--method", "mean"],
+                     ["bench", "--method", "nope", "--dataset", "synthetic-ivif"],
+                     ["bench", "--method", "mean", "--dataset", "nope"],
+                     ["bench", "--method", "mean", "--dataset", "synthetic-ivif", "--seeds", "x"],
+                     ["grid", "--launcher", "local"], ["grid", "--methods", "nope", "--datasets", "synthetic-ivif",
+                     "--launcher", "commands"], ["bench", "--method", "mean", "--dataset", "tno", "--set", "x"]):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                codes.append(main(argv))
+        print(json.dumps({"codes": codes, "torch": "torch" in sys.modules}))
+        """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env={**_env(), "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"codes": [0, 0, 0, 2, 2, 2, 2, 2, 2, 2], "torch": False}
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
