@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from fusion_bench.benchmark.leaderboard import ENTRY_COLUMNS, aggregate_frame, kind_marker, latest_rows
+from fusion_bench.benchmark.leaderboard import ENTRY_COLUMNS, aggregate_frame, latest_rows, record_labels
 from fusion_bench.benchmark.results import read_rows, run_directory
 from fusion_bench.errors import ReportError
 from fusion_bench.report import page, runs
@@ -77,20 +77,8 @@ def _choose_preset(frame: pd.DataFrame, preset: str | None, dataset: str, notes:
 
 
 def _labels(records: list[dict[str, Any]]) -> list[str]:
-    """The method name (marked when published or released: `kind_marker`), disambiguated by config hash (and test
-    split) when a method has several entries."""
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["method"]] = counts.get(r["method"], 0) + 1
-    labels = []
-    for r in records:
-        label = str(r["method"]) + kind_marker(str(r["preset"]))
-        if counts[r["method"]] > 1:
-            label += f" [{str(r['config_hash'])[:6]}"
-            same_hash = sum(1 for o in records if o["method"] == r["method"] and o["config_hash"] == r["config_hash"])
-            label += f" split {str(r['split_hash'])[:6]}]" if same_hash > 1 else "]"
-        labels.append(label)
-    return labels
+    """The entries' labels: the same strings as the leaderboard's label column (`leaderboard.entry_labels`)."""
+    return record_labels(records)
 
 
 def _load_test_set(dataset: str, root: str | Path | None, options: Mapping[str, Any], notes: list):

@@ -273,8 +273,15 @@ def reported_section(dataset: str, entries: Sequence[Entry], reported_dir, out: 
              "differences: <a href=\"tables/reported.csv\">reported.csv</a>.</p>"]
     for source, part in frame.groupby("source", sort=False):
         metrics = list(dict.fromkeys(part["metric"]))
-        kit = str(part["reported_dialect"].iloc[0] or "")
-        kit_text = "" if not kit else (" · same kit as ours" if kit == dialect else f" · kit: {kit} (ours: {dialect})")
+        kits = list(dict.fromkeys(str(k or "") for k in part["reported_dialect"]))  # every row's, not the first's
+        named = [k for k in kits if k]
+        if not named:
+            kit_text = ""
+        elif kits == [dialect]:
+            kit_text = " · same kit as ours"
+        else:
+            kit_text = (f" · kits: {', '.join(named)}" + (", not named" if "" in kits else "")
+                        + f" (ours: {dialect}; each number names its own)")
         rows = []
         for method, group in part.groupby("method", sort=False):
             our = str(group["our_entry"].iloc[0] or "")
