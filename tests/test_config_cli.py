@@ -255,3 +255,28 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+# ------------------------------------------------------------------------------------------------ one label per entry
+
+
+def test_one_label_per_entry_in_every_format(tmp_path):
+    from fusion_bench.benchmark.leaderboard import regenerate
+    from fusion_bench.benchmark.results import append_rows, read_rows
+    from fusion_bench.report.formats import format_leaderboard, latex_escape
+
+    base = {"dataset": "d", "task": "ivif", "preset": "smoke", "metric_dialect": "mmif", "split_hash": "s",
+            "timestamp": "t"}
+    append_rows(tmp_path / "raw" / "d.csv", [
+        {**base, "method": "sal_avg", "config_hash": "aaa111", "overrides": "", "seed": "0", "EN": "6.0"},
+        {**base, "method": "sal_avg", "config_hash": "bbb222", "overrides": '{"model.ksize":11}', "seed": "0",
+         "EN": "6.5"},
+        {**base, "method": "sal_avg", "config_hash": "ccc333", "overrides": "", "seed": "0", "EN": "6.7"}])
+    regenerate(tmp_path)
+    labels = [r["label"] for r in read_rows(tmp_path / "d.csv")]
+    assert sorted(labels) == ["sal_avg #aaa111", "sal_avg #ccc333", "sal_avg [model.ksize=11]"]
+    latex = format_leaderboard(tmp_path, "latex", "d")
+    html = format_leaderboard(tmp_path, "html", "d")
+    markdown = format_leaderboard(tmp_path, "md", "d")
+    for label in labels:
+        assert f"| {label} |" in markdown and latex_escape(label) in latex and label in html, label
