@@ -280,3 +280,25 @@ def test_one_label_per_entry_in_every_format(tmp_path):
     markdown = format_leaderboard(tmp_path, "md", "d")
     for label in labels:
         assert f"| {label} |" in markdown and latex_escape(label) in latex and label in html, label
+
+
+# ------------------------------------------------------------------------------------------------ Python API names
+
+
+def test_python_api_takes_the_command_line_names_and_lists(tmp_path):
+    import inspect
+
+    from fusion_bench import build_report, run_bench
+    from fusion_bench.benchmark.runner import expand_spec
+
+    specs = expand_spec(BenchSpec(method="mean,source_a", dataset=["synthetic-ivif"], downstream="none"))
+    assert [s.method for s in specs] == ["source_a", "mean"], "baselines first, as `bench --method mean,source_a`"
+    with pytest.raises(BenchError, match="names nothing"):
+        expand_spec(BenchSpec(method=" , ", dataset="synthetic-ivif"))
+    rows = run_bench(BenchSpec(method="mean,max", dataset="synthetic-ivif", downstream="none", out=tmp_path / "runs",
+                               leaderboard_dir=tmp_path / "lb", progress=False))
+    assert sorted(r["method"] for r in rows) == ["max", "mean"]
+    assert "runs" in inspect.signature(build_report).parameters  # `fusion-bench report --runs`
+    report = build_report("synthetic-ivif", methods="mean,max", runs=tmp_path / "runs",
+                          leaderboard_dir=tmp_path / "lb", out=tmp_path / "report", n_images=1)
+    assert sorted(report.entries) == ["max", "mean"]

@@ -253,7 +253,7 @@ def _bench_reports(args: argparse.Namespace, datasets: list[str]) -> None:
 
     for dataset in datasets:
         try:
-            report = build_report(dataset, preset=args.preset, runs_dir=args.out,
+            report = build_report(dataset, preset=args.preset, runs=args.out,
                                   leaderboard_dir=args.leaderboard_dir, root=args.root,
                                   dataset_options=dict(args.dataset_options))
         except Exception as err:  # noqa: BLE001 - the rows are written; the report is a convenience
