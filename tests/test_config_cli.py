@@ -302,3 +302,21 @@ def test_python_api_takes_the_command_line_names_and_lists(tmp_path):
     report = build_report("synthetic-ivif", methods="mean,max", runs=tmp_path / "runs",
                           leaderboard_dir=tmp_path / "lb", out=tmp_path / "report", n_images=1)
     assert sorted(report.entries) == ["max", "mean"]
+
+
+# ------------------------------------------------------------------------------------------------ GFLOPs
+
+
+def test_training_free_methods_count_their_elementwise_arithmetic():
+    import torch
+
+    from fusion_bench.benchmark.profiling import count_gflops, profile_fusion
+    from fusion_bench.registry import get_method
+
+    laplacian = profile_fusion(get_method("laplacian")(modalities=("ir", "vis")), (1, 3), 64, 64)["gflops"]
+    mean = profile_fusion(get_method("mean")(modalities=("ir", "vis")), (1, 3), 64, 64)["gflops"]
+    copy = profile_fusion(get_method("source_a")(modalities=("ir", "vis")), (1, 3), 64, 64)["gflops"]
+    assert laplacian > mean > 0 and copy == 0, (laplacian, mean, copy)
+    x = torch.ones(2, 8)
+    assert count_gflops(lambda: x * 2 + x, elementwise=True) * 1e9 == 32
+    assert count_gflops(lambda: x * 2 + x) == 0, "learned methods: the matmul/convolution count as before"
