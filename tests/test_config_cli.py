@@ -320,3 +320,61 @@ def test_training_free_methods_count_their_elementwise_arithmetic():
     x = torch.ones(2, 8)
     assert count_gflops(lambda: x * 2 + x, elementwise=True) * 1e9 == 32
     assert count_gflops(lambda: x * 2 + x) == 0, "learned methods: the matmul/convolution count as before"
+
+
+# ------------------------------------------------------------------------------------------------ report figures
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures the report functions draw, kept open instead of saved."""
+    from fusion_bench.report import figures
+
+    kept = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, tight_box=False: kept.append(fig) or path)
+    return kept
+
+
+def test_bars_sorted_best_first_on_an_axis_that_shows_the_differences(captured, tmp_path):
+    import pandas as pd
+
+    from fusion_bench.report import figures
+
+    means = pd.DataFrame({"SSIM": [1.50, 1.52, 1.51], "MSE": [10.0, 12.0, 11.0]}, index=["a", "b", "c"])
+    stds = pd.DataFrame({"SSIM": [0.001, float("nan"), 0.002], "MSE": [0.1, 0.1, 0.1]}, index=means.index)
+    figures.bar_charts(means, stds, {"SSIM": True, "MSE": False}, tmp_path / "bars.png",
+                       notes={"SSIM": "SSIM(F,A)+SSIM(F,B): up to 2"})
+    ssim, mse = captured[0].axes[:2]
+    assert [t.get_text() for t in ssim.get_xticklabels()] == ["b", "c", "a"]
+    assert [t.get_text() for t in mse.get_xticklabels()] == ["a", "c", "b"], "lower is better: smallest first"
+    low, high = ssim.get_ylim()
+    assert 1.45 < low < 1.5 and 1.52 < high < 1.6, "the axis spans the values, not 0..max"
+    assert "up to 2" in ssim.get_title()
+
+
+def test_the_efficiency_plot_names_every_entry_it_cannot_place(captured, tmp_path):
+    import pandas as pd
+
+    from fusion_bench.report import figures
+
+    x = pd.Series({"a": 0.5, "b": 2.0, "c": float("nan")}, name="gflops")
+    y = pd.Series({"a": 0.4, "b": float("nan"), "c": 0.7}, name="seg_miou")
+    figures.efficiency_scatter(x, y, y * 0, "gflops", "seg_miou", tmp_path / "eff.png")
+    title = captured[0].axes[0].get_title(loc="left")
+    assert "b (seg_miou)" in title and "c (gflops)" in title
+
+
+def test_loss_curves_on_separate_panels_with_a_log_axis(captured, tmp_path):
+    import pandas as pd
+
+    from fusion_bench.report import figures
+
+    log = pd.DataFrame({"step": [1, 2, 3, 4], "train/loss": [100.0, 10.0, 1.0, 0.5],
+                        "train/loss_int": [1.0, 0.9, 0.8, 0.7], "val/loss": [float("nan"), 5.0, float("nan"), 0.6]})
+    figures.training_curves({"fusion_cnn": {0: log}}, tmp_path / "training.png")
+    panels = {ax.get_title(): ax for ax in captured[0].axes if ax.axison}
+    assert set(panels) == {"fusion_cnn: train loss", "fusion_cnn: val loss", "fusion_cnn: train components"}
+    assert panels["fusion_cnn: train loss"].get_yscale() == "log"
+    assert panels["fusion_cnn: train components"].get_yscale() == "linear"
+    for ax in panels.values():  # a legend entry per drawn line, none that matches no line
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [line.get_label() for line in ax.get_lines()]
