@@ -378,3 +378,11 @@ def test_loss_curves_on_separate_panels_with_a_log_axis(captured, tmp_path):
     assert panels["fusion_cnn: train components"].get_yscale() == "linear"
     for ax in panels.values():  # a legend entry per drawn line, none that matches no line
         assert [t.get_text() for t in ax.get_legend().get_texts()] == [line.get_label() for line in ax.get_lines()]
+
+
+def test_gradient_clipping_of_a_manually_optimised_method_is_refused_before_work(tmp_path):
+    spec = BenchSpec(method="seafusion", dataset="synthetic-ivif", downstream="none", out=tmp_path / "runs",
+                     leaderboard_dir=None, device="cpu", overrides={"train.gradient_clip_val": 1.0})
+    with pytest.raises(BenchError, match="train.gradient_clip_val=1.0: the method optimises manually"):
+        prepare(spec)
+    assert not (tmp_path / "runs").exists()

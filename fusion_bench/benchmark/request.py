@@ -32,7 +32,7 @@ from fusion_bench.benchmark.protocol import (
 )
 from fusion_bench.benchmark.published import prepare_published
 from fusion_bench.benchmark.spec import LOGGERS, BenchSpec, PreparedRun
-from fusion_bench.benchmark.trainer_settings import check_train_settings
+from fusion_bench.benchmark.trainer_settings import check_manual_optimization, check_train_settings
 from fusion_bench.benchmark.weights import check_initialisations, resolve_released_weights
 from fusion_bench.errors import BenchError, ProtocolError
 from fusion_bench.registry import get_datamodule, get_method
@@ -110,8 +110,8 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     if idle:
         raise BenchError(f"--set {idle[0]}.*: the downstream evaluator {idle[0]!r} does not run in this request "
                          f"(evaluators: {', '.join(evaluators) or 'none'}; choose them with --downstream)")
-    check_method(method_cls, spec, method_kwargs(method_cls, spec, config, datamodule_cls.dataset_class.modalities,
-                                                 test_set.class_names))
+    built = check_method(method_cls, spec, method_kwargs(method_cls, spec, config,
+                                                         datamodule_cls.dataset_class.modalities, test_set.class_names))
     payload = {
         "method": spec.method,
         "dataset": spec.dataset,
@@ -144,6 +144,7 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     build_datamodule(prep, 0)  # the method's train settings (crop, augment, val_fraction) against the datamodule
     if prep.trains:
         check_train_settings(prep)
+        check_manual_optimization(built, config["train"], spec.method)
     return prep
 
 
