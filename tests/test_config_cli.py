@@ -386,3 +386,24 @@ def test_gradient_clipping_of_a_manually_optimised_method_is_refused_before_work
     with pytest.raises(BenchError, match="train.gradient_clip_val=1.0: the method optimises manually"):
         prepare(spec)
     assert not (tmp_path / "runs").exists()
+
+
+def test_reproduced_vs_reported_compares_the_presets_own_entry_and_names_every_kit(tmp_path):
+    from fusion_bench.report.runs import Entry
+    from fusion_bench.report.sections import reported_section
+
+    def entry(i: int, overrides: str, en: float) -> Entry:
+        record = {"method": "sal_avg", "preset": "smoke", "metric_dialect": "mmif", "overrides": overrides,
+                  "train_mixture": "", "EN_mean": en, "EN_std": float("nan")}
+        return Entry(i, "sal_avg" + (" [model.ksize=11]" if overrides else ""), record, ["0"], {})
+
+    reported = tmp_path / "reported"
+    reported.mkdir()
+    (reported / "d.csv").write_text("method,our_method,metric,value,source,dialect,note\n"
+                                    "SalAvg,sal_avg,EN,6.0,Paper,mmif,\nSalAvg,sal_avg,SD,40,Paper,vifb,\n")
+    (tmp_path / "out" / "tables").mkdir(parents=True)
+    html = reported_section("d", [entry(0, '{"model.ksize":11}', 9.0), entry(1, "", 6.25)], reported,
+                            tmp_path / "out")
+    assert "ours 6.25" in html and "ours 9" not in html, "the preset's own entry, never the override entry"
+    assert "same kit as ours" not in html and "kits: mmif, vifb" in html
+    assert '6 <span class="kit">[mmif]</span>' in html and '40 <span class="kit">[vifb]</span>' in html
