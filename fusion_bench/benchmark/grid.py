@@ -1,17 +1,19 @@
 """`fusion-bench grid`: a resumable method x dataset x seed grid of `fusion-bench bench` jobs on an existing scheduler.
 
-Planning (`plan_grid`) prepares every (method, dataset) request first, so a bad name, preset, override or dataset is
-a request error before anything is submitted. One job = one method, one dataset, one seed: a
-`fusion-bench bench ... --seeds K --no-leaderboard` subprocess (pinned numerics and a clean process per job), which
-writes its row to its own run directory (`row.csv`), never to the shared raw CSVs. A job is skipped when its row is
-already in the raw leaderboard (same method, preset, config hash, test split and seed) or its run directory is
-complete, so re-running the same grid command resumes it. With downstream evaluators, the IR/visible baselines
-(source_a, source_b) are jobs of their own, once per dataset, preset and seed (not once per method).
+Planning (`plan_grid`) prepares every (method, dataset) request first, so a bad name, preset, override or dataset is a
+request error before anything is submitted. One job = one method, one dataset, one seed: a `fusion-bench bench ...
+--seeds K --no-leaderboard` subprocess (pinned numerics and a clean process per job), which writes its row to its own
+run directory (`row.csv`), never to the shared raw CSVs. A job is skipped when its row is already in the raw leaderboard
+(same method, preset, config hash, test split and seed) or its run directory is complete, so re-running the same grid
+command resumes it. A `--sweep KEY=v1,v2,...` (or a grid file's `sweep:`) multiplies the grid by the cartesian product
+of the swept values (`sweep_points`): each point is set over the overrides, so it is its own leaderboard entry with its
+own config hash. With downstream evaluators, the IR/visible baselines (source_a, source_b) are jobs of their own, once
+per dataset, preset and seed (not once per method).
 
-Launchers: `local` (a pool of `--jobs` subprocesses on this machine, then the rows are collected), `slurm` (a
-submitit job array; `--submitit-cluster local|debug` runs the same code path on this machine), `commands` (one
-shell line per job, for any other scheduler). Rows are merged with `fusion-bench leaderboard --collect RUNS_DIR`
-(no file locks, idempotent); `local` and `slurm --wait` do that themselves.
+Launchers: `local` (a pool of `--jobs` subprocesses on this machine, then the rows are collected), `slurm` (a submitit
+job array; `--submitit-cluster local|debug` runs the same code path on this machine), `commands` (one shell line per
+job, for any other scheduler). Rows are merged with `fusion-bench leaderboard --collect RUNS_DIR` (no file locks,
+idempotent); `local` and `slurm --wait` do that themselves.
 """
 
 from __future__ import annotations
