@@ -407,3 +407,16 @@ def test_reproduced_vs_reported_compares_the_presets_own_entry_and_names_every_k
     assert "ours 6.25" in html and "ours 9" not in html, "the preset's own entry, never the override entry"
     assert "same kit as ours" not in html and "kits: mmif, vifb" in html
     assert '6 <span class="kit">[mmif]</span>' in html and '40 <span class="kit">[vifb]</span>' in html
+
+
+def test_a_grid_file_takes_a_sweep_and_the_command_line_adds_to_it(cli, capsys, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("methods: [laplacian]\ndatasets: synthetic-ivif\nseeds: [0]\ndownstream: none\n"
+                    "sweep: {model.levels: [2, 3]}\n")
+    code, out, err = cli(capsys, "grid", "--grid", grid, "--sweep", "optim.lr=0.1,0.2,0.3", "--launcher", "commands",
+                         "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb")
+    assert code == 0, err
+    assert len([line for line in out.splitlines() if line.startswith("fusion-bench bench")]) == 6
+    grid.write_text("methods: [laplacian]\ndatasets: synthetic-ivif\nsweep: {model.levels: 3}\n")
+    code, _, err = cli(capsys, "grid", "--grid", grid, "--launcher", "commands", "--out", tmp_path / "runs")
+    _one_line_error(code, err, "sweep.model.levels must be a non-empty list")
