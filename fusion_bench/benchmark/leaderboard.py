@@ -374,8 +374,9 @@ def regenerate(leaderboard_dir: Path) -> dict[str, tuple[pd.DataFrame, list[str]
         "Entries marked (published images) score the fused images an author published; (released weights) run the",
         "authors' released checkpoint here; the others were trained (or run) by the suite (`kind` in the CSVs).",
         "Columns: fusion metrics of the dialect, downstream scores, efficiency (params_m: millions of parameters;",
-        "gflops: FLOPs/1e9 of one fuse at 256x256 as counted by torch.utils.flop_counter; fuse_ms_per_image;",
-        "train_s). Full columns, std and provenance are in `<dataset>.csv` and `raw/<dataset>.csv`.\n",
+        "gflops: FLOPs/1e9 of one fuse at 256x256 as counted by torch.utils.flop_counter, with the element-wise",
+        "arithmetic of training-free methods; fuse_ms_per_image; train_s). Full columns, std and provenance are in",
+        "`<dataset>.csv` and `raw/<dataset>.csv`; `label` there is the entry's name as every table shows it.\n",
     ]
     for dataset, (aggregated, value_cols) in tables.items():
         parts.append(f"## {dataset}\n")
