@@ -176,6 +176,46 @@ def apply_runtime() -> None:
     torch.set_num_threads(1)
 
 
+def apply_runtime_when_imported() -> None:
+    """`apply_runtime` as soon as torch is imported (at once when it already is), so that a command which never
+    needs torch (help, list, a usage error) does not load it even in a pinned process. Raises ValueError for a bad
+    FUSION_BENCH_NUMERICS value."""
+    if not is_pinned():
+        return
+    if "torch" in sys.modules:
+        apply_runtime()
+        return
+    if not any(isinstance(finder, _AfterTorchImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterTorchImport())
+
+
+class _AfterTorchImport:
+    """A meta-path finder that finds nothing itself: on the first `import torch` it lets the regular finders locate
+    torch and wraps the loader so that `apply_runtime` runs right after torch's module has executed."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "torch":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            apply_runtime()
+
+        loader.exec_module = exec_module
+        return spec
+
+    def invalidate_caches(self) -> None:
+        """Nothing cached here."""
+
+
 def environment() -> dict[str, Any]:
     """The numeric environment of this process, for result rows and the regression report."""
     import torch

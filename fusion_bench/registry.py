@@ -178,17 +178,25 @@ def _is_path(name: str) -> bool:
     return bool(sep and attr.isidentifier() and all(p.isidentifier() for p in module_name.split(".")))
 
 
+def check_name(kind: str, name: str) -> None:
+    """An UnknownNameError listing the valid names unless `name` is a built-in, an installed plug-in or (methods,
+    datasets) a `package.module:Class` path; imports nothing, so the command line reports a mistyped name without
+    loading torch."""
+    if name in _REGISTRIES[kind] or name in plugins(kind) or (kind in ENTRY_POINT_GROUPS and _is_path(name)):
+        return
+    hint = " or a package.module:Class path" if kind in ENTRY_POINT_GROUPS else ""
+    raise UnknownNameError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(names(kind)))}{hint}")
+
+
 def _lookup(kind: str, name: str) -> Any:
+    check_name(kind, name)
     registry = _REGISTRIES[kind]
     if name in registry:
         return _import(kind, registry[name], f"{kind} {name!r}")
     found = plugins(kind).get(name)
     if found is not None:
         return _import(kind, found[0], f"{kind} {name!r} (plug-in package {found[1]})", plugin=True)
-    if kind in ENTRY_POINT_GROUPS and _is_path(name):
-        return _import(kind, name, f"{kind} {name}", plugin=True)
-    hint = " or a package.module:Class path" if kind in ENTRY_POINT_GROUPS else ""
-    raise UnknownNameError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(names(kind)))}{hint}")
+    return _import(kind, name, f"{kind} {name}", plugin=True)
 
 
 def _check_class(kind: str, name: str, obj: Any, bases: tuple[type, ...]) -> Any:

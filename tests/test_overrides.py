@@ -43,7 +43,7 @@ def test_nested_keys_and_errors():
 
 @pytest.mark.parametrize("argv, needle", [
     (("--set", "model.widht=8"), "unknown key 'widht' in section model; valid model keys: depth, lr, w_grad"),
-    (("--set", "train.max_step=8"), "valid train keys: augment, batch_size"),
+    (("--set", "train.max_step=8"), "valid train keys: accumulate_grad_batches, augment, batch_size"),
     (("--set", "model.width=-3"), "--set model.width=-3: expected an integer in 1..1048576"),
     (("--set", "model.width=1.5"), "--set model.width=1.5: expected an integer, got a decimal number"),
     (("--set", "train.max_steps=abc"), "--set train.max_steps=abc: expected an integer, got a string"),

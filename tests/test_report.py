@@ -354,7 +354,9 @@ def test_reproduced_vs_reported(bench: dict, tmp_path: Path) -> None:
     assert table.loc[0, "difference"] == pytest.approx(ours - 6.5)
     assert math.isnan(table.loc[1, "ours_mean"])
     page = report.index_html.read_text()
-    assert "<h3>A paper (Table 1)</h3>" in page and "same kit as ours" in page
+    # the source mixes kits (mmif, tang): not "same kit as ours" (only its first row used to be read)
+    assert "<h3>A paper (Table 1)</h3>" in page and "same kit as ours" not in page
+    assert "kits: mmif, tang (ours: mmif; each number names its own)" in page
     assert f"ours {ours:.4g} ± 0 [mmif]</span><span class=\"std\">Δ {ours - 6.5:+.3g}</span>" in page
     assert '6.5 <span class="kit">[mmif]</span>' in page and '7 <span class="kit">[tang]</span>' in page
 

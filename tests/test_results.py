@@ -111,7 +111,7 @@ def test_pandas_aggregation_reproduces_the_hand_written_output(tmp_path):
     for expected in sorted((FIXTURE / "expected").glob("*.csv")):
         new = _csv_records((tmp_path / expected.name).read_text())
         old = _csv_records(expected.read_text())
-        added = ("split_hash", "n_images", "train_mixture", "overrides", "kind", "source")  # columns it lacked
+        added = ("split_hash", "n_images", "train_mixture", "overrides", "kind", "source", "label")  # columns it lacked
         assert [{k: v for k, v in r.items() if k not in added} for r in new] == old, expected.name
         raw = {(r["method"], r["preset"], r["config_hash"]): (r["split_hash"], r["n_images"])
                for r in read_rows(FIXTURE / "raw" / expected.name)}

@@ -67,24 +67,24 @@ def _reimport_meta_constants(names: set[str]) -> None:
             importlib.reload(module)
 
 
-def check_method(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> None:
+def check_method(method_cls: type, spec: BenchSpec, kwargs: dict[str, Any]) -> L.LightningModule:
     """Build the method once on the meta device (no memory, no initialisation cost), so that a config value its
     constructor rejects is a request error before any training. When the meta build fails, the method is built on
     the CPU to tell a real config error (BenchError) from something the meta device cannot do. Modules the
-    constructor imported lazily under the meta device are re-run if they hold meta tensors."""
+    constructor imported lazily under the meta device are re-run if they hold meta tensors. Returns the built
+    method (for checks of what it is, e.g. whether it optimises manually; its tensors may be meta tensors)."""
     import sys
 
     before = set(sys.modules)
+    model = None
     try:
         with torch.device("meta"):
-            method_cls(**kwargs)
-        built = True
+            model = method_cls(**kwargs)
     except Exception:  # noqa: BLE001 - decided by the real build below
-        built = False
+        model = None
     finally:
         _reimport_meta_constants(set(sys.modules) - before)
-    if not built:
-        _construct(method_cls, spec, kwargs)
+    return model if model is not None else _construct(method_cls, spec, kwargs)
 
 
 def build_method(prep: PreparedRun, datamodule: PairedDataModule) -> L.LightningModule:

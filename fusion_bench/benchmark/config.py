@@ -32,7 +32,7 @@ TRAIN_KEYS = (
     "max_steps", "max_epochs", "batch_size", "crop_size", "augment", "val_fraction", "precision", "early_stopping",
     "limit_val_batches", "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps",
     "devices", "strategy", "num_nodes", "find_unused_parameters", "compile", "channels_last",
-    "checkpoint_every_n_steps",
+    "checkpoint_every_n_steps", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "callbacks",
 )
 
 
@@ -136,14 +136,20 @@ def overrides_text(overrides: dict[str, Any]) -> str:
 
 
 def config_section(method_cls: type, name: str) -> str:
-    """The section of the method's config.yaml to read: its name; for a `module:Class` path, the section named like
-    the class, else the file's only section."""
-    if ":" not in name:
-        return name
+    """The section of the method's config.yaml to read: the one named like the method (its registered or
+    entry-point name, or the `module:Class` path), else the one named like its class, else the file's only section
+    (so a plug-in's `SaliencyAvg:` section is found whether the method is named by its entry point `sal_avg` or by
+    `myplug.fusion:SaliencyAvg`)."""
     import inspect
 
+    from fusion_bench.registry import METHODS
+
     path = Path(inspect.getfile(method_cls)).parent / "config.yaml"
-    sections = list(yaml.safe_load(path.read_text()) or {}) if path.is_file() else []
+    if name in METHODS or not path.is_file():  # a built-in: its own section (a missing one is an error)
+        return name
+    sections = list(yaml.safe_load(path.read_text()) or {})
+    if name in sections:
+        return name
     if method_cls.__name__ in sections:
         return method_cls.__name__
     return sections[0] if len(sections) == 1 else name

@@ -1,17 +1,19 @@
 """`fusion-bench grid`: a resumable method x dataset x seed grid of `fusion-bench bench` jobs on an existing scheduler.
 
-Planning (`plan_grid`) prepares every (method, dataset) request first, so a bad name, preset, override or dataset is
-a request error before anything is submitted. One job = one method, one dataset, one seed: a
-`fusion-bench bench ... --seeds K --no-leaderboard` subprocess (pinned numerics and a clean process per job), which
-writes its row to its own run directory (`row.csv`), never to the shared raw CSVs. A job is skipped when its row is
-already in the raw leaderboard (same method, preset, config hash, test split and seed) or its run directory is
-complete, so re-running the same grid command resumes it. With downstream evaluators, the IR/visible baselines
-(source_a, source_b) are jobs of their own, once per dataset, preset and seed (not once per method).
+Planning (`plan_grid`) prepares every (method, dataset) request first, so a bad name, preset, override or dataset is a
+request error before anything is submitted. One job = one method, one dataset, one seed: a `fusion-bench bench ...
+--seeds K --no-leaderboard` subprocess (pinned numerics and a clean process per job), which writes its row to its own
+run directory (`row.csv`), never to the shared raw CSVs. A job is skipped when its row is already in the raw leaderboard
+(same method, preset, config hash, test split and seed) or its run directory is complete, so re-running the same grid
+command resumes it. A `--sweep KEY=v1,v2,...` (or a grid file's `sweep:`) multiplies the grid by the cartesian product
+of the swept values (`sweep_points`): each point is set over the overrides, so it is its own leaderboard entry with its
+own config hash. With downstream evaluators, the IR/visible baselines (source_a, source_b) are jobs of their own, once
+per dataset, preset and seed (not once per method).
 
-Launchers: `local` (a pool of `--jobs` subprocesses on this machine, then the rows are collected), `slurm` (a
-submitit job array; `--submitit-cluster local|debug` runs the same code path on this machine), `commands` (one
-shell line per job, for any other scheduler). Rows are merged with `fusion-bench leaderboard --collect RUNS_DIR`
-(no file locks, idempotent); `local` and `slurm --wait` do that themselves.
+Launchers: `local` (a pool of `--jobs` subprocesses on this machine, then the rows are collected), `slurm` (a submitit
+job array; `--submitit-cluster local|debug` runs the same code path on this machine), `commands` (one shell line per
+job, for any other scheduler). Rows are merged with `fusion-bench leaderboard --collect RUNS_DIR` (no file locks,
+idempotent); `local` and `slurm --wait` do that themselves.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from fusion_bench.benchmark.spec import BenchSpec
 from fusion_bench.errors import BenchError
 
 LAUNCHERS = ("local", "slurm", "commands")
-GRID_KEYS = ("methods", "datasets", "seeds", "preset", "set", "config", "downstream", "root", "dataset_args",
+GRID_KEYS = ("methods", "datasets", "seeds", "preset", "set", "sweep", "config", "downstream", "root", "dataset_args",
              "device")
 
 
@@ -51,10 +53,12 @@ class Job:
     seed: int
     argv: list[str]
     run_dir: Path
+    point: int = 0  # the index of the job's point in the --sweep grid (0 without --sweep)
+    tag: str = ""  # the config hash for a job of a --sweep point: its label (and log file) names it
 
     @property
     def label(self) -> str:
-        return f"{self.method}-{self.dataset}-seed{self.seed}"
+        return f"{self.method}-{self.dataset}{'-' + self.tag if self.tag else ''}-seed{self.seed}"
 
     def command(self) -> list[str]:
         """The job as a process command line (this Python, `-m fusion_bench`)."""
@@ -96,10 +100,27 @@ def read_grid_file(path: str | Path) -> dict[str, Any]:
             out["seeds"] = [int(s) for s in seeds]
         except (TypeError, ValueError) as err:
             raise BenchError(f"--grid {path}: seeds must be integers, got {seeds!r}") from err
-    for key in ("set", "dataset_args"):
+    for key in ("set", "dataset_args", "sweep"):
         if out.get(key) is not None and not isinstance(out[key], dict):
             raise BenchError(f"--grid {path}: {key} must be a mapping (key: value)")
+    for key, values in (out.get("sweep") or {}).items():
+        if not isinstance(values, list) or not values:
+            raise BenchError(f"--grid {path}: sweep.{key} must be a non-empty list of values")
     return out
+
+
+def sweep_points(sweep: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
+    """`--sweep KEY=v1,v2 ...`: the cartesian product of the swept keys' values, one override mapping per point
+    (the keys in the order given, the last varying fastest); [{}] without a sweep."""
+    import itertools
+
+    if not sweep:
+        return [{}]
+    keys = list(sweep)
+    for key, values in sweep.items():
+        if len(set(map(json.dumps, values))) != len(values):
+            raise BenchError(f"--sweep {key}: a value is listed twice ({values})")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
 
 
 def _yaml_value(value: Any) -> str:
@@ -148,10 +169,12 @@ def _job_argv(spec: BenchSpec, prep: Any, seed: int, baselines: bool, to_leaderb
 
 
 def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int] | None, base: BenchSpec,
-              rerun: bool = False) -> GridPlan:
+              rerun: bool = False, sweep: dict[str, list[Any]] | None = None) -> GridPlan:
     """Every job of the grid that has no row yet (see the module docstring). `base` carries everything but method,
     dataset and seeds (preset, overrides, config, out, leaderboard_dir, device, downstream, ...). `seeds` None: each
-    dataset's protocol seeds for the preset.
+    dataset's protocol seeds for the preset. `sweep` ({dotted key: [values]}): every point of the cartesian product
+    of the values (`sweep_points`) is set over `base.overrides`, so each point is its own leaderboard entry with its
+    own config hash.
 
     `rerun` (`bench --jobs`): what a sequential `bench` would do instead: every requested method runs again and
     appends its row to the raw CSV itself; only the downstream baselines are skipped where their rows exist."""
@@ -160,6 +183,22 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
     plan = GridPlan()
     cache: dict[str, list[dict[str, str]]] = {}
     baseline_jobs: set[tuple[str, str, int]] = set()
+    points = sweep_points(sweep)
+    for index, point in enumerate(points):
+        _plan_point(plan, methods, datasets, seeds, replace(base, overrides={**base.overrides, **point}), rerun,
+                    cache, baseline_jobs, index if len(points) > 1 else None)
+    # a baseline named in --methods and also added for downstream: keep one job
+    unique: dict[tuple[str, str, int, int], Job] = {}
+    for job in plan.jobs:
+        unique.setdefault((job.method, job.dataset, job.seed, job.point), job)
+    plan.jobs = list(unique.values())
+    return plan
+
+
+def _plan_point(plan: GridPlan, methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int] | None,
+                base: BenchSpec, rerun: bool, cache: dict[str, list[dict[str, str]]],
+                baseline_jobs: set[tuple[str, str, int]], point: int | None) -> None:
+    """The jobs of one point of the grid (`point`: its index in a --sweep, else None) added to `plan`."""
     for dataset in datasets:
         dataset_seeds = list(seeds) if seeds is not None else protocol_seeds(dataset, base.preset)
         for method in methods:
@@ -167,7 +206,7 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
             prep = prepare(spec)
             for seed in dataset_seeds:
                 job = Job(method, dataset, seed, _job_argv(spec, prep, seed, baselines=False, to_leaderboard=rerun),
-                          prep.run_dir(seed))
+                          prep.run_dir(seed), point or 0, prep.config_hash if point is not None else "")
                 (plan.skipped.append(job.label) if not rerun and _done(base.leaderboard_dir, prep, seed, cache)
                  else plan.jobs.append(job))
             if not prep.evaluators or method in BASELINE_METHODS or not base.downstream_baselines:
@@ -186,12 +225,6 @@ def plan_grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
                                                                  to_leaderboard=rerun), bprep.run_dir(seed))
                     (plan.skipped.append(job.label) if _done(base.leaderboard_dir, bprep, seed, cache)
                      else plan.jobs.append(job))
-    # a baseline named in --methods and also added for downstream: keep one job
-    unique: dict[tuple[str, str, int], Job] = {}
-    for job in plan.jobs:
-        unique.setdefault((job.method, job.dataset, job.seed), job)
-    plan.jobs = list(unique.values())
-    return plan
 
 
 def job_results(plan: GridPlan) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:

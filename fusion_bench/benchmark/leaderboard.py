@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ GROUP_COLUMNS = ("method", "preset", "config_hash", "metric_dialect")
 ENTRY_COLUMNS = GROUP_COLUMNS + ("split_hash",)  # what makes one leaderboard entry
 SHOWN_EFFICIENCY = ("params_m", "gflops", "fuse_ms_per_image", "train_s")
 # after GROUP_COLUMNS in <dataset>.csv
-DESCRIPTION_COLUMNS = ("task", "train_mixture", "overrides", "n", "seeds", "split_hash", "n_images", "kind", "source")
+DESCRIPTION_COLUMNS = ("task", "train_mixture", "overrides", "n", "seeds", "split_hash", "n_images", "kind", "source",
+                       "label")
 KIND_MARKERS = {"published": "published images", "released": "released weights"}  # kind -> marker after the name
 
 
@@ -50,6 +51,31 @@ def kind_marker(preset: str) -> str:
     nothing for trained entries."""
     kind = entry_kind(preset)
     return f" ({KIND_MARKERS[kind]})" if kind in KIND_MARKERS else ""
+
+
+def entry_labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One display label per leaderboard entry (aggregated records), the string every format shows (the `label`
+    column of <dataset>.csv, Markdown, LaTeX, HTML, the report): the method with its kind marker, `(trained on
+    MIX)` for a mixture, `[key=value, ...]` for --set/--config overrides; where two entries of one preset would
+    still read the same, `#<config hash>` (and then `split <split hash>`) follows. Presets are told apart by the
+    tables' preset column."""
+    def base(r: Mapping[str, Any]) -> str:
+        label = str(r["method"]) + kind_marker(str(r["preset"]))
+        if str(r.get("train_mixture") or ""):
+            label += f" (trained on {r['train_mixture']})"
+        if str(r.get("overrides") or ""):
+            label += f" [{override_label(str(r['overrides']))}]"
+        return label
+
+    labels = [base(r) for r in records]
+    for step in ("config_hash", "split_hash"):
+        seen: dict[tuple[str, str], int] = {}
+        for r, label in zip(records, labels):
+            seen[(str(r["preset"]), label)] = seen.get((str(r["preset"]), label), 0) + 1
+        labels = [label + (f" #{str(r.get(step, ''))[:6]}" if step == "config_hash" else
+                           f" split {str(r.get(step, ''))[:6]}")
+                  if seen[(str(r["preset"]), label)] > 1 else label for r, label in zip(records, labels)]
+    return labels
 
 
 def higher_is_better(column: str, dialect: str | None) -> bool | None:
@@ -128,6 +154,7 @@ def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataF
         n_images=("n_images", lambda s: " ".join(dict.fromkeys(v for v in s if v))))
     out = info.reset_index()
     out["kind"] = out["preset"].map(entry_kind)
+    out["label"] = entry_labels(out.to_dict("records"))
     for col in values:
         out[f"{col}_mean"] = means[col].to_numpy(dtype=float)
         out[f"{col}_std"] = stds[col].to_numpy(dtype=float)
@@ -214,6 +241,8 @@ def markdown_table(dataset: str, aggregated: pd.DataFrame | list[dict[str, objec
     split hash.
     """
     records = aggregated.to_dict("records") if isinstance(aggregated, pd.DataFrame) else list(aggregated)
+    all_labels = record_labels(records)
+    labels = [label for r, label in zip(records, all_labels) if preset is None or r["preset"] == preset]
     rows = [r for r in records if preset is None or r["preset"] == preset]
     if not rows:
         return f"_no rows for {dataset}_\n"
@@ -222,12 +251,8 @@ def markdown_table(dataset: str, aggregated: pd.DataFrame | list[dict[str, objec
     splits = len({r.get("split_hash", "") for r in rows}) > 1
     header = ["method", "preset", "dialect", "n"] + (["images"] if splits else []) + shown
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        method = str(r["method"]) + kind_marker(str(r["preset"])) + (
-            f" (trained on {r['train_mixture']})" if r.get("train_mixture") else "")
-        if r.get("overrides"):
-            method += f" [{override_label(str(r['overrides']))}]"
-        cells = [method, str(r["preset"]), str(r["metric_dialect"]), str(r["n"])]
+    for r, label in zip(rows, labels):
+        cells = [label, str(r["preset"]), str(r["metric_dialect"]), str(r["n"])]
         if splits:
             cells.append(f"{r.get('n_images', '')} (split {str(r.get('split_hash', ''))[:8] or '?'})")
         for col in shown:
@@ -240,6 +265,16 @@ def markdown_table(dataset: str, aggregated: pd.DataFrame | list[dict[str, objec
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def record_labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The `label` of each aggregated record (computed with `entry_labels` for records read without one)."""
+    computed = entry_labels(records)
+    return [label if _missing(r.get("label")) else str(r["label"]) for r, label in zip(records, computed)]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) == ""
 
 
 def override_label(text: str) -> str:
@@ -339,8 +374,9 @@ def regenerate(leaderboard_dir: Path) -> dict[str, tuple[pd.DataFrame, list[str]
         "Entries marked (published images) score the fused images an author published; (released weights) run the",
         "authors' released checkpoint here; the others were trained (or run) by the suite (`kind` in the CSVs).",
         "Columns: fusion metrics of the dialect, downstream scores, efficiency (params_m: millions of parameters;",
-        "gflops: FLOPs/1e9 of one fuse at 256x256 as counted by torch.utils.flop_counter; fuse_ms_per_image;",
-        "train_s). Full columns, std and provenance are in `<dataset>.csv` and `raw/<dataset>.csv`.\n",
+        "gflops: FLOPs/1e9 of one fuse at 256x256 as counted by torch.utils.flop_counter, with the element-wise",
+        "arithmetic of training-free methods; fuse_ms_per_image; train_s). Full columns, std and provenance are in",
+        "`<dataset>.csv` and `raw/<dataset>.csv`; `label` there is the entry's name as every table shows it.\n",
     ]
     for dataset, (aggregated, value_cols) in tables.items():
         parts.append(f"## {dataset}\n")

@@ -30,7 +30,7 @@ from fusion_bench.base.method import FusionMethod, SegFusionMethod
 from fusion_bench.base.mixture import MixtureDataModule
 from fusion_bench.benchmark.build import as_configured, build_datamodule
 from fusion_bench.benchmark.config import method_config
-from fusion_bench.benchmark.protocol import config_hash
+from fusion_bench.benchmark.protocol import config_text, hash_of_text, load_yaml
 from fusion_bench.benchmark.request import prepare
 from fusion_bench.benchmark.results import path_name
 from fusion_bench.benchmark.spec import BenchSpec, PreparedRun, RowTarget, SeedSetup
@@ -85,12 +85,15 @@ def prepare_mixture(spec: BenchSpec, datasets: list[str]) -> PreparedMixture:
                "sampler": SAMPLER, "version": fusion_bench.__version__}
     if overrides:
         payload["overrides"] = overrides
-    train_hash = config_hash(payload)
-    scored = [replace(prep, config=config, config_hash=config_hash({"run": prep.config_hash, "train": train_hash}))
-              for prep in scored]
+    train_text = config_text(payload)
+    train_hash = hash_of_text(train_text)
+    # a scored dataset's config.yaml: its own request (as `bench` alone would resolve it) and the mixture training
+    texts = [config_text({"run": load_yaml(prep.config_text), "train": load_yaml(train_text)}) for prep in scored]
+    scored = [replace(prep, config=config, config_hash=hash_of_text(text), config_text=text)
+              for prep, text in zip(scored, texts)]
     first = scored[0]
     train = PreparedRun(replace(spec, dataset=f"mix-{label}"), method_cls, first.datamodule_cls, first.task, config,
-                        {}, first.root, train_hash, first.device, overrides=overrides)
+                        {}, first.root, train_hash, first.device, overrides=overrides, config_text=train_text)
     return PreparedMixture(train, scored, label)
 
 

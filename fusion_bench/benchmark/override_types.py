@@ -38,6 +38,8 @@ TRAIN_TYPES: dict[str, Any] = {
     "val_check_interval": int | float | None, "check_val_every_n_epoch": int | None, "log_every_n_steps": int,
     "devices": int | list[int] | str, "strategy": str, "num_nodes": int, "find_unused_parameters": bool,
     "compile": bool | dict[str, Any] | None, "channels_last": bool, "checkpoint_every_n_steps": int | None,
+    "gradient_clip_val": float | None, "gradient_clip_algorithm": Literal["norm", "value"] | None,
+    "accumulate_grad_batches": int, "callbacks": list[dict[str, Any] | str] | None,
 }
 UNBOUNDED_BELOW = frozenset({"train.max_steps", "train.max_epochs"})  # -1: no limit (Lightning's convention)
 

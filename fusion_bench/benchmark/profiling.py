@@ -25,14 +25,54 @@ def count_params_m(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def count_gflops(fn: Callable[[], Any]) -> float:
-    """FLOPs of one call / 1e9, as counted by torch.utils.flop_counter (a multiply-add counts as 2 FLOPs;
-    only matmul/convolution-family ops are counted, so element-wise rules count as 0). Attention runs with the
-    math kernel while counting: the counter has no formula for the fused CPU attention kernels, which would
-    otherwise drop the attention matmuls of transformer methods."""
+def _per_output(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """One FLOP per output element (an element-wise op; shapes, as torch.utils.flop_counter passes them)."""
+    return _numel(out_shape)
+
+
+def _per_input(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """One FLOP per input element (a reduction: n - 1 additions or comparisons for n values)."""
+    return _numel(args[0]) if args else 0
+
+
+def _numel(shape: Any) -> int:
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        return sum(_numel(s) for s in shape)  # several outputs (e.g. max with indices): the values only
+    n = 1
+    for d in shape or ():
+        n *= int(d)
+    return n
+
+
+def elementwise_formulas() -> dict[Any, Callable[..., int]]:
+    """FLOP formulas for the element-wise arithmetic and reductions torch's counter leaves out (it counts the
+    matmul and convolution families only): 1 FLOP per output element of an arithmetic, comparison or
+    transcendental op, 1 per input element of a reduction; copies, indexing and shape changes count 0."""
+    aten = torch.ops.aten
+    pointwise = ("add", "sub", "mul", "div", "rsub", "neg", "abs", "sqrt", "rsqrt", "exp", "log", "log2", "pow",
+                 "maximum", "minimum", "clamp", "clamp_min", "clamp_max", "where", "sigmoid", "tanh", "relu",
+                 "gt", "lt", "ge", "le", "eq", "sign", "reciprocal", "square", "floor", "round", "addcmul",
+                 "addcdiv", "lerp", "hardtanh", "leaky_relu", "gelu", "atan2", "sin", "cos")
+    reductions = ("sum", "mean", "amax", "amin", "max", "min", "var", "std", "prod", "argmax", "argmin")
+    formulas: dict[Any, Callable[..., int]] = {}
+    for names, formula in ((pointwise, _per_output), (reductions, _per_input)):
+        for name in names:
+            packet = getattr(aten, name, None)  # the counter looks formulas up by overload packet
+            if packet is not None:
+                formulas[packet] = formula
+    return formulas
+
+
+def count_gflops(fn: Callable[[], Any], elementwise: bool = False) -> float:
+    """FLOPs of one call / 1e9, as counted by torch.utils.flop_counter (a multiply-add counts as 2 FLOPs; only
+    matmul/convolution-family ops are counted). `elementwise`: the element-wise arithmetic and reductions too
+    (`elementwise_formulas`), for training-free methods whose work is element-wise rules and filters (a Laplacian
+    pyramid written with slicing and adds would otherwise count as 0). Attention runs with the math kernel while
+    counting: the counter has no formula for the fused CPU attention kernels, which would otherwise drop the
+    attention matmuls of transformer methods."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=elementwise_formulas() if elementwise else None)
     with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         fn()
     return counter.get_total_flops() / 1e9
@@ -147,13 +187,14 @@ def fusion_inputs(channels: tuple[int, int], height: int, width: int, device: to
 
 def profile_fusion(method: FusionMethod, channels: tuple[int, int], height: int = 256, width: int = 256,
                    device: torch.device | None = None) -> dict[str, float]:
-    """params_m, gflops and fuse latency (batch 1) of a fusion method at height x width."""
+    """params_m, gflops and fuse latency (batch 1) of a fusion method at height x width. A training-free method's
+    gflops count its element-wise arithmetic too (`count_gflops(elementwise=True)`): its rules are its work."""
     device = device or torch.device("cpu")
     method = method.to(device).eval()
     x1, x2 = fusion_inputs(channels, height, width, device)
     return {
         "params_m": count_params_m(method),
-        "gflops": count_gflops(lambda: method.fuse(x1, x2)),
+        "gflops": count_gflops(lambda: method.fuse(x1, x2), elementwise=not getattr(method, "trainable", True)),
         "latency_ms": measure_latency_ms(lambda: method.fuse(x1, x2), device),
         "height": height,
         "width": width,

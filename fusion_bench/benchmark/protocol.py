@@ -118,10 +118,22 @@ def load_protocol(dataset: str, task: Task) -> dict[str, Any]:
     return protocol
 
 
+def config_text(payload: dict[str, Any]) -> str:
+    """The resolved configuration of a run as YAML (keys sorted; tuples as lists, other non-YAML values such as
+    paths as their text): what `bench --print-config` prints and every run directory keeps as `config.yaml`."""
+    plain = json.loads(json.dumps(payload, sort_keys=True, default=str))
+    return yaml.safe_dump(plain, sort_keys=True, default_flow_style=False, allow_unicode=True, width=120)
+
+
 def config_hash(payload: dict[str, Any]) -> str:
-    """12 hex digits of sha256 over the canonical JSON of everything that defines a run except the seed."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    """12 hex digits of sha256 over `config_text(payload)`, the text of everything that defines a run except the
+    seed (so a run directory's config.yaml turns its hash back into the settings: `hash_of_text(config.yaml)`)."""
+    return hash_of_text(config_text(payload))
+
+
+def hash_of_text(text: str) -> str:
+    """The config hash of a config.yaml's text."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def protocol_preset(preset: str) -> str:

@@ -38,7 +38,8 @@ from fusion_bench.benchmark.downstream import evaluator_config, needs_val, parse
 from fusion_bench.benchmark.leaderboard import check_owned
 from fusion_bench.benchmark.protocol import (
     PUBLISHED_PREFIX,
-    config_hash,
+    config_text,
+    hash_of_text,
     is_published,
     load_protocol,
     protocol_preset,
@@ -254,7 +255,9 @@ def prepare_published(spec: BenchSpec) -> PreparedRun:
         notes.append(f"published:{name} on {spec.dataset}: {len(test_files)} of {len(names)} test images scored "
                      f"(--allow-subset; split {test_set.split_hash()}); missing: {', '.join(missing[:8])}"
                      + (" ..." if len(missing) > 8 else ""))
+    text = config_text(payload)
     return PreparedRun(replace(spec, method=name), PublishedImages, datamodule_cls, task,
-                       {"model": {}, "optim": {}, "train": {}}, protocol, root, config_hash(payload), device,
+                       {"model": {}, "optim": {}, "train": {}}, protocol, root, hash_of_text(text), device,
                        protocol.get("metrics"), evaluators, test_set.split_hash(), {"test": test_set},
-                       overrides=dict(spec.overrides), fused_files=fused_files, provenance=provenance, notes=notes)
+                       overrides=dict(spec.overrides), fused_files=fused_files, provenance=provenance, notes=notes,
+                       config_text=text)

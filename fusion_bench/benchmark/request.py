@@ -22,7 +22,8 @@ from fusion_bench.benchmark.downstream import EVALUATOR_NAMES, evaluator_config,
 from fusion_bench.benchmark.leaderboard import check_owned
 from fusion_bench.benchmark.protocol import (
     check_preset,
-    config_hash,
+    config_text,
+    hash_of_text,
     is_published,
     load_protocol,
     protocol_preset,
@@ -31,7 +32,7 @@ from fusion_bench.benchmark.protocol import (
 )
 from fusion_bench.benchmark.published import prepare_published
 from fusion_bench.benchmark.spec import LOGGERS, PROTOCOL_VARIANTS, BenchSpec, PreparedRun
-from fusion_bench.benchmark.trainer_settings import check_train_settings
+from fusion_bench.benchmark.trainer_settings import check_manual_optimization, check_train_settings
 from fusion_bench.benchmark.weights import check_initialisations, resolve_released_weights
 from fusion_bench.errors import BenchError, ProtocolError
 from fusion_bench.registry import get_datamodule, get_method
@@ -115,8 +116,8 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     if idle:
         raise BenchError(f"--set {idle[0]}.*: the downstream evaluator {idle[0]!r} does not run in this request "
                          f"(evaluators: {', '.join(evaluators) or 'none'}; choose them with --downstream)")
-    check_method(method_cls, spec, method_kwargs(method_cls, spec, config, datamodule_cls.dataset_class.modalities,
-                                                 test_set.class_names))
+    built = check_method(method_cls, spec, method_kwargs(method_cls, spec, config,
+                                                         datamodule_cls.dataset_class.modalities, test_set.class_names))
     payload = {
         "method": spec.method,
         "dataset": spec.dataset,
@@ -142,12 +143,14 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     if pretrained:
         payload["pretrained"] = pretrained
         provenance["pretrained_sha256"] = ";".join(f"{key}={sha}" for key, sha in pretrained.items())
-    prep = PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, config_hash(payload),
+    text = config_text(payload)
+    prep = PreparedRun(spec, method_cls, datamodule_cls, task, config, protocol, root, hash_of_text(text),
                        device, protocol.get("metrics"), evaluators, test_set.split_hash(), {"test": test_set},
-                       overrides=overrides, released=released, provenance=provenance)
+                       overrides=overrides, released=released, provenance=provenance, config_text=text)
     build_datamodule(prep, 0)  # the method's train settings (crop, augment, val_fraction) against the datamodule
     if prep.trains:
         check_train_settings(prep)
+        check_manual_optimization(built, config["train"], spec.method)
     return prep
 
 

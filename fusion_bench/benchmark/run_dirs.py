@@ -1,7 +1,8 @@
 """Run directories: `<out>/<method>/<dataset>/<preset>/<config_hash>/test-<split_hash>/seed<k>` (results.run_directory)
-holds one seed's outputs. A run locks its seed directories (`seed_locks`), builds each seed in `<run_dir>.partial`
-(kept for `--resume`: its checkpoints and training logs) and moves it into place only when complete; an earlier
-run directory is kept under a `.replaced-<time>` name. A complete directory's row.csv is its row.
+holds one seed's outputs, with the resolved configuration whose hash names it (`config.yaml`, written by the
+runner). A run locks its seed directories (`seed_locks`), builds each seed in `<run_dir>.partial` (kept for
+`--resume`: its checkpoints and training logs) and moves it into place only when complete; an earlier run directory
+is kept under a `.replaced-<time>` name. A complete directory's row.csv is its row.
 """
 
 from __future__ import annotations

@@ -34,12 +34,13 @@ from fusion_bench.benchmark.mixture import PreparedMixture, mixture_setup
 from fusion_bench.benchmark.profiling import PeakMemory
 from fusion_bench.benchmark.protocol import BASELINE_METHODS
 from fusion_bench.benchmark.request import prepare
-from fusion_bench.benchmark.results import append_rows, read_rows, row_key
+from fusion_bench.benchmark.results import append_rows, atomic_write_text, read_rows, row_key
 from fusion_bench.benchmark.run_dirs import completed_rows, finish_partial, prepare_partial, seed_locks
 from fusion_bench.benchmark.scoring import evaluate_seed
 from fusion_bench.benchmark.spec import BenchSpec, PreparedRun, RowTarget, SeedSetup
 from fusion_bench.benchmark.timing import PhaseTimer
 from fusion_bench.benchmark.training import fit_method
+from fusion_bench.errors import BenchError
 
 Plan = PreparedRun | PreparedMixture
 """What runs seed by seed: a prepared run, or one model trained on a mixture and scored on each of its datasets."""
@@ -55,8 +56,34 @@ def run_bench(spec: BenchSpec, timings: list[dict[str, Any]] | None = None,
     seconds per phase (as in its timings.json), for `format_timings`. `prep`: `prepare(spec)` when the caller has
     it already (its datasets are reused). With `spec.resume`, complete seeds are reused and an interrupted seed
     continues from its last checkpoint. In a multi-process fit, ranks other than 0 train only and return [].
+
+    As on the command line, `spec.method` and `spec.dataset` may name several (comma-separated text or a list):
+    every method runs on every dataset, source_a/source_b first (`expand_spec`); the rows of all come back.
     """
-    return run_plan(prep if prep is not None else prepare(spec), timings)
+    specs = expand_spec(spec)
+    if len(specs) > 1:
+        if prep is not None:
+            raise BenchError("run_bench: `prep` belongs to one method and dataset; leave it out for several")
+        preps = [prepare(s) for s in specs]  # the whole request is checked before anything runs
+        return [row for p in preps for row in run_plan(p, timings)]
+    return run_plan(prep if prep is not None else prepare(specs[0]), timings)
+
+
+def expand_spec(spec: BenchSpec) -> list[BenchSpec]:
+    """A BenchSpec whose method or dataset names several (`"mean,max"` or `["mean", "max"]`, as `bench --method
+    mean,max`) as one BenchSpec per dataset and method, the source_a/source_b baselines first."""
+    def names(value: Any, option: str) -> list[str]:
+        items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+        items = [item.strip() for item in items if item.strip()]
+        if not items:
+            raise BenchError(f"{option} {value!r} names nothing; see `fusion-bench list`")
+        return items
+
+    methods = sorted(names(spec.method, "method"), key=lambda m: m not in BASELINE_METHODS)
+    datasets = names(spec.dataset, "dataset")
+    if len(methods) == 1 and len(datasets) == 1:
+        return [replace(spec, method=methods[0], dataset=datasets[0])]
+    return [replace(spec, method=m, dataset=d) for d in datasets for m in methods]
 
 
 def run_mixture(plan: PreparedMixture, timings: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -100,6 +127,7 @@ def run_seed(plan: Plan, seed: int) -> list[dict[str, Any]]:
     partial = run_dir.with_name(run_dir.name + ".partial")
     if lead:  # left by a killed run (we hold the lock): start over, or continue from its checkpoint with --resume
         prepare_partial(partial, run.spec.resume)
+        write_config_files(plan, partial)
     wandb_run = _start_wandb(run, seed, partial) if lead and run.spec.logger == "wandb" else None
     try:
         setup = seed_setup(plan, seed)
@@ -125,6 +153,16 @@ def run_seed(plan: Plan, seed: int) -> list[dict[str, Any]]:
             wandb_run.finish()
     finish_partial(partial, run_dir)
     return rows
+
+
+def write_config_files(plan: Plan, seed_dir: Path) -> None:
+    """`config.yaml` in a seed's directory: the resolved configuration whose hash names the run (protocol.config_text);
+    a mixture's scored datasets get theirs in their own sub-folders."""
+    atomic_write_text(seed_dir / "config.yaml", training_run(plan).config_text)
+    for target in targets_of(plan):
+        if target.folder:
+            (seed_dir / target.folder).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(seed_dir / target.folder / "config.yaml", target.run.config_text)
 
 
 def training_run(plan: Plan) -> PreparedRun:

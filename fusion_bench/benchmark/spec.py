@@ -111,6 +111,9 @@ class PreparedRun:
     # provenance columns of every row: source, weights_sha256, pretrained_sha256, fused_sha256 (results.py)
     provenance: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the command prints about the request (e.g. empty columns)
+    # the resolved configuration as YAML (protocol.config_text): config_hash is its hash, each run directory keeps
+    # it as config.yaml and `bench --print-config` prints it
+    config_text: str = ""
 
     @property
     def trains(self) -> bool:

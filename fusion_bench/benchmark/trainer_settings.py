@@ -1,7 +1,10 @@
 """The Trainer's settings from a run's `train` section: devices and strategy (fusion_bench.benchmark.distributed),
 steps and epochs, validation, precision (`bf16-auto` resolved per device), torch.compile and channels-last, early
-stopping and the experiment logger. `check_train_settings` builds a Trainer once during `prepare`, so a value it
-rejects is a request error before any work.
+stopping, the experiment logger, and Lightning's own knobs passed through: `gradient_clip_val` (with
+`gradient_clip_algorithm`), `accumulate_grad_batches` and user `callbacks` given as LightningCLI does
+(`{class_path: package.module.Class, init_args: {...}}`; only classes of installed distributions, never a file of the
+user's: see `user_callbacks`). `check_train_settings` builds a Trainer (and the user callbacks) once during
+`prepare`, so a value it rejects is a request error before any work.
 """
 
 from __future__ import annotations
@@ -78,19 +81,24 @@ def check_train_settings(prep: PreparedRun) -> None:
     quiet_lightning()
     train = prep.config["train"]
     for key, minimum in (("max_steps", -1), ("max_epochs", -1), ("batch_size", 1), ("log_every_n_steps", 1),
-                         ("check_val_every_n_epoch", 1), ("checkpoint_every_n_steps", 1), ("num_nodes", 1)):
+                         ("check_val_every_n_epoch", 1), ("checkpoint_every_n_steps", 1), ("num_nodes", 1),
+                         ("accumulate_grad_batches", 1)):
         _int_or_none(train, key, minimum)
+    clip = train.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 <= clip < 1e300):
+        raise BenchError(f"train.gradient_clip_val {clip!r}: expected a finite number >= 0 (or null: no clipping)")
     compile_settings(train)
     if not isinstance(train.get("channels_last", False), bool):
         raise BenchError(f"train.channels_last {train['channels_last']!r}: expected true or false")
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     kwargs = trainer_kwargs(prep, has_val=False)
+    callbacks = user_callbacks(train, prep.spec.method)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            L.Trainer(**kwargs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False)
+            L.Trainer(**kwargs, logger=False, enable_checkpointing=True, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=callbacks)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
         raise BenchError(f"method {prep.spec.method!r}: train settings: {str(err).splitlines()[0]}") from err
 
@@ -185,4 +193,78 @@ def trainer_kwargs(prep: PreparedRun, has_val: bool) -> dict[str, Any]:
         "check_val_every_n_epoch": train.get("check_val_every_n_epoch", 1),
         "log_every_n_steps": train.get("log_every_n_steps", 10),
         "precision": train.get("precision", "32-true"),
+        "gradient_clip_val": train.get("gradient_clip_val"),
+        "gradient_clip_algorithm": train.get("gradient_clip_algorithm"),
+        "accumulate_grad_batches": train.get("accumulate_grad_batches", 1),
     }
+
+
+def check_manual_optimization(model: L.LightningModule, train: dict[str, Any], method: str) -> None:
+    """A method that steps its optimisers itself (manual optimisation) cannot take Lightning's gradient clipping or
+    accumulation: a BenchError naming the key, before the fit."""
+    if model.automatic_optimization:
+        return
+    for key in ("gradient_clip_val", "accumulate_grad_batches"):
+        if train.get(key) not in (None, 1 if key == "accumulate_grad_batches" else None):
+            raise BenchError(f"method {method!r}: train.{key}={train[key]!r}: the method optimises manually (its own "
+                             "optimiser steps), so Lightning's gradient clipping and accumulation do not apply")
+
+
+def _installed_module(module: str) -> bool:
+    """Whether `module` comes from an installed distribution (or fusion_bench itself), not from a file of the
+    user's: its top-level package is some distribution's and is not found in the working directory."""
+    import importlib.metadata
+    import importlib.util
+    import os
+
+    top = module.partition(".")[0]
+    if top == "fusion_bench":
+        return True
+    if top not in importlib.metadata.packages_distributions():
+        return False
+    spec = importlib.util.find_spec(top)
+    origin = None if spec is None else (spec.origin or next(iter(spec.submodule_search_locations or []), None))
+    if origin is None:
+        return False
+    here = os.path.realpath(os.getcwd())
+    return not os.path.realpath(origin).startswith(here + os.sep)
+
+
+def user_callbacks(train: dict[str, Any], method: str) -> list[L.Callback]:
+    """`train.callbacks`: a list of `{class_path: package.module.Class, init_args: {...}}` (LightningCLI's form; a
+    bare class path string takes no arguments) -> the Lightning callbacks. The class must come from an installed
+    distribution (lightning's own, or a package the user installed) and be a Lightning Callback; anything else is a
+    BenchError naming the entry."""
+    import importlib
+
+    items = train.get("callbacks") or []
+    if not isinstance(items, list):
+        raise BenchError(f"method {method!r}: train.callbacks: expected a list of {{class_path, init_args}} "
+                         f"mappings, got {items!r}")
+    out: list[L.Callback] = []
+    for i, item in enumerate(items):
+        where = f"method {method!r}: train.callbacks[{i}]"
+        if isinstance(item, str):
+            item = {"class_path": item}
+        if not isinstance(item, dict) or not isinstance(item.get("class_path"), str) \
+                or set(item) - {"class_path", "init_args"} or not isinstance(item.get("init_args", {}), dict):
+            raise BenchError(f"{where}: expected {{class_path: package.module.Class, init_args: {{...}}}}, got "
+                             f"{item!r}")
+        path = item["class_path"]
+        module, _, name = path.rpartition(".")
+        if not module or not name.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+            raise BenchError(f"{where}: class_path {path!r}: expected package.module.Class")
+        if not _installed_module(module):
+            raise BenchError(f"{where}: class_path {path!r}: {module.partition('.')[0]!r} is not an installed "
+                             "package (callbacks come from installed packages only: pip install yours)")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise BenchError(f"{where}: class_path {path!r} cannot be imported: {err}") from err
+        if not (isinstance(cls, type) and issubclass(cls, L.Callback)):
+            raise BenchError(f"{where}: class_path {path!r} is not a Lightning Callback class")
+        try:
+            out.append(cls(**item.get("init_args", {})))
+        except (TypeError, ValueError) as err:
+            raise BenchError(f"{where}: {path}({item.get('init_args', {})}): {err}") from err
+    return out

@@ -27,12 +27,14 @@ from fusion_bench.benchmark.distributed import is_rank_zero
 from fusion_bench.benchmark.run_dirs import checkpoint_dir
 from fusion_bench.benchmark.spec import PreparedRun
 from fusion_bench.benchmark.trainer_settings import (
+    check_manual_optimization,
     compile_method,
     compile_settings,
     early_stopping_callbacks,
     make_logger,
     quiet_lightning,
     trainer_kwargs,
+    user_callbacks,
 )
 from fusion_bench.benchmark.weights import SETTINGS_KEY, check_resume_checkpoint, save_weights, settings_record
 from fusion_bench.errors import BenchError
@@ -88,6 +90,8 @@ def fit_method(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDa
     gather = GatherWeights()
     callbacks += [checkpoint, CheckpointOnInterrupt(last), RecordSettings(SETTINGS_KEY, settings_record(prep)),
                   FiniteLoss(prep.spec.method), PinNumerics(), gather]
+    check_manual_optimization(model, train, prep.spec.method)
+    callbacks += user_callbacks(train, prep.spec.method)
     if train.get("channels_last"):
         callbacks.append(ChannelsLast())
         model.to(memory_format=torch.channels_last)

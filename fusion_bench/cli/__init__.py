@@ -62,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fusion_bench import numerics
 
     try:
-        numerics.apply_runtime()  # oneDNN/NNPACK off and one thread when the numerics are pinned
+        # oneDNN/NNPACK off and one thread when the numerics are pinned, once torch is imported (help, list and
+        # usage errors never import it)
+        numerics.apply_runtime_when_imported()
     except ValueError as err:  # a bad FUSION_BENCH_NUMERICS value
         print(f"error: {err}", file=sys.stderr)
         return 2

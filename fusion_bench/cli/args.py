@@ -75,6 +75,28 @@ def parse_option(text: str) -> tuple[str, object]:
                                          ) from err
 
 
+def parse_sweep(text: str) -> tuple[str, list[object]]:
+    """`--sweep KEY=v1,v2,...`: a dotted override key and its values (each parsed as YAML; a value that holds a comma
+    is written as a YAML list of the values instead: `KEY=[[1,2],[3,4]]`)."""
+    import yaml
+
+    from fusion_bench.benchmark.protocol import load_yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or "." not in key:
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=v1,v2,..., got {text!r}")
+    if not value.strip().startswith("[") and any(not v.strip() for v in value.split(",")):
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=v1,v2,... with no empty value, got {text!r}")
+    try:
+        parsed = load_yaml(value) if value.strip().startswith("[") else [load_yaml(v) for v in value.split(",")]
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: a value is not valid YAML ({' '.join(str(err).split())})"
+                                         ) from err
+    if not isinstance(parsed, list) or not parsed:
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=v1,v2,... with at least one value, got {text!r}")
+    return key.strip(), parsed
+
+
 def add_dataset_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-arg", dest="dataset_options", type=parse_option, action="append", default=[],
                    metavar="KEY=VALUE", help="dataset option, repeatable (e.g. layout=flat, classes=14, "

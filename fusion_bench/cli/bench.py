@@ -80,12 +80,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --protocol robust: train on this dataset and score on --dataset (cross-dataset shift; "
                         "rows carry train_dataset); the two must have the same modalities and channels")
     p.add_argument("--train-root", default=None, metavar="DIR", help="the root of --train-dataset")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved configuration of every run (method preset + protocol + overrides, "
+                        "YAML: what each run directory keeps as config.yaml, whose sha256 is the config hash) and "
+                        "exit without running anything")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="run up to N (method, dataset, seed) runs at a time, each in its own `fusion-bench bench` "
                         "process (logs: <out>/bench-logs/); the same numbers as one at a time (make bench: 2)")
 
 
+def check_names(methods: list[str], datasets: list[str]) -> None:
+    """Every --method and --dataset names something (`published:NAME` aside), checked before the library (and
+    torch) is imported: a mistyped name is an exit 2 in a fraction of a second."""
+    from fusion_bench.errors import BenchError
+    from fusion_bench.registry import check_name
+
+    for option, kind, names in (("--method", "method", methods), ("--dataset", "dataset", datasets)):
+        if not names:
+            raise BenchError(f"{option} names nothing; see `fusion-bench list`")
+        for name in names:
+            if kind == "method" and name.startswith("published:"):
+                continue
+            check_name(kind, name)
+
+
 def run(args: argparse.Namespace) -> int:
+    methods, datasets = csv_list(args.method), csv_list(args.dataset)
+    check_names(methods, datasets)
     from fusion_bench.benchmark.distributed import is_rank_zero
     from fusion_bench.benchmark.leaderboard import leaderboard_text
     from fusion_bench.benchmark.protocol import BASELINE_METHODS
@@ -95,11 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from fusion_bench.errors import BenchError
 
     # source_a/source_b first: the other methods then reuse their downstream rows instead of recomputing them
-    methods = sorted(csv_list(args.method), key=lambda m: m not in BASELINE_METHODS)
-    datasets = csv_list(args.dataset)
-    for option, names in (("--method", methods), ("--dataset", datasets)):
-        if not names:
-            raise BenchError(f"{option} {getattr(args, option[2:])!r} names nothing; see `fusion-bench list`")
+    methods = sorted(methods, key=lambda m: m not in BASELINE_METHODS)
     published_options = [o for o, v in (("--fused-dir", args.fused_dir), ("--train-fused-dir", args.train_fused_dir),
                                         ("--fused-pattern", args.fused_pattern), ("--allow-subset", args.allow_subset))
                          if v not in (None, False)]
@@ -121,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
                    default_seeds(d, args.preset, args.downstream, args.train_fused_dir is not None),
                    leaderboard_dir) for d in datasets for m in methods]
     prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
+    if args.print_config:
+        print_configs([(prep.spec.method, prep.spec.dataset, prep.spec.preset, prep.config_hash, prep.config_text)
+                       for prep in prepared])
+        return 0
     timings: list[dict] = []
     notes = [note for prep in prepared for note in prep.notes]
     if args.jobs > 1 and not scored_only:
@@ -184,6 +205,10 @@ def _bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[
         seeds = sorted({s for d in datasets for s in protocol_seeds(d, args.preset)})
     plans = [prepare_mixture(_spec(args, method, datasets[0], seeds, args.leaderboard_dir), datasets)
              for method in methods]
+    if args.print_config:
+        print_configs([(plan.train.spec.method, plan.train.spec.dataset, plan.train.spec.preset,
+                        plan.train.config_hash, plan.train.config_text) for plan in plans])
+        return 0
     for plan in plans:
         rows = run_mixture(plan)
         if not is_rank_zero():
@@ -237,6 +262,16 @@ def _bench_robust(args: argparse.Namespace, methods: list[str], datasets: list[s
     return 0
 
 
+def print_configs(configs: list[tuple[str, str, str, str, str]]) -> None:
+    """`--print-config`: each run's resolved configuration as one YAML document, headed by a comment naming the
+    method, dataset, preset and config hash (the run directory's name)."""
+    for i, (method, dataset, preset, digest, text) in enumerate(configs):
+        if i:
+            print("---")
+        print(f"# {method} on {dataset} ({preset}): config hash {digest}")
+        print(text, end="")
+
+
 def _nan_notes(rows: list[dict]) -> list[str]:
     return [f"note: {r['method']} seed {r['seed']}: {r['n_nan']} per-image metric value(s) are NaN (undefined, "
             f"e.g. on a constant image) and left out of the means over {r['n_images']} images: "
@@ -275,7 +310,7 @@ def _bench_reports(args: argparse.Namespace, datasets: list[str]) -> None:
 
     for dataset in datasets:
         try:
-            report = build_report(dataset, preset=args.preset, runs_dir=args.out,
+            report = build_report(dataset, preset=args.preset, runs=args.out,
                                   leaderboard_dir=args.leaderboard_dir, root=args.root,
                                   dataset_options=dict(args.dataset_options))
         except Exception as err:  # noqa: BLE001 - the rows are written; the report is a convenience

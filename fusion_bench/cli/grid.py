@@ -14,6 +14,7 @@ from fusion_bench.cli.args import (
     csv_list,
     non_negative_int,
     parse_seeds,
+    parse_sweep,
     positive_int,
 )
 from fusion_bench.numerics import DOWNSTREAM_MODES as DOWNSTREAM_NUMERICS
@@ -39,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="each job's --downstream-numerics (default: bench's)")
     p.add_argument("--resume", action="store_true", help="jobs continue interrupted seeds from their checkpoints")
     add_override_arguments(p)
+    p.add_argument("--sweep", type=parse_sweep, action="append", default=[], metavar="SECTION.KEY=v1,v2,...",
+                   help="a hyper-parameter sweep, repeatable: every point of the cartesian product of the values "
+                        "(e.g. --sweep optim.lr=1e-3,1e-4 --sweep model.width=8,16: 4 points) is set over --set, "
+                        "and each point is its own leaderboard entry with its own config hash")
     add_dataset_options(p)
     p.add_argument("--out", type=Path, default=Path("runs"), help="run outputs of every job (bench --out)")
     p.add_argument("--leaderboard-dir", type=Path, default=Path("leaderboards"),
@@ -63,6 +68,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fusion_bench.errors import BenchError
+
+    if args.grid is None and (not args.methods or not args.datasets):  # before the library (and torch) is imported
+        raise BenchError("grid: give --methods and --datasets (or a --grid file with methods and datasets)")
+    swept = [key for key, _ in args.sweep]
+    if len(set(swept)) != len(swept):
+        raise BenchError(f"--sweep {next(k for k in swept if swept.count(k) > 1)}: given twice; list its values once")
+    if args.grid is None:
+        from fusion_bench.cli.bench import check_names
+
+        check_names(args.methods, args.datasets)
     from fusion_bench.benchmark.grid import (
         collect,
         plan_grid,
@@ -72,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
         submit_slurm,
     )
     from fusion_bench.benchmark.spec import BenchSpec
-    from fusion_bench.errors import BenchError
 
     grid = read_grid_file(args.grid) if args.grid is not None else {}
     methods = args.methods if args.methods is not None else grid.get("methods")
@@ -92,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
                      downstream=args.downstream if args.downstream is not None else grid.get("downstream"),
                      resume=args.resume, downstream_numerics=args.downstream_numerics)
     seeds = args.seeds if args.seeds is not None else grid.get("seeds")
-    plan = plan_grid(csv_list(",".join(methods)), csv_list(",".join(datasets)), seeds, base)
+    sweep = {**(grid.get("sweep") or {}), **dict(args.sweep)}
+    plan = plan_grid(csv_list(",".join(methods)), csv_list(",".join(datasets)), seeds, base, sweep=sweep)
     print(f"grid: {len(plan.jobs)} job(s) to run, {len(plan.skipped)} already done (rows in "
           f"{args.leaderboard_dir / 'raw'} or complete run directories)", file=sys.stderr)
     collect_line = f"fusion-bench leaderboard --collect {args.out} --leaderboard-dir {args.leaderboard_dir}"

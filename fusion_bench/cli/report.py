@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fusion_bench.report.build import build_report
 
-    report = build_report(args.dataset, preset=args.preset, methods=args.methods, runs_dir=args.runs,
+    report = build_report(args.dataset, preset=args.preset, methods=args.methods, runs=args.runs,
                           leaderboard_dir=args.leaderboard_dir, out=args.out, images=args.images,
                           n_images=args.n_images, metric=args.metric, cost=args.cost, zoom=args.zoom, root=args.root,
                           dataset_options=dict(args.dataset_options), alpha=args.alpha)

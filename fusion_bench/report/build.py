@@ -21,10 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from fusion_bench.benchmark.leaderboard import ENTRY_COLUMNS, aggregate_frame, kind_marker, latest_rows
+from fusion_bench.benchmark.leaderboard import ENTRY_COLUMNS, aggregate_frame, latest_rows, record_labels
 from fusion_bench.benchmark.results import read_rows, run_directory
 from fusion_bench.errors import ReportError
-from fusion_bench.report import page, runs
+from fusion_bench.report import page
+from fusion_bench.report import runs as run_outputs
 from fusion_bench.report.formats import seed_nan_counts
 from fusion_bench.report.qualitative import grid_section
 from fusion_bench.report.runs import Entry
@@ -82,21 +83,17 @@ def _choose_preset(frame: pd.DataFrame, preset: str | None, dataset: str, notes:
     return chosen
 
 
+def comma_list(value: str | Sequence[str] | None) -> list[str] | None:
+    """A list argument of the Python API as the command line takes it: a list, or comma-separated text."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [item.strip() for item in items if item.strip()]
+
+
 def _labels(records: list[dict[str, Any]]) -> list[str]:
-    """The method name (marked when published or released: `kind_marker`), disambiguated by config hash (and test
-    split) when a method has several entries."""
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["method"]] = counts.get(r["method"], 0) + 1
-    labels = []
-    for r in records:
-        label = str(r["method"]) + kind_marker(str(r["preset"]))
-        if counts[r["method"]] > 1:
-            label += f" [{str(r['config_hash'])[:6]}"
-            same_hash = sum(1 for o in records if o["method"] == r["method"] and o["config_hash"] == r["config_hash"])
-            label += f" split {str(r['split_hash'])[:6]}]" if same_hash > 1 else "]"
-        labels.append(label)
-    return labels
+    """The entries' labels: the same strings as the leaderboard's label column (`leaderboard.entry_labels`)."""
+    return record_labels(records)
 
 
 def _load_test_set(dataset: str, root: str | Path | None, options: Mapping[str, Any], notes: list):
@@ -151,14 +148,16 @@ def _prepare_out(out: Path) -> Path:
     return partial
 
 
-def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[str] | None = None,
-                 runs_dir: str | Path = "runs", leaderboard_dir: str | Path = "leaderboards",
-                 out: str | Path | None = None, images: Sequence[str] | None = None, n_images: int = 4,
+def build_report(dataset: str, *, preset: str | None = None, methods: str | Sequence[str] | None = None,
+                 runs: str | Path | None = None, leaderboard_dir: str | Path = "leaderboards",
+                 out: str | Path | None = None, images: str | Sequence[str] | None = None, n_images: int = 4,
                  metric: str | None = None, cost: str | None = None, zoom: str | Sequence[int] | None = None,
                  root: str | Path | None = None,
                  dataset_options: Mapping[str, Any] | None = None, alpha: float = 0.05,
-                 reported_dir: str | Path | None = None) -> Report:
-    """Write the report of one dataset (and preset) to `out` (default runs/reports/<dataset>-<preset>/).
+                 reported_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> Report:
+    """Write the report of one dataset (and preset) to `out` (default runs/reports/<dataset>-<preset>/). The
+    arguments are the options of `fusion-bench report` (`runs` = --runs, bench's --out; `runs_dir` is its older
+    name), and where the command takes a comma-separated list (methods, images) a list or that text is accepted.
 
     methods: keep these methods only (default: all with rows). images: the test images of the grid (default:
     the `n_images` on which methods disagree most). metric, cost: the quality and cost axes of the efficiency plot
@@ -167,6 +166,10 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
     root, dataset_options: where the dataset is (for sources and labels in the grids).
     """
     start = time.perf_counter()
+    if runs is not None and runs_dir is not None and Path(runs) != Path(runs_dir):
+        raise ReportError(f"build_report: runs={runs} and runs_dir={runs_dir} name two folders; pass runs only")
+    runs_dir = runs if runs is not None else runs_dir if runs_dir is not None else "runs"
+    methods, images = comma_list(methods), comma_list(images)
     if not 0 < alpha < 1:
         raise ReportError(f"--alpha must be in (0, 1), got {alpha}")
     if n_images < 1:
@@ -230,7 +233,7 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
     out = Path(out) if out is not None else default_out(runs_dir, dataset, preset)
     work = _prepare_out(out)
     try:
-        per_image, per_image_nan = runs.per_image_means(main, notes)
+        per_image, per_image_nan = run_outputs.per_image_means(main, notes)
         for label, counts in per_image_nan.items():
             notes.append(("warn", f"{label}: NaN per-image values: " + ", ".join(f"{m} {n}" for m, n in counts.items())
                                   + " (left out of means and tests; see Statistics)"))

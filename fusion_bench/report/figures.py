@@ -45,40 +45,64 @@ def _arrow(direction: bool | None) -> str:
     return {True: " ↑", False: " ↓", None: ""}[direction]
 
 
+def axis_range(low: float, high: float, non_negative: bool) -> tuple[float, float]:
+    """The value axis of a bar chart that shows the differences: from a little below the smallest value (mean -
+    std) to a little above the largest, not from 0 (0 when the values are non-negative and the margin would cross
+    it)."""
+    span = high - low
+    if span <= 0:
+        span = abs(high) * 0.1 or 1.0
+    bottom, top = low - 0.15 * span, high + 0.15 * span
+    if non_negative and bottom < 0:
+        bottom = 0.0
+    return bottom, top
+
+
 def bar_charts(means: pd.DataFrame, stds: pd.DataFrame, directions: Mapping[str, bool | None], path: Path,
-               ncols: int = 4) -> Path | None:
+               ncols: int = 4, notes: Mapping[str, str] | None = None) -> Path | None:
     """Small multiples: one bar chart per column of `means` (rows: entries), error bars = std over seeds.
 
-    Entries without a std (one seed) get no error bar and an "n=1" mark; NaN means are marked "NaN".
+    Each panel sorts its entries best first (by the column's direction; no direction: largest first), and its
+    value axis spans the values (`axis_range`), not 0..max, so small differences show; `notes` (column -> a short
+    text, e.g. a metric's range) go under the panel's title. Entries without a std (one seed) get no error bar
+    and an "n=1" mark; NaN means are listed last and marked "NaN"; an entry keeps its colour in every panel.
     """
     columns = [c for c in means.columns if means[c].notna().any()]
     if not columns or means.empty:
         return None
     plt = _plt()
-    labels = list(means.index)
-    palette = colours(labels)
+    palette = colours(list(means.index))
     nrows = math.ceil(len(columns) / ncols)
-    width = max(2.6, 0.32 * len(labels) + 0.8)
+    width = max(2.6, 0.32 * len(means.index) + 0.8)
     fig, axes = plt.subplots(nrows, min(ncols, len(columns)), figsize=(width * min(ncols, len(columns)),
-                                                                       2.6 * nrows), squeeze=False)
-    x = np.arange(len(labels))
+                                                                       2.9 * nrows), squeeze=False)
     for ax, col in zip(axes.flat, columns):
-        m = means[col].to_numpy(dtype=float)
-        s = stds[col].to_numpy(dtype=float)
-        ax.bar(x, np.nan_to_num(m), color=[palette[lab] for lab in labels], width=0.75)
-        ok = ~np.isnan(s) & ~np.isnan(m)
+        larger_first = directions.get(col) is not False
+        order = sorted(means.index, key=lambda lab: (math.isnan(means.at[lab, col]),
+                                                     -means.at[lab, col] if larger_first else means.at[lab, col]))
+        labels = list(order)
+        x = np.arange(len(labels))
+        m = means.loc[labels, col].to_numpy(dtype=float)
+        s = stds.loc[labels, col].to_numpy(dtype=float)
+        spread = np.where(np.isnan(s), 0.0, s)
+        finite = ~np.isnan(m)
+        bottom, top = axis_range(float(np.min(m[finite] - spread[finite])), float(np.max(m[finite] + spread[finite])),
+                                 bool(np.all(m[finite] >= 0)))
+        ax.bar(x[finite], m[finite] - bottom, bottom=bottom, color=[palette[lab] for lab in np.array(labels)[finite]],
+               width=0.75)
+        ok = ~np.isnan(s) & finite
         ax.errorbar(x[ok], m[ok], yerr=s[ok], fmt="none", ecolor="black", capsize=2, linewidth=0.8)
-        top = np.nanmax(np.abs(m)) if np.any(~np.isnan(m)) else 1.0
-        for i in np.flatnonzero(np.isnan(m)):
-            ax.text(x[i], 0, "NaN", ha="center", va="bottom", fontsize=7, color="#b00", rotation=90)
-        for i in np.flatnonzero(np.isnan(s) & ~np.isnan(m)):
-            ax.text(x[i], m[i], "n=1", ha="center", va="bottom" if m[i] >= 0 else "top", fontsize=6, color="#555")
-        ax.set_title(f"{col}{_arrow(directions.get(col))}")
+        for i in np.flatnonzero(~finite):
+            ax.text(x[i], bottom, "NaN", ha="center", va="bottom", fontsize=7, color="#b00", rotation=90)
+        for i in np.flatnonzero(np.isnan(s) & finite):
+            ax.text(x[i], m[i], "n=1", ha="center", va="bottom", fontsize=6, color="#555")
+        note = (notes or {}).get(col)
+        ax.set_title(f"{col}{_arrow(directions.get(col))}" + (f"\n{note}" if note else ""),
+                     fontsize=9 if note else None)
         ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
-        ax.margins(y=0.15)
+        ax.set_ylim(bottom, top)
         ax.tick_params(axis="y", labelsize=7)
-        if top == 0:
-            ax.set_ylim(-1, 1)
+        ax.grid(True, axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
     fig.tight_layout()
@@ -99,6 +123,14 @@ def efficiency_scatter(x: pd.Series, y: pd.Series, y_std: pd.Series, x_label: st
         ax.errorbar([xv], [yv], yerr=None if math.isnan(sv) else [sv], fmt="o", color=palette[label], capsize=2,
                     markersize=6)
         ax.annotate(label, (xv, yv), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    missing = []
+    for label, xv, yv in zip(x.index, x.to_numpy(dtype=float), y.to_numpy(dtype=float)):
+        lacking = [str(name) for name, v in ((x.name or "cost", xv), (y.name or "quality", yv)) if math.isnan(v)]
+        if lacking:
+            missing.append(f"{label} ({' and '.join(lacking)})")
+    if missing:  # shown as missing, never silently dropped
+        ax.set_title("not measured, so not placed: " + ", ".join(missing), fontsize=7, color="#b00", loc="left",
+                     wrap=True)
     positive = xs[xs > 0]
     if len(positive) == len(xs) and positive.max() / positive.min() > 100:
         ax.set_xscale("log")
@@ -134,42 +166,70 @@ def heatmap(values: pd.DataFrame, title: str, path: Path, fmt: str = "{:.2f}") -
     return _save(fig, path)
 
 
-def training_curves(curves: Mapping[str, Mapping[int, pd.DataFrame]], path: Path, ncols: int = 3) -> Path | None:
-    """One panel per entry: every logged loss column against the step (a colour each), one line style per seed
-    (Lightning CSV logs); the legend, below each panel, names the columns and the seeds' line styles."""
-    panels = {label: seeds for label, seeds in curves.items() if seeds}
-    if not panels:
+def loss_groups(columns: Sequence[str]) -> dict[str, list[str]]:
+    """The loss columns of a Lightning CSV log grouped into the panels they are drawn on: `train loss` and `val
+    loss` (the totals: `<split>/loss`, `<split>_loss`, with `_step`/`_epoch` variants) and `train components` /
+    `val components` (every other loss column of the split), each group only when it has columns."""
+    groups: dict[str, list[str]] = {}
+    for col in columns:
+        if "loss" not in col.lower():
+            continue
+        split = "val" if col.lower().startswith(("val", "valid")) else "train"
+        stem = col.lower().split("/", 1)[-1]
+        for suffix in ("_step", "_epoch"):
+            stem = stem.removesuffix(suffix)
+        total = stem in ("loss", f"{split}_loss", "train_loss", "val_loss")
+        groups.setdefault(f"{split} {'loss' if total else 'components'}", []).append(col)
+    order = ("train loss", "val loss", "train components", "val components")
+    return {name: groups[name] for name in order if name in groups}
+
+
+def training_curves(curves: Mapping[str, Mapping[int, pd.DataFrame]], path: Path) -> Path | None:
+    """One row of panels per entry, one panel per loss group (`loss_groups`: the train total, the val total, the
+    train and val components), so losses of different scales never share an axis; the value axis is logarithmic
+    when a panel's values are positive and span more than a factor of 10. Colours name the columns, line styles
+    the seeds; a legend lists only what its panel draws."""
+    rows = []
+    for label, seeds in curves.items():
+        ordered = sorted(seeds.items())
+        columns = list(dict.fromkeys(c for _, frame in ordered for c in frame.columns))
+        for group, cols in loss_groups(columns).items():
+            rows.append((label, group, cols, ordered))
+    if not rows:
         return None
     plt = _plt()
-    from matplotlib.lines import Line2D
-
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, min(ncols, len(panels)), figsize=(4.4 * min(ncols, len(panels)), 4.2 * nrows),
-                             squeeze=False)
+    labels = list(dict.fromkeys(r[0] for r in rows))
+    ncols = max(sum(1 for r in rows if r[0] == label) for label in labels)
+    fig, axes = plt.subplots(len(labels), ncols, figsize=(4.2 * ncols, 3.4 * len(labels)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
     line_styles = ["-", "--", ":", "-."]
     cmap = plt.get_cmap("tab10")
-    for ax, (label, seeds) in zip(axes.flat, panels.items()):
-        names: list[str] = []
-        ordered = sorted(seeds.items())
-        for s_i, (_, frame) in enumerate(ordered):
+    filled = dict.fromkeys(labels, 0)
+    for label, group, cols, ordered in rows:
+        ax = axes[labels.index(label), filled[label]]
+        filled[label] += 1
+        ax.axis("on")
+        drawn: list[float] = []
+        for s_i, (seed, frame) in enumerate(ordered):
             x_col = "step" if "step" in frame.columns else frame.columns[0]
-            for col in [c for c in frame.columns if "loss" in c.lower()]:
-                if col not in names:
-                    names.append(col)
+            for c_i, col in enumerate(cols):
+                if col not in frame.columns:
+                    continue
                 series = frame[[x_col, col]].apply(pd.to_numeric, errors="coerce").dropna()
-                if not series.empty:
-                    ax.plot(series[x_col], series[col], line_styles[s_i % 4], color=cmap(names.index(col) % 10),
-                            linewidth=1)
-        handles = [Line2D([], [], color=cmap(i % 10), label=name) for i, name in enumerate(names)]
-        handles += [Line2D([], [], color="black", linestyle=line_styles[i % 4], label=f"seed {seed}")
-                    for i, (seed, _) in enumerate(ordered)]
-        ax.set_title(label)
+                if series.empty:
+                    continue
+                ax.plot(series[x_col], series[col], line_styles[s_i % 4], color=cmap(c_i % 10), linewidth=1,
+                        label=f"{col}, seed {seed}" if len(ordered) > 1 else col)
+                drawn += list(series[col].to_numpy(dtype=float))
+        values = np.array(drawn)
+        if len(values) and np.all(values > 0) and values.max() / values.min() > 10:
+            ax.set_yscale("log")
+        ax.set_title(f"{label}: {group}", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
-        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2,
-                  frameon=False)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
+        if drawn:
+            ax.legend(fontsize=6, frameon=False)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -21,11 +21,11 @@ from fusion_bench.benchmark.leaderboard import (
     best_values,
     csv_text,
     higher_is_better,
-    kind_marker,
     load_results,
     markdown_table,
     nan_counts,
     raw_files,
+    record_labels,
     shown_columns,
 )
 from fusion_bench.benchmark.results import read_rows
@@ -68,8 +68,8 @@ def build_table(records: list[dict[str, Any]], value_cols: list[str], preset: st
                 nan_counts: Mapping[tuple[int, str], int] | None = None) -> Table:
     """The table model of aggregated records (see `aggregate_frame`), optionally one preset only.
 
-    labels: record index -> display name (default: the method, marked when published or released; see
-    `leaderboard.kind_marker`). nan_counts: (record index, column) -> count.
+    labels: record index -> display name (default: the entry's label, `leaderboard.entry_labels`, the same string
+    as the CSV's label column and the Markdown table). nan_counts: (record index, column) -> count.
     Label columns: method, then preset / dialect when the table mixes several, n (seeds), and images (n_images)
     when entries come from more than one test split.
     """
@@ -88,8 +88,9 @@ def build_table(records: list[dict[str, Any]], value_cols: list[str], preset: st
     directions = {c: (higher_is_better(c, str(rows[0]["metric_dialect"])) if rows else None) for c in shown}
     decimals = {c: decimals_for([float(r[f"{c}_mean"]) for r in rows]) for c in shown}
     out_labels, out_cells = [], []
+    default = record_labels(records)
     for i, r in indexed:
-        name = (labels or {}).get(i, str(r["method"]) + kind_marker(str(r["preset"])))
+        name = (labels or {}).get(i, default[i])
         values = {"method": name, "preset": str(r["preset"]), "dialect": str(r["metric_dialect"]),
                   "n": str(r["n"]), "images": f"{r.get('n_images', '')} ({str(r.get('split_hash', ''))[:8]})"}
         out_labels.append([values[c] for c in label_columns])

@@ -20,6 +20,19 @@ from fusion_bench.report.formats import build_table, to_html, to_latex
 from fusion_bench.report.runs import Entry
 
 QUALITY_DEFAULTS = ("seg_miou", "native_miou", "det_map50", "cls_acc")
+# ranges a reader would not expect, by (metric dialect, column): sums of two similarity scores
+RANGE_NOTES = {
+    ("mmif", "SSIM"): "SSIM(F,A)+SSIM(F,B): up to 2", ("vifb", "SSIM"): "SSIM(VI,F)+SSIM(IR,F): up to 2",
+    ("mmif", "SCD"): "sum of two correlations: -2..2", ("tang", "SCD"): "sum of two correlations: -2..2",
+}
+
+
+def metric_notes(dialect: str, columns: Sequence[str]) -> dict[str, str]:
+    """Column -> what the number is (the metric dialect's description) for the columns of `dialect`."""
+    from fusion_bench.metrics.dialects import DIALECTS
+
+    specs = getattr(DIALECTS.get(dialect), "specs", {}) or {}
+    return {c: specs[c].description for c in columns if c in specs and specs[c].description}
 
 
 def leaderboard_section(records, value_cols, labels, nan_seed, out: Path) -> str:
@@ -41,10 +54,17 @@ def plots_section(entries: Sequence[Entry], value_cols: Sequence[str], metric: s
     dialect = str(entries[0].record["metric_dialect"]) if entries else ""
     directions = {c: higher_is_better(c, dialect) for c in value_cols}
     means, stds = runs.value_frames(entries, quality)
-    path = figures.bar_charts(means, stds, directions, out / "figures" / "bars.png")
+    ranges = {c: RANGE_NOTES[(dialect, c)] for c in quality if (dialect, c) in RANGE_NOTES}
+    path = figures.bar_charts(means, stds, directions, out / "figures" / "bars.png", notes=ranges)
     if path:
-        parts.append("<h3>Per-metric means</h3><p>Error bars: std over seeds (none for a single seed, marked "
-                     "n=1).</p>" + f'<img class="plot" src="{page.rel(path, out)}" alt="bar charts">')
+        described = metric_notes(dialect, [c for c in means.columns if means[c].notna().any()])
+        items = "".join(f"<li><b>{page.e(c)}</b>: {page.e(text)}" + (f" (range: {page.e(ranges[c])})" if c in ranges
+                        else "") + "</li>" for c, text in described.items())
+        parts.append("<h3>Per-metric means</h3><p>Each panel sorts the entries best first; its axis spans the "
+                     "values (it does not start at 0, so small differences show: read the tick labels). Error bars: "
+                     "std over seeds (none for a single seed, marked n=1).</p>"
+                     + (f'<ul class="meta">{items}</ul>' if items else "")
+                     + f'<img class="plot" src="{page.rel(path, out)}" alt="bar charts">')
     if cost is not None and (cost not in value_cols or not any(
             not math.isnan(float(e.record[f"{cost}_mean"])) for e in entries)):
         raise ReportError(f"--cost {cost!r} has no values in these rows; choose gflops or params_m")
@@ -63,8 +83,13 @@ def plots_section(entries: Sequence[Entry], value_cols: Sequence[str], metric: s
                                           f"{y_col}{figures._arrow(directions.get(y_col))}",
                                           out / "figures" / "efficiency.png")
         if path:
+            missing = [e.label for e in entries if math.isnan(float(e.record[f"{cost}_mean"]))
+                       or math.isnan(float(e.record[f"{y_col}_mean"]))]
             parts.append(f"<h3>Efficiency: {page.e(cost)} vs {page.e(y_col)}</h3><p>Choose the quality axis with "
-                         "--metric.</p>" + f'<img class="plot" src="{page.rel(path, out)}" alt="efficiency">')
+                         "--metric. A training-free method's GFLOPs count its element-wise arithmetic; a learned "
+                         "method's count its matrix products and convolutions."
+                         + (f" Not placed (a value not measured): {page.e(', '.join(missing))}." if missing else "")
+                         + "</p>" + f'<img class="plot" src="{page.rel(path, out)}" alt="efficiency">')
     per_class = runs.per_class_means(entries, notes)
     if per_class:
         pd.concat({f"{ev}/{m}": t for (ev, m), t in per_class.items()}, names=["evaluator/metric", "method"]).to_csv(
@@ -80,8 +105,10 @@ def plots_section(entries: Sequence[Entry], value_cols: Sequence[str], metric: s
     curves = runs.training_curves(entries)
     path = figures.training_curves(curves, out / "figures" / "training.png")
     if path:
-        parts.append("<h3>Training curves</h3><p>From each run's Lightning CSV log (logs/metrics.csv); one line "
-                     "style per seed.</p>" + f'<img class="plot" src="{page.rel(path, out)}" alt="training curves">')
+        parts.append("<h3>Training curves</h3><p>From each run's Lightning CSV log (logs/metrics.csv): one panel "
+                     "per entry and loss (train total, val total, components), a log axis where the values span "
+                     "more than a factor of 10; one line style per seed.</p>"
+                     + f'<img class="plot" src="{page.rel(path, out)}" alt="training curves">')
     return "\n".join(parts) or "<p>No values to plot.</p>"
 
 
@@ -273,8 +300,15 @@ def reported_section(dataset: str, entries: Sequence[Entry], reported_dir, out: 
              "differences: <a href=\"tables/reported.csv\">reported.csv</a>.</p>"]
     for source, part in frame.groupby("source", sort=False):
         metrics = list(dict.fromkeys(part["metric"]))
-        kit = str(part["reported_dialect"].iloc[0] or "")
-        kit_text = "" if not kit else (" · same kit as ours" if kit == dialect else f" · kit: {kit} (ours: {dialect})")
+        kits = list(dict.fromkeys(str(k or "") for k in part["reported_dialect"]))  # every row's, not the first's
+        named = [k for k in kits if k]
+        if not named:
+            kit_text = ""
+        elif kits == [dialect]:
+            kit_text = " · same kit as ours"
+        else:
+            kit_text = (f" · kits: {', '.join(named)}" + (", not named" if "" in kits else "")
+                        + f" (ours: {dialect}; each number names its own)")
         rows = []
         for method, group in part.groupby("method", sort=False):
             our = str(group["our_entry"].iloc[0] or "")
