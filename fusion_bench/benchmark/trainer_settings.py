@@ -216,6 +216,8 @@ def _installed_module(module: str) -> bool:
     import importlib.metadata
     import importlib.util
     import os
+    import site
+    import sysconfig
 
     top = module.partition(".")[0]
     if top == "fusion_bench":
@@ -226,8 +228,12 @@ def _installed_module(module: str) -> bool:
     origin = None if spec is None else (spec.origin or next(iter(spec.submodule_search_locations or []), None))
     if origin is None:
         return False
-    here = os.path.realpath(os.getcwd())
-    return not os.path.realpath(origin).startswith(here + os.sep)
+    real = os.path.realpath(origin)
+    sites = {os.path.realpath(p) for p in (*site.getsitepackages(), sysconfig.get_paths()["purelib"],
+                                           sysconfig.get_paths()["platlib"])}
+    if any(real.startswith(s + os.sep) for s in sites):  # installed (a venv inside the working directory too)
+        return True
+    return not real.startswith(os.path.realpath(os.getcwd()) + os.sep)
 
 
 def user_callbacks(train: dict[str, Any], method: str) -> list[L.Callback]:
