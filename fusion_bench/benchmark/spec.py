@@ -70,6 +70,9 @@ class BenchSpec:
     weights: str | Path | None = None
     published: PublishedSpec | None = None  # `--method published:NAME`: the fused images to score (preset `published`)
     source: str | None = None  # `--source`: where the published images / released weights come from (row column)
+    # `--protocol NAME`: a protocol variant (balance: AV datasets, fusion_bench.benchmark.balance; robust: image
+    # fusion); None: the standard clean protocol
+    protocol_variant: str | None = None
 
 
 @dataclass(frozen=True)

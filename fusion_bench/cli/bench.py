@@ -71,6 +71,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="run up to N (method, dataset, seed) runs at a time, each in its own `fusion-bench bench` "
                         "process (logs: <out>/bench-logs/); the same numbers as one at a time (make bench: 2)")
+    p.add_argument("--protocol", default=None, metavar="NAME",
+                   help="a protocol variant instead of the standard clean protocol: balance (audio-visual datasets: "
+                        "one shared training recipe for every method, linear probes of the encoders, 5 seeds by "
+                        "default) or robust (image-fusion datasets)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,12 +98,14 @@ def run(args: argparse.Namespace) -> int:
     args.preset = bench_preset(args.preset, methods, datasets, args.weights, published_options, args.mixture)
     scored_only = args.preset in ("released", "published")  # nothing trains: --jobs does not apply
     if args.mixture:
+        if args.protocol is not None:
+            raise BenchError("--protocol does not apply to --mixture (one model trained on several datasets)")
         if args.jobs > 1:
             raise BenchError("--jobs does not apply to --mixture (one model is trained on all the datasets)")
         return _bench_mixture(args, methods, datasets)
     leaderboard_dir = None if args.no_leaderboard else args.leaderboard_dir
     specs = [_spec(args, m, d, args.seeds if args.seeds is not None else
-                   default_seeds(d, args.preset, args.downstream, args.train_fused_dir is not None),
+                   default_seeds(d, args.preset, args.downstream, args.train_fused_dir is not None, args.protocol),
                    leaderboard_dir) for d in datasets for m in methods]
     prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
     timings: list[dict] = []
@@ -148,7 +154,7 @@ def _spec(args: argparse.Namespace, method: str, dataset: str, seeds: list[int],
                      overrides=dict(args.overrides), config=args.config, downstream=args.downstream,
                      resume=args.resume, downstream_baselines=not args.no_downstream_baselines,
                      downstream_numerics=args.downstream_numerics, weights=args.weights, published=published,
-                     source=args.source)
+                     source=args.source, protocol_variant=getattr(args, "protocol", None))
 
 
 def _bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[str]) -> int:
