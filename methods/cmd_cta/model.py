@@ -364,7 +364,7 @@ class CMDCTANet(nn.Module):
                  proj_dim: int = 128, sub_dim: int = 32, proto_dim: int = 64, proto_hidden: int = 128,
                  contrast_dim: int = 64, decoder_widths: tuple[int, int, int] | list[int] = (128, 32, 16),
                  use_mamba: bool = True, use_swin: bool = True, use_gnn: bool = True, gnn_nodes: int = 16,
-                 decomposition: str = "paper", aggregation: str = "token", block_tokens: int = 8,
+                 decomposition: str = "paper", aggregation: str = "block", block_tokens: int = 8,
                  scan_impl: str = "auto", scan_chunk: int = 16, scan_chunks_per_group: int | None = None,
                  scan_intra: str = "loop"):
         super().__init__()
