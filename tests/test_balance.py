@@ -118,3 +118,29 @@ def test_cli_protocol_refused_before_work(cli, capsys, tmp_path) -> None:
                        "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb")
     assert code == 2 and "--protocol" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "lb").exists()
+
+
+# -- the report's AV section -----------------------------------------------------------------------------------------
+
+
+def test_balance_summary_pairs_seeds_against_late_fusion(tmp_path) -> None:
+    from fusion_bench.report.balance import balance_frame, balance_section, balance_summary
+
+    rows = []
+    for seed in range(5):
+        rows.append({"method": "late_fusion", "seed": seed, "protocol": "balance", "preset": "smoke",
+                     "cls_acc": 0.8, "probe_frames": 0.40 + 0.01 * seed, "probe_audio": 0.5})
+        rows.append({"method": "ogm_ge", "seed": seed, "protocol": "balance", "preset": "smoke",
+                     "cls_acc": 0.8, "probe_frames": 0.45 + 0.01 * seed + (0.01 if seed % 2 else -0.01)})
+        rows.append({"method": "unimodal", "seed": seed, "protocol": "balance", "preset": "smoke",
+                     "overrides": '{"model.modality":"frames"}', "probe_frames": 0.8})
+        rows.append({"method": "ogm_ge", "seed": seed, "preset": "smoke", "probe_frames": 0.0})  # standard protocol
+    summary = balance_summary(balance_frame(rows))
+    assert list(summary.index) == ["late_fusion", "ogm_ge", "unimodal (frames)"]
+    ogm = summary.loc["ogm_ge"]
+    assert ogm["n"] == 5 and abs(ogm["d_diff"] - 0.048) < 1e-12  # paired: +0.05 and the +-0.01 wobble (mean -0.002)
+    assert ogm["d_low"] < ogm["d_diff"] < ogm["d_high"] and ogm["d_p"] < 0.001
+    assert abs(summary.loc["unimodal (frames)", "d_diff"] - 0.38) < 1e-12
+    html = balance_section(rows, tmp_path)
+    assert html is not None and "unimodal (frames)" in html and (tmp_path / "tables" / "balance.csv").is_file()
+    assert balance_section([r for r in rows if "protocol" not in r], tmp_path) is None

@@ -25,6 +25,7 @@ from fusion_bench.benchmark.leaderboard import ENTRY_COLUMNS, aggregate_frame, k
 from fusion_bench.benchmark.results import read_rows, run_directory
 from fusion_bench.errors import ReportError
 from fusion_bench.report import page, runs
+from fusion_bench.report.balance import balance_section
 from fusion_bench.report.formats import seed_nan_counts
 from fusion_bench.report.qualitative import grid_section
 from fusion_bench.report.runs import Entry
@@ -241,6 +242,9 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
                                      stats_section(main, value_cols, per_image, per_image_nan, alpha, work, notes)))
         sections.append(page.section("reported", "Reproduced vs reported",
                                      reported_section(dataset, main, reported_dir, work)))
+        balance_html = balance_section(rows, work)  # AV rows of `bench --protocol balance`
+        if balance_html is not None:
+            sections.append(page.section("balance", "Audio-visual balance", balance_html))
         sections.insert(0, page.section("notes", "Notes", page.notes(notes)))
         generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         meta = (f"Generated {generated} by <code>fusion-bench report</code> from {page.e(str(raw))} and "
@@ -249,6 +253,8 @@ def build_report(dataset: str, *, preset: str | None = None, methods: Sequence[s
                 "Static page: open it in any browser, no server or network needed.")
         nav = [("notes", "Notes"), ("leaderboard", "Leaderboard"), ("qualitative", "Qualitative"),
                ("plots", "Plots"), ("statistics", "Statistics"), ("reported", "Reproduced vs reported")]
+        if balance_html is not None:
+            nav.append(("balance", "AV balance"))
         (work / "index.html").write_text(page.page(f"{dataset} ({preset})", meta, nav, sections), encoding="utf-8")
         seconds = time.perf_counter() - start
         (work / MARKER).write_text(json.dumps({
