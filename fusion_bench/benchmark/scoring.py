@@ -55,9 +55,8 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         "metric_dialect": prep.dialect or "",
         "train_mixture": train_mixture,
         "overrides": overrides_text(prep.overrides),
+        "protocol": prep.spec.protocol_variant or "",  # `bench --protocol`: balance, robust; empty: the standard one
     }
-    if prep.spec.protocol_variant is not None:  # rows of the standard protocol keep their columns
-        row["protocol"] = prep.spec.protocol_variant
     test: SplitPass | None = None
     first_batch = None
     if prep.task is Task.CLASSIFICATION:
