@@ -126,3 +126,15 @@ def test_paper_presets_run_one_step_on_fake_cremad(prepared, cli, capsys, tmp_pa
     rows = read_rows(tmp_path / "lb" / "raw" / "cremad.csv")
     assert len(rows) == 8 and all(r["preset"] == "paper" for r in rows)
     assert all(float(r["params_m"]) > 22 for r in rows if r["method"] != "unimodal")  # two ResNet-18s (11.2 M each)
+
+
+def test_balance_protocol_on_fake_cremad(prepared, cli, capsys, tmp_path):
+    # plumbing: the shared recipe (two steps here) and the probes' columns on the real CREMA-D layout
+    code, err = bench(cli, capsys, tmp_path, "cremad", prepared["cremad"], "late_fusion,ogm_ge", "--protocol",
+                      "balance", "--set", "train.max_steps=2")
+    assert code == 0, err
+    rows = read_rows(tmp_path / "lb" / "raw" / "cremad.csv")
+    assert sorted(r["method"] for r in rows) == ["late_fusion", "ogm_ge"]
+    for row in rows:
+        assert row["protocol"] == "balance" and row["overrides"] == '{"train.max_steps":2}'
+        assert 0 <= float(row["probe_audio"]) <= 1 and 0 <= float(row["probe_frames"]) <= 1

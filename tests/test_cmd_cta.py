@@ -271,11 +271,11 @@ SWITCHES = {
     "no_gnn": {"use_gnn": False},
     "no_orthogonality": {"use_orthogonality": False},
     "exact": {"decomposition": "exact", "proj_dim": 32},
-    "literal_ortho": {"ortho_normalize": False},
+    "normalised_ortho": {"ortho_normalize": True},  # ablation: channel-normalised mean (default: Eq. 4's sum)
     "no_contrast": {"contrast_levels": []},
     "pixel_only": {"contrast_levels": ["pixel"], "pixel_samples": None},
     "no_prototypes": {"use_prototypes": False},
-    "block_alpha": {"aggregation": "block"},
+    "token_alpha": {"aggregation": "token"},  # ablation: alpha per token (default: per block, as the paper)
     "pseudo_tasks": {"tasks": "kmeans:2"},
     "uniform_weights": {"granularity_weights": "uniform", "granularity_ema": "mi", "proto_noise": "none",
                         "global_symmetric": True},
@@ -332,3 +332,48 @@ def test_optimiser_is_adamw_without_weight_decay_on_a_log_and_d():
     names = {id(p): n for n, p in module.named_parameters()}
     assert sorted(names[id(p)].rsplit(".", 1)[1] for p in no_decay["params"]) == ["A_logs", "Ds"]
     assert len(decay["params"]) + 2 == len(names)
+
+
+def test_row_records_the_scan_backend():
+    torch.manual_seed(0)
+    batch = {"ir": torch.rand(2, 1, 32, 32), "vis": torch.rand(2, 3, 32, 32)}
+    module = _smoke(scan_impl="chunked")
+    assert module.row_columns() == {"scan_backend": ""}  # no scan yet
+    module.compute_losses(batch, training=True)
+    assert module.row_columns() == {"scan_backend": "chunked"}
+    loop = _smoke(scan_impl="ref")
+    loop.compute_losses(batch, training=True)
+    assert loop.row_columns() == {"scan_backend": "loop"}
+    plain = _smoke(use_mamba=False)
+    plain.compute_losses(batch, training=True)
+    assert plain.row_columns() == {"scan_backend": ""}
+
+
+def test_paper_defaults_of_point_4():
+    from fusion_bench.base.method import load_method_config
+    from methods.cmd_cta.module import CMDCTAFusion
+
+    for preset in ("smoke", "paper"):
+        model = load_method_config(CMDCTAFusion, "cmd_cta", preset, None)["model"]
+        assert model["ortho_normalize"] is False and model["aggregation"] == "block", preset
+
+
+def test_broken_mamba_ssm_warns_once(monkeypatch, caplog):
+    import importlib
+    import importlib.util
+    import sys
+
+    ss = importlib.import_module("fusion_bench.ops.selective_scan")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "mamba_ssm" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)  # installed, but `import mamba_ssm` raises ImportError
+    ss.mamba_import_error.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="fusion_bench.ops.selective_scan"):
+            assert ss.mamba_import_error() is not None and ss.mamba_import_error() is not None
+            assert not ss.mamba_available()
+        warnings = [r for r in caplog.records if "mamba-ssm is installed but does not import" in r.getMessage()]
+        assert len(warnings) == 1 and "\n" not in warnings[0].getMessage()
+    finally:
+        ss.mamba_import_error.cache_clear()

@@ -59,6 +59,7 @@ def test_float64_classifier_evaluates_and_reports_its_test_cross_entropy(tmp_pat
     """PMR computes prototypes with its own loader (float32 batches) and must cast them; the row gets cls_nll."""
     (row,) = run_bench(_spec(tmp_path, "pmr", "synthetic-av", overrides=DOUBLE))
     assert 0 <= row["cls_acc"] <= 1 and math.isfinite(row["cls_nll"]) and row["cls_nll"] > 0
+    assert 0 <= row["probe_audio"] <= 1 and 0 <= row["probe_frames"] <= 1  # probes of the float64 encoders
 
 
 def test_fuse_with_float64_weights_fuses_in_float64(cli, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ def test_unimodal_accuracy_columns_are_higher_is_better():
     from fusion_bench.benchmark.leaderboard import higher_is_better
 
     assert higher_is_better("acc_audio", None) is True
+    assert higher_is_better("probe_frames", None) is True
     assert higher_is_better("cls_acc", None) is True
     assert higher_is_better("train_s", None) is False
 

@@ -78,7 +78,7 @@ def test_classification_row(cli, capsys, tmp_path):
     code, _, err = _bench(cli, capsys, tmp_path, "--method", "late_fusion", "--dataset", "synthetic-av")
     assert code == 0, err
     (row,) = read_rows(tmp_path / "lb" / "raw" / "synthetic-av.csv")
-    for column in ("cls_acc", "cls_macro_f1", "acc_audio", "acc_frames"):
+    for column in ("cls_acc", "cls_macro_f1", "acc_audio", "acc_frames", "probe_audio", "probe_frames"):
         assert 0.0 <= float(row[column]) <= 1.0
     assert float(row["cls_acc"]) > 1 / 6, "the smoke classifier must beat chance on 6 classes"
 

@@ -302,13 +302,18 @@ def test_meif_exposure_order(roots: dict[str, Path]) -> None:
     assert saturated["b"] > 5 * saturated[GT] and black["a"] > 5 * black[GT]  # highlights / shadows lost
 
 
-def _ncm_accuracy(train: syn.SyntheticAV, test: syn.SyntheticAV, key: str) -> float:
+def _ncm_accuracy(train: syn.SyntheticAV, test: syn.SyntheticAV, key: str, label: str = "class",
+                  colour: bool = False) -> float:
+    """Nearest-class-mean accuracy on the flattened `key` (colour: its per-channel mean) for the class, its pair
+    (target // 2) or its place within the pair (target % 2)."""
     def stack(ds: syn.SyntheticAV) -> tuple[torch.Tensor, torch.Tensor]:
         items = [ds[i] for i in range(len(ds))]
-        return torch.stack([s[key].flatten() for s in items]), torch.stack([s[TARGET] for s in items])
+        x = torch.stack([s[key].mean((1, 2)) if colour else s[key].flatten() for s in items])
+        y = torch.stack([s[TARGET] for s in items])
+        return x, {"class": y, "pair": y // 2, "within": y % 2}[label]
 
     x, y = stack(train)
-    means = torch.stack([x[y == c].mean(0) for c in range(len(train.class_names))])
+    means = torch.stack([x[y == c].mean(0) for c in range(int(y.max()) + 1)])
     xt, yt = stack(test)
     return float((torch.cdist(xt, means).argmin(1) == yt).float().mean())
 
@@ -323,10 +328,27 @@ def test_av_samples_and_imbalance(roots: dict[str, Path]) -> None:
     assert s[TARGET].dtype == torch.int64 and s[TARGET].ndim == 0
     counts = torch.bincount(torch.tensor([r.extra["target"] for r in test.samples]), minlength=6)
     assert (counts == 40).all()
-    audio, visual = _ncm_accuracy(train, test, AUDIO), _ncm_accuracy(train, test, FRAMES)
-    chance = 1 / 6
-    assert audio > visual + 0.2, (audio, visual)
-    assert visual > chance + 0.1 and audio > 0.7
+    # generator v3 (av.py): the pair (target // 2) is in the audio, the class within its pair only in the frames' hue
+    audio = _ncm_accuracy(train, test, AUDIO)
+    pair_audio = _ncm_accuracy(train, test, AUDIO, "pair")
+    within_audio = _ncm_accuracy(train, test, AUDIO, "within")
+    within_hue = _ncm_accuracy(train, test, FRAMES, "within", colour=True)
+    pair_hue = _ncm_accuracy(train, test, FRAMES, "pair", colour=True)
+    assert pair_audio > 0.9, pair_audio  # audio tells the pair apart
+    assert audio < 0.6 and within_audio < 0.62, (audio, within_audio)  # ... and nothing within a pair (ceiling 0.5)
+    assert within_hue > 0.7, within_hue  # the frames' mean colour tells the class within its pair
+    assert pair_hue < 0.45, pair_hue  # ... but not the pair (the stripes' orientation does)
+
+
+def test_av_generator_version(roots: dict[str, Path]) -> None:
+    """The cached synthetic-av is generator version 3 (class pairs): a change of the generator bumps the version."""
+    manifest = syn.read_manifest(roots["synthetic-av"])
+    assert manifest is not None and manifest["generator_version"] == syn.GENERATOR_VERSION >= 3
+    assert roots["synthetic-av"].parent.name == f"v{syn.GENERATOR_VERSION}"
+    from fusion_bench.data.synthetic.av import AV_PAIRS
+
+    target = torch.tensor([r.extra["target"] for r in syn.SyntheticAV(roots["synthetic-av"], "train").samples])
+    assert AV_PAIRS == 3 and torch.equal(torch.bincount(target // 2), torch.full((AV_PAIRS,), 200))
 
 
 # -- datamodules -----------------------------------------------------------------------------------

@@ -160,13 +160,15 @@ def evaluator_overrides(overrides: dict[str, Any], name: str) -> dict[str, Any]:
     return {str(k).split(".", 1)[1]: v for k, v in overrides.items() if str(k).startswith(f"{name}.")}
 
 
-def method_config(method_cls: type, spec: BenchSpec, dataset: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def method_config(method_cls: type, spec: BenchSpec, dataset: str | None,
+                  recipe: dict[str, dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the preset of the method's config.yaml with `--config` and `--set` merged in, the effective dotted
     overrides). A method without a config.yaml (a plug-in) takes its whole preset from --config / --set. Overrides
     of a downstream evaluator's config (`seg.KEY`, `det.KEY`) stay in the effective overrides; the request's
     validation applies them to the evaluators (`evaluator_overrides`). Preset `released` reads the `paper` section
     (CONFIG_PRESET) without its pretrained initialisations (`zoo:NAME` set to None): the released weights replace
-    them."""
+    them. `recipe`: a protocol variant's shared recipe (fusion_bench.benchmark.balance), applied over the preset
+    before the overrides (it is not an override: not in the returned overrides)."""
     overrides = {**(read_config_file(spec.config) if spec.config is not None else {}), **spec.overrides}
     if not getattr(method_cls, "trainable", True):  # nothing to train: train.* cannot change a number
         overrides = {k: v for k, v in overrides.items() if not str(k).startswith("train.")}
@@ -187,6 +189,10 @@ def method_config(method_cls: type, spec: BenchSpec, dataset: str | None) -> tup
         config = {section: {} for section in SECTIONS}
     except KeyError as err:
         raise BenchError(str(err)) from err
+    if recipe is not None:
+        from fusion_bench.benchmark.balance import apply_recipe
+
+        config = apply_recipe(config, recipe, spec.method, valid_keys(method_cls, config))
     preset = config
     config = apply_overrides(config, method_overrides, spec.method, valid_keys(method_cls, config))
     check_method_overrides(method_cls, preset, method_overrides, spec.method,

@@ -26,6 +26,7 @@ from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.base.precision import cast_floating, computing_in, model_dtype
 from fusion_bench.benchmark.build import build_datamodule, build_method
 from fusion_bench.benchmark.downstream import NativeSegmentation
+from fusion_bench.benchmark.probes import has_probes, probe_scores
 from fusion_bench.benchmark.spec import PreparedRun
 from fusion_bench.benchmark.weights import load_weights, read_weights
 from fusion_bench.data.base import FusionDataset
@@ -214,7 +215,9 @@ def fuse_split(prep: PreparedRun, model: L.LightningModule, datamodule: PairedDa
 def evaluate_classifier(prep: PreparedRun, model: L.LightningModule,
                         datamodule: PairedDataModule) -> tuple[dict[str, float], int, str, dict[str, Any] | None]:
     """Accuracy, macro-F1 and mean cross-entropy (`cls_nll`) of the fused logits, accuracy of each unimodal head,
-    on the test split; also the first test sample as a batch of one (the GFLOPs input)."""
+    on the test split, and for a model with per-modality encoders the linear probes' accuracies (`probe_<modality>`,
+    fusion_bench.benchmark.probes: fitted on the frozen features of the training split); also the first test sample
+    as a batch of one (the GFLOPs input)."""
     from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
     dataset = datamodule.dataset("test")
@@ -248,6 +251,9 @@ def evaluate_classifier(prep: PreparedRun, model: L.LightningModule,
     for head, pred in preds.items():
         if head != "fused":
             result[f"acc_{head}"] = float(multiclass_accuracy(pred, target, num_classes=k, average="micro"))
+    if has_probes(model):
+        result.update(probe_scores(model, datamodule.dataset("train"), dataset, prep.device, k,
+                                   prep.spec.num_workers))
     return result, len(dataset), dataset.split_hash(), first
 
 

@@ -163,6 +163,8 @@ def _job_argv(spec: BenchSpec, prep: Any, seed: int, baselines: bool, to_leaderb
         argv += ["--set", *(f"{k}={_yaml_value(v)}" for k, v in prep.overrides.items())]
     if spec.resume:
         argv.append("--resume")
+    if spec.protocol_variant is not None:
+        argv += ["--protocol", spec.protocol_variant]
     if spec.downstream_numerics is not None:
         argv += ["--downstream-numerics", spec.downstream_numerics]
     return argv
@@ -200,7 +202,8 @@ def _plan_point(plan: GridPlan, methods: Sequence[str], datasets: Sequence[str],
                 baseline_jobs: set[tuple[str, str, int]], point: int | None) -> None:
     """The jobs of one point of the grid (`point`: its index in a --sweep, else None) added to `plan`."""
     for dataset in datasets:
-        dataset_seeds = list(seeds) if seeds is not None else protocol_seeds(dataset, base.preset)
+        dataset_seeds = list(seeds) if seeds is not None else protocol_seeds(dataset, base.preset,
+                                                                               base.protocol_variant)
         for method in methods:
             spec = replace(base, method=method, dataset=dataset, seeds=dataset_seeds)
             prep = prepare(spec)

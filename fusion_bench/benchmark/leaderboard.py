@@ -82,7 +82,7 @@ def higher_is_better(column: str, dialect: str | None) -> bool | None:
     """Direction of a column: the dialect's for metrics, True for downstream scores, False for costs."""
     if column in LOWER_IS_BETTER_DOWNSTREAM:
         return False
-    if column in DOWNSTREAM_COLUMNS or column.startswith("acc_"):  # acc_<modality>: unimodal accuracy
+    if column in DOWNSTREAM_COLUMNS or column.startswith(("acc_", "probe_")):  # unimodal accuracy, linear probes
         return True
     if column in EFFICIENCY_COLUMNS:
         return False

@@ -141,11 +141,16 @@ def protocol_preset(preset: str) -> str:
     return PRESET_BASE.get(preset, preset)
 
 
-def protocol_seeds(dataset: str, preset: str) -> list[int]:
-    """The seeds a dataset's protocol lists for a preset (`presets: {<preset>: {seeds: [...]}}`), else [0]."""
+def protocol_seeds(dataset: str, preset: str, variant: str | None = None) -> list[int]:
+    """The seeds a dataset's protocol lists for a preset (`presets: {<preset>: {seeds: [...]}}`), else [0]; with a
+    protocol variant (`--protocol`), the variant's own seeds when it lists them (`variants: {<variant>: {seeds}}`)."""
     from fusion_bench.registry import get_datamodule
 
     protocol = load_protocol(dataset, get_datamodule(dataset).dataset_class.task)
+    if variant is not None:
+        block = (protocol.get("variants") or {}).get(variant)
+        if isinstance(block, dict) and block.get("seeds") is not None:
+            return [int(s) for s in block["seeds"]]
     return [int(s) for s in ((protocol.get("presets") or {}).get(protocol_preset(preset)) or {}).get("seeds", [0])]
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import fusion_bench
 from fusion_bench.base.method import MultimodalClassifier
+from fusion_bench.benchmark.balance import BALANCE, check_variant
+from fusion_bench.benchmark.balance import recipe as balance_recipe
 from fusion_bench.benchmark.build import build_datamodule, check_method, method_kwargs
 from fusion_bench.benchmark.checks import check_outside, check_run_options
 from fusion_bench.benchmark.config import evaluator_overrides, method_config
@@ -75,13 +77,15 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     if task not in method_cls.tasks:
         valid = ", ".join(sorted(t.value for t in method_cls.tasks))
         raise BenchError(f"method {spec.method!r} handles {valid}; dataset {spec.dataset!r} is {task.value}")
-    config, overrides = method_config(method_cls, spec, spec.dataset)
-    released = resolve_released_weights(spec, task) if spec.weights is not None else None
-    pretrained = check_initialisations(spec, config)  # a paper preset never starts from scratch silently
     try:
         protocol = load_protocol(spec.dataset, task)
     except ProtocolError as err:
         raise BenchError(str(err)) from err
+    check_variant(spec.protocol_variant, spec.dataset, protocol, task)
+    shared = balance_recipe(protocol, protocol_preset(spec.preset)) if spec.protocol_variant == BALANCE else None
+    config, overrides = method_config(method_cls, spec, spec.dataset, shared)
+    released = resolve_released_weights(spec, task) if spec.weights is not None else None
+    pretrained = check_initialisations(spec, config)  # a paper preset never starts from scratch silently
     try:
         root = datamodule_cls.resolve_root(spec.root)
     except (TypeError, ValueError) as err:  # e.g. synthetic generator parameters
@@ -136,6 +140,8 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         payload["downstream"] = {name: asdict(config) for name, config in evaluators.items()}
     if overrides:  # only when given, so that runs without overrides keep their hashes
         payload["overrides"] = overrides
+    if spec.protocol_variant is not None:  # likewise: the standard protocol keeps its hashes
+        payload["protocol_variant"] = spec.protocol_variant
     provenance = {}
     if released is not None:  # other weights are another leaderboard entry
         payload["weights_sha256"] = released.sha256
@@ -154,7 +160,8 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     return prep
 
 
-def default_seeds(dataset: str, preset: str, downstream: str | None = None, train_fused: bool = False) -> list[int]:
+def default_seeds(dataset: str, preset: str, downstream: str | None = None, train_fused: bool = False,
+                  variant: str | None = None) -> list[int]:
     """The seeds of a request that names none: the protocol's for the preset (`protocol_seeds`). Rows that train
     nothing (presets released and published) repeat themselves over seeds unless downstream evaluators train on
     their fused images, so they get seed 0 alone unless some evaluator may run (`downstream` is not `none`, and a
@@ -166,7 +173,7 @@ def default_seeds(dataset: str, preset: str, downstream: str | None = None, trai
             requested = None  # reported by prepare
         if requested == () or (preset == "published" and not train_fused):
             return [0]
-    return protocol_seeds(dataset, preset)
+    return protocol_seeds(dataset, preset, variant)
 
 
 def bench_preset(preset: str | None, methods: list[str], datasets: list[str], weights: object = None,

@@ -27,8 +27,9 @@ from fusion_bench.errors import ResultsFileError
 
 # train_mixture: the datasets one model was trained on ("a+b+c", `bench --mixture`); empty for ordinary runs.
 # overrides: the --config/--set values over the preset (canonical JSON of the dotted keys); empty when none.
+# protocol: the protocol variant of the row (`bench --protocol`: balance, robust); absent/empty: the standard one.
 ID_COLUMNS = ("method", "dataset", "task", "preset", "seed", "config_hash", "metric_dialect", "train_mixture",
-              "overrides")
+              "overrides", "protocol")
 DOWNSTREAM_COLUMNS = ("seg_miou", "seg_pixel_acc", "native_miou", "det_map50", "det_map50_95", "cls_acc",
                       "cls_macro_f1", "cls_nll")
 LOWER_IS_BETTER_DOWNSTREAM = frozenset({"cls_nll"})  # test cross-entropy of the fused head (nats per sample)

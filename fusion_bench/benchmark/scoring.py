@@ -55,6 +55,7 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         "metric_dialect": prep.dialect or "",
         "train_mixture": train_mixture,
         "overrides": overrides_text(prep.overrides),
+        "protocol": prep.spec.protocol_variant or "",  # `bench --protocol`: balance, robust; empty: the standard one
     }
     test: SplitPass | None = None
     first_batch = None
@@ -75,6 +76,9 @@ def evaluate_seed(prep: PreparedRun, model: L.LightningModule, datamodule: Paire
         per_image.to_csv(run_dir / "metrics_per_image.csv", index=False)
         row.update({m: float(per_image[m].mean()) for m in per_image.columns if m != "name"})
         row.update(nan_summary(per_image))
+    extra_columns = getattr(model, "row_columns", None)  # a method's own provenance (e.g. CMD-CTA's scan_backend)
+    if callable(extra_columns):
+        row.update(extra_columns())
     peak_mem = memory.peak_mb()  # the method's own peak, before the in-process downstream evaluators run
     if test is not None:
         row.update(run_downstream(prep, model, datamodule, run_dir, seed, test, timer))

@@ -72,7 +72,8 @@ class BenchSpec:
     published: PublishedSpec | None = None  # `--method published:NAME`: the fused images to score (preset `published`)
     source: str | None = None  # `--source`: where the published images / released weights come from (row column)
     # `--protocol NAME`: a protocol variant (PROTOCOL_VARIANTS) instead of the standard clean protocol (None); each
-    # variant's logic lives in its own module (robust: fusion_bench.benchmark.robust)
+    # variant's logic lives in its own module (balance: fusion_bench.benchmark.balance, AV datasets; robust:
+    # fusion_bench.benchmark.robust, image fusion)
     protocol_variant: str | None = None
 
 

@@ -72,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a protocol variant instead of the standard clean protocol: robust (image fusion: the test "
                         "inputs corrupted at 5 severities, scored against the clean sources; rows in "
                         "<leaderboard-dir>/robust/raw/<dataset>.csv; README 'Robustness protocol') or balance "
-                        "(audio-visual datasets)")
+                        "(audio-visual datasets: one shared training recipe for every method, linear probes of the "
+                        "encoders, 5 seeds by default; README 'The balance protocol')")
     p.add_argument("--corruptions", default=None, metavar="LIST",
                    help="with --protocol robust: NAME or NAME:a|b|both, comma-separated (default: the protocol's "
                         "list, benchmarks/protocols/robust.yaml); none = the clean row alone")
@@ -130,12 +131,14 @@ def run(args: argparse.Namespace) -> int:
         return _bench_robust(args, methods, datasets)
     scored_only = args.preset in ("released", "published")  # nothing trains: --jobs does not apply
     if args.mixture:
+        if args.protocol is not None:
+            raise BenchError("--protocol does not apply to --mixture (one model trained on several datasets)")
         if args.jobs > 1:
             raise BenchError("--jobs does not apply to --mixture (one model is trained on all the datasets)")
         return _bench_mixture(args, methods, datasets)
     leaderboard_dir = None if args.no_leaderboard else args.leaderboard_dir
     specs = [_spec(args, m, d, args.seeds if args.seeds is not None else
-                   default_seeds(d, args.preset, args.downstream, args.train_fused_dir is not None),
+                   default_seeds(d, args.preset, args.downstream, args.train_fused_dir is not None, args.protocol),
                    leaderboard_dir) for d in datasets for m in methods]
     prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
     if args.print_config:

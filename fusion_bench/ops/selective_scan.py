@@ -38,6 +38,9 @@ The pure back ends use only element-wise products and sums, so torch.utils.flop_
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import logging
 import math
 from typing import Any
 
@@ -55,7 +58,10 @@ CPU_LOOP_MIN_STATE = 4096  # `auto` on the CPU: the reference loop when batch x 
 DEFAULT_GROUP_ELEMENTS = {"cuda": 2**27, "cpu": 2**19}
 MAMBA_HINT = "the CUDA selective scan needs mamba-ssm: pip install -e '.[mamba]' (CUDA only)"
 
-__all__ = ["IMPLS", "mamba_available", "selective_scan", "selective_scan_chunked", "selective_scan_flops",
+log = logging.getLogger("fusion_bench.ops.selective_scan")
+
+__all__ = ["BACKEND_NAMES", "IMPLS", "mamba_available", "mamba_import_error", "resolve_impl", "selective_scan",
+           "selective_scan_chunked", "selective_scan_flops",
            "selective_scan_ref"]
 
 
@@ -237,9 +243,42 @@ def selective_scan_chunked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     return (out, state.reshape(b, groups * h, n)) if return_last_state else out
 
 
+BACKEND_NAMES = {"cuda": "mamba-ssm", "chunked": "chunked", "ref": "loop"}
+"""The name a result row gives each back end (`scan_backend` column): mamba-ssm's kernel, the chunked scan, the loop."""
+
+
+@functools.lru_cache(maxsize=1)
+def mamba_import_error() -> str | None:
+    """Why mamba-ssm, although installed, does not import (one line), or None (imports, or not installed). The first
+    call that finds it broken logs a one-line warning: the pure-PyTorch scan then runs instead of the kernel."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return None
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+    except Exception as err:  # ImportError, or a build that does not load (wrong CUDA/torch ABI)
+        line = f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
+        log.warning("mamba-ssm is installed but does not import (%s); the selective scan falls back to the "
+                    "pure-PyTorch scan", line)
+        return line
+    return None
+
+
+def resolve_impl(u: torch.Tensor, A: torch.Tensor, impl: str = "auto") -> str:
+    """The back end `selective_scan(..., impl=impl)` runs for inputs like `u` (B x D x L) and `A` (D x N): `auto` =
+    mamba-ssm's kernel for CUDA tensors when it imports, the chunked scan for other CUDA tensors; on the CPU the
+    chunked scan for small states, the loop ("ref") for large ones. Other values are returned as given."""
+    if impl not in IMPLS:
+        raise ValueError(f"selective_scan: unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
+    if impl != "auto":
+        return impl
+    if u.is_cuda:
+        return "cuda" if mamba_available() else "chunked"
+    return "ref" if u.shape[0] * u.shape[1] * A.shape[-1] > CPU_LOOP_MIN_STATE else "chunked"
+
+
 def mamba_available() -> bool:
     """True when mamba-ssm's CUDA selective scan imports (the `mamba` extra) and CUDA is available."""
-    if not torch.cuda.is_available():
+    if mamba_import_error() is not None or not torch.cuda.is_available():
         return False
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
@@ -272,15 +311,9 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     """Dispatch: `auto` = mamba-ssm's kernel for CUDA tensors when it is installed, the chunked scan for other CUDA
     tensors; on the CPU the chunked scan for small states, the reference loop for large ones; or `chunked`, `ref`
     (the loop), `cuda` (the kernel, an error when unavailable). See the module docstring."""
-    if impl not in IMPLS:
-        raise ValueError(f"selective_scan: unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
     if intra not in INTRA_MODES:
         raise ValueError(f"selective_scan: intra must be one of {INTRA_MODES}, got {intra!r}")
-    if impl == "auto":
-        if u.is_cuda:
-            impl = "cuda" if mamba_available() else "chunked"
-        else:
-            impl = "ref" if u.shape[0] * u.shape[1] * A.shape[-1] > CPU_LOOP_MIN_STATE else "chunked"
+    impl = resolve_impl(u, A, impl)
     if impl == "cuda":
         return _selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if impl == "ref":

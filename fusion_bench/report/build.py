@@ -26,6 +26,7 @@ from fusion_bench.benchmark.results import read_rows, run_directory
 from fusion_bench.errors import ReportError
 from fusion_bench.report import page
 from fusion_bench.report import runs as run_outputs
+from fusion_bench.report.balance import balance_section
 from fusion_bench.report.formats import seed_nan_counts
 from fusion_bench.report.qualitative import grid_section
 from fusion_bench.report.runs import Entry
@@ -253,6 +254,9 @@ def build_report(dataset: str, *, preset: str | None = None, methods: str | Sequ
         robust_html = robust_hook(dataset, leaderboard_dir, preset, work, methods)
         if robust_html is not None:
             sections.append(page.section("robustness", "Robustness", robust_html))
+        balance_html = balance_section(rows, work)  # AV rows of `bench --protocol balance`
+        if balance_html is not None:
+            sections.append(page.section("balance", "Audio-visual balance", balance_html))
         sections.insert(0, page.section("notes", "Notes", page.notes(notes)))
         generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         meta = (f"Generated {generated} by <code>fusion-bench report</code> from {page.e(str(raw))} and "
@@ -262,6 +266,8 @@ def build_report(dataset: str, *, preset: str | None = None, methods: str | Sequ
         nav = [("notes", "Notes"), ("leaderboard", "Leaderboard"), ("qualitative", "Qualitative"),
                ("plots", "Plots"), ("statistics", "Statistics"), ("reported", "Reproduced vs reported")]
         nav += [("robustness", "Robustness")] if robust_html is not None else []
+        if balance_html is not None:
+            nav.append(("balance", "AV balance"))
         (work / "index.html").write_text(page.page(f"{dataset} ({preset})", meta, nav, sections), encoding="utf-8")
         seconds = time.perf_counter() - start
         (work / MARKER).write_text(json.dumps({

@@ -84,6 +84,11 @@ class AVClassifier(MultimodalClassifier):
         audio, frames = self.inputs(batch)
         return self.net.encode_audio(audio), self.net.encode_visual(frames)
 
+    def probe_features(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """{modality key: frozen encoder features} for the linear probes (fusion_bench.benchmark.probes): both
+        encoders' outputs, or the one encoder a unimodal model has."""
+        return {key: z for key, z in zip(self.modalities, self.features(batch)) if z is not None}
+
     def heads(self, za: torch.Tensor, zv: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every head's logits under the dataset's modality keys: "fused", <audio key>, <visual key>, and, with
         `unimodal_heads`, "<audio key>_aux", "<visual key>_aux"."""

@@ -28,7 +28,7 @@ from torch import nn
 from fusion_bench.base.losses import sobel_magnitude
 from fusion_bench.base.method import check_source_pair
 from fusion_bench.base.precision import upcast
-from fusion_bench.ops import selective_scan
+from fusion_bench.ops.selective_scan import BACKEND_NAMES, mamba_import_error, resolve_impl, selective_scan
 from methods.swinfusion.model import pad_to_multiple, swin_stage
 
 PATCH = 4  # the encoder works at 1/4 resolution (4x4 patch embedding)
@@ -75,6 +75,8 @@ class SS2D(nn.Module):
         self.dt_rank = math.ceil(dim / 16)
         self.scan = {"impl": scan_impl, "chunk": scan_chunk, "chunks_per_group": scan_chunks_per_group,
                      "intra": scan_intra}
+        self.backends_used: set[str] = set()  # BACKEND_NAMES of the scans run so far (the row's scan_backend)
+        mamba_import_error()  # a one-line warning when mamba-ssm is installed but broken
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
         self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=d_conv // 2, groups=d_inner, bias=True)
         bound = d_inner**-0.5  # nn.Linear's default range for the per-direction x projections
@@ -116,11 +118,13 @@ class SS2D(nn.Module):
         length = h * w
         # the scan runs in float32 even under mixed precision (in float64 when the block is float64)
         dtype = torch.float64 if self.Ds.dtype == torch.float64 else torch.float32
+        impl = resolve_impl(xs.reshape(b, -1, length), self.A_logs, self.scan["impl"])
+        self.backends_used.add(BACKEND_NAMES[impl])
         with _no_autocast(x.device):
             y = selective_scan(xs.to(dtype).reshape(b, -1, length), dts.to(dtype).reshape(b, -1, length),
                                -torch.exp(self.A_logs.to(dtype)), b_s.to(dtype), c_s.to(dtype), self.Ds.to(dtype),
                                delta_bias=self.dt_projs_bias.to(dtype).reshape(-1), delta_softplus=True,
-                               impl=self.scan["impl"], chunk=self.scan["chunk"],
+                               impl=impl, chunk=self.scan["chunk"],
                                chunks_per_group=self.scan["chunks_per_group"], intra=self.scan["intra"])
         y = self.cross_merge(y.view(b, self.directions, self.d_inner, length), h, w)
         y = self.out_norm(y.transpose(1, 2).reshape(b, h, w, self.d_inner))
@@ -360,7 +364,7 @@ class CMDCTANet(nn.Module):
                  proj_dim: int = 128, sub_dim: int = 32, proto_dim: int = 64, proto_hidden: int = 128,
                  contrast_dim: int = 64, decoder_widths: tuple[int, int, int] | list[int] = (128, 32, 16),
                  use_mamba: bool = True, use_swin: bool = True, use_gnn: bool = True, gnn_nodes: int = 16,
-                 decomposition: str = "paper", aggregation: str = "token", block_tokens: int = 8,
+                 decomposition: str = "paper", aggregation: str = "block", block_tokens: int = 8,
                  scan_impl: str = "auto", scan_chunk: int = 16, scan_chunks_per_group: int | None = None,
                  scan_intra: str = "loop"):
         super().__init__()

@@ -61,9 +61,9 @@ class CMDCTAFusion(LuminanceFusionMethod):
                  proj_dim: int = 128, sub_dim: int = 32, proto_dim: int = 64, proto_hidden: int = 128,
                  contrast_dim: int = 64, decoder_widths: tuple[int, int, int] | list[int] = (128, 32, 16),
                  use_mamba: bool = True, use_swin: bool = True, use_gnn: bool = True, gnn_nodes: int = 16,
-                 use_orthogonality: bool = True, decomposition: str = "paper", ortho_normalize: bool = True,
+                 use_orthogonality: bool = True, decomposition: str = "paper", ortho_normalize: bool = False,
                  use_prototypes: bool = True, contrast_levels: tuple[str, ...] | list[str] = LEVELS,
-                 aggregation: str = "token", block_tokens: int = 8, w_int: float = 1.0, w_grad: float = 10.0,
+                 aggregation: str = "block", block_tokens: int = 8, w_int: float = 1.0, w_grad: float = 10.0,
                  w_align: float = 0.5, w_ortho: float = 0.1, w_contrast: float = 1.0, lambda_reg: float = 0.01,
                  kappa: float = 16.0, tau: float = 0.07, tau_w: float = 0.07, mi_ema: float = 0.95,
                  granularity_weights: str | list[float] = "paper", granularity_ema: str = "weights",
@@ -251,3 +251,11 @@ class CMDCTAFusion(LuminanceFusionMethod):
         clip = gradient_clip_val if gradient_clip_val is not None else self.grad_clip
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def row_columns(self) -> dict[str, str]:
+        """Extra result-row columns: `scan_backend`, the selective-scan back ends that ran in this process
+        (mamba-ssm, chunked, loop; '+'-joined when several did; empty without the Mamba branch or before a scan)."""
+        from methods.cmd_cta.model import SS2D
+
+        used = set().union(*(m.backends_used for m in self.modules() if isinstance(m, SS2D)))
+        return {"scan_backend": "+".join(sorted(used))}

@@ -7,8 +7,9 @@ Four small datasets let every method, metric and the runner work without downloa
 - ``synthetic-mfif``: multi-focus pairs cut from the photographs shipped with scikit-image, with the sharp
   crop as reference.
 - ``synthetic-meif``: under/over-exposed pairs from the same photographs, with the crop as reference.
-- ``synthetic-av``: a 6-class "audio-visual" classification set (spectrogram + small frame) whose modality
-  imbalance is set by ``audio_snr`` / ``visual_snr`` (audio dominates by default, as in CREMA-D).
+- ``synthetic-av``: a 6-class "audio-visual" classification set (spectrogram + small frame) built to show CREMA-D's
+  modality imbalance (generator version 3): class pairs share their audio, which is learned first; only the frames
+  tell a pair apart (``audio_snr`` / ``visual_snr`` set the two modalities' contrast).
 
 One module per task family holds its generator, Dataset and DataModule (ivif.py, mfif.py, meif.py, av.py;
 photos.py: the photographs mfif and meif share; common.py: helpers of every generator); store.py owns the cache.
