@@ -70,7 +70,7 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     task = datamodule_cls.dataset_class.task
     variant = spec.protocol_variant
     if variant is not None and variant not in PROTOCOL_VARIANTS:
-        raise BenchError(f"--protocol {variant!r}: unknown protocol variant; known: {', '.join(PROTOCOL_VARIANTS)}")
+        raise BenchError(f"--protocol {variant}: unknown protocol variant; known: {', '.join(PROTOCOL_VARIANTS)}")
     if variant is not None and (variant == "robust") != task.is_fusion:
         raise BenchError(f"--protocol {variant}: dataset {spec.dataset!r} ({task.value}) does not support it (robust: "
                          "image-fusion datasets; balance: audio-visual classification datasets)")
@@ -140,8 +140,9 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         payload["downstream"] = {name: asdict(config) for name, config in evaluators.items()}
     if overrides:  # only when given, so that runs without overrides keep their hashes
         payload["overrides"] = overrides
-    if spec.protocol_variant is not None:  # likewise: the standard protocol keeps its hashes
-        payload["protocol_variant"] = spec.protocol_variant
+    if spec.protocol_variant == BALANCE:  # its shared recipe trains another model; the standard protocol (and
+        payload["protocol_variant"] = spec.protocol_variant  # robust, which corrupts only the test inputs of the
+        # standard model) keep their hashes
     provenance = {}
     if released is not None:  # other weights are another leaderboard entry
         payload["weights_sha256"] = released.sha256
