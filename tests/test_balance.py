@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fusion_bench.benchmark.balance import apply_recipe, recipe
-from fusion_bench.benchmark.probes import extract_features, fit_probe, probe_accuracy
+from fusion_bench.benchmark.probes import extract_features, fit_probe, probe_accuracy, tie_aware_accuracy
 from fusion_bench.benchmark.request import default_seeds, prepare
 from fusion_bench.benchmark.spec import BenchSpec
 from fusion_bench.errors import BenchError
@@ -44,6 +44,16 @@ def test_probe_separates_informative_features_and_not_noise() -> None:
     assert noise < 0.5, noise  # chance 1/3
 
 
+def test_tied_logits_share_the_credit_whatever_their_last_bits() -> None:
+    """Two classes a modality cannot tell apart tie up to rounding: either rounding gives the same accuracy (0.5 for
+    such a sample), while a plain argmax would follow the last bit."""
+    target = torch.tensor([0, 1, 2])
+    a = torch.tensor([[1.0, 1.0 + 1e-15, -3.0], [2.0, 2.0 - 1e-15, 0.0], [0.0, 0.0, 5.0]], dtype=torch.float64)
+    b = torch.tensor([[1.0 + 1e-15, 1.0, -3.0], [2.0 - 1e-15, 2.0, 0.0], [0.0, 0.0, 5.0]], dtype=torch.float64)
+    assert tie_aware_accuracy(a, target) == tie_aware_accuracy(b, target) == (0.5 + 0.5 + 1.0) / 3
+    assert tie_aware_accuracy(torch.tensor([[1.0, 1.1]], dtype=torch.float64), torch.tensor([0])) == 0.0
+
+
 def test_probe_is_deterministic_and_float64() -> None:
     x, y = _blobs(60, True, 2)
     w1, b1, _, _ = fit_probe(x.float(), y, 3)
@@ -51,8 +61,8 @@ def test_probe_is_deterministic_and_float64() -> None:
     assert w1.dtype == torch.float64 and torch.equal(w1, w2) and torch.equal(b1, b2)
     constant = torch.cat([x, torch.ones(60, 1, dtype=torch.float64)], 1)  # a dead feature stays finite
     assert torch.isfinite(fit_probe(constant, y, 3)[0]).all()
-    with pytest.raises(ValueError, match="steps"):
-        fit_probe(x, y, 3, steps=0)
+    with pytest.raises(ValueError, match="l2"):
+        fit_probe(x, y, 3, l2=0.0)
 
 
 def test_probe_features_in_the_model_dtype(tmp_path) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fusion_bench.benchmark.regress import KEY, TEXT_KEY
 from fusion_bench.numerics import MODE_ENV, NATIVE, PINNED_ENV, _cpu_flags, pinned_environment
 
 REFERENCE = "pinned"
@@ -96,9 +97,6 @@ def run_variant(name: str, env: dict[str, str], out: Path, suite: str, methods: 
     return name, time.perf_counter() - start
 
 
-KEY = ["dataset", "method", "preset", "seed", "train_mixture", "downstream"]
-
-
 def relative_difference(a: float, b: float) -> float:
     if (isinstance(a, float) and math.isnan(a)) and (isinstance(b, float) and math.isnan(b)):
         return 0.0
@@ -108,9 +106,18 @@ def relative_difference(a: float, b: float) -> float:
 
 
 def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
-    """The suite's numbers indexed by KEY (empty `train_mixture` / `downstream` as "")."""
-    text = {c: frame[c].fillna("").astype(str) if c in frame else "" for c in ("train_mixture", "downstream")}
-    return frame.assign(**text).set_index(KEY)
+    """The suite's numbers indexed by KEY (text keys that do not apply as "", a missing severity as -1)."""
+    text = {c: frame[c].fillna("").astype(str) if c in frame else "" for c in TEXT_KEY}
+    severity = frame["severity"].fillna(-1).astype(int) if "severity" in frame else -1
+    return frame.assign(**text, severity=severity).set_index(KEY)
+
+
+def _difference(a: object, b: object) -> float:
+    """relative_difference of two numbers; 0 or inf for text columns (equal or not)."""
+    try:
+        return relative_difference(float(a), float(b))
+    except (TypeError, ValueError):
+        return 0.0 if str(a) == str(b) else math.inf
 
 
 def spread(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -122,16 +129,24 @@ def spread(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         if name == REFERENCE:
             continue
         other = _keyed(frame)
+        methods = set(other.index.get_level_values("method"))  # a variant run with --methods covers only those
         for key, row in ref.iterrows():
-            entry = (str(key[1]), str(key[4]) or str(key[0]), str(key[5]))
+            fields = dict(zip(KEY, key))
+            if fields["method"] not in methods:
+                continue
+            entry = (str(fields["method"]), str(fields["train_mixture"]) or str(fields["dataset"]),
+                     "/".join(x for x in (str(fields["downstream"]), str(fields["protocol"])) if x))
             if key not in other.index:
                 table.setdefault(entry, {})[name] = math.inf
                 continue
-            values = [relative_difference(float(other.loc[key, c]), float(v)) for c, v in row.items()]
+            theirs = other.loc[key]
+            values = [_difference(theirs[c] if c in theirs.index else math.nan, v) for c, v in row.items()
+                      if not (isinstance(v, float) and math.isnan(v) and (c not in theirs.index
+                                                                          or pd.isna(theirs[c])))]
             worst = max(values, default=0.0)
             table.setdefault(entry, {})[name] = max(table.get(entry, {}).get(name, 0.0), worst)
     out = pd.DataFrame.from_dict(table, orient="index")
-    out.index = pd.MultiIndex.from_tuples(out.index, names=["method", "dataset", "downstream"])
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["method", "dataset", "downstream/protocol"])
     out["max"] = out.max(axis=1)
     return out.sort_index()
 
