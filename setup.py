@@ -1,4 +1,8 @@
-"""Build hook only (the project is described in pyproject.toml): ship `benchmarks/` inside the package.
+"""Packages and a build hook (the project is described in pyproject.toml).
+
+`methods/` and `datamodules/` stay top-level folders of the repository but install inside the package namespace, as
+`fusion_bench.methods` and `fusion_bench.datamodules` (setuptools' package-dir mapping), so a wheel puts nothing
+generic into site-packages. In a source checkout `fusion_bench/__init__.py` finds them beside the package.
 
 The protocol files, suites, the papers' reported numbers and the weights catalogue (`zoo.yaml`) live in the
 repository's top-level `benchmarks/` (the layout the README describes); the wheel carries a copy as
@@ -8,7 +12,7 @@ repository's top-level `benchmarks/` (the layout the README describes); the whee
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 SHIPPED = ("protocols", "suites", "reported")  # benchmarks/perf holds scripts for the repository only
@@ -32,4 +36,15 @@ class BuildPyWithBenchmarks(build_py):
             self.copy_file(str(root / name), str(dst))
 
 
-setup(cmdclass={"build_py": BuildPyWithBenchmarks})
+MAPPED = ("methods", "datamodules")  # repository folder -> fusion_bench.<folder>
+PACKAGES = [*find_packages(include=["fusion_bench", "fusion_bench.*"]),
+            *(f"fusion_bench.{top}{'.' + sub if sub else ''}" for top in MAPPED
+              for sub in ["", *find_packages(top)])]
+DATA = ["*.yaml", "*.txt", "*.md", "*.csv"]
+
+setup(
+    packages=PACKAGES,
+    package_dir={"": ".", **{f"fusion_bench.{top}": top for top in MAPPED}},
+    package_data={"": DATA, "fusion_bench.datamodules": ["splits/**/*.txt", "splits/**/*.md"]},
+    cmdclass={"build_py": BuildPyWithBenchmarks},
+)

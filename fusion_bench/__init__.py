@@ -12,9 +12,17 @@ Python API (imported on first use, so `import fusion_bench` stays light):
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
+
+# `fusion_bench.methods` and `fusion_bench.datamodules` are the repository's top-level `methods/` and `datamodules/`
+# folders: an installed wheel holds them inside this package (setup.py); a source checkout (or an editable install,
+# or PYTHONPATH pointing at a checkout) finds them beside it, in the same checkout as this file.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if not (Path(__file__).resolve().parent / "methods").is_dir() and (_CHECKOUT / "methods" / "__init__.py").is_file():
+    __path__.append(str(_CHECKOUT))  # type: ignore[name-defined]  # the package's own search path
 
 _EXPORTS = {
     "BenchSpec": "fusion_bench.benchmark.spec",

@@ -42,9 +42,12 @@ def test_wheel_installs_into_a_fresh_venv_and_benches_outside_the_repo(tmp_path,
     for shipped in ("fusion_bench/_benchmarks/protocols/synthetic-ivif.yaml",
                     "fusion_bench/_benchmarks/suites/smoke.yaml", "fusion_bench/_benchmarks/reported/tno.csv",
                     "fusion_bench/_benchmarks/zoo.yaml",
-                    "datamodules/splits/tno/test.txt",
-                    "datamodules/splits/msrs/detection/test.txt", "methods/fusion_cnn/config.yaml"):
+                    "fusion_bench/datamodules/splits/tno/test.txt",
+                    "fusion_bench/datamodules/splits/msrs/detection/test.txt",
+                    "fusion_bench/methods/fusion_cnn/config.yaml", "fusion_bench/methods/baselines/model.py"):
         assert shipped in names, shipped
+    tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"fusion_bench"}, tops  # nothing generic (methods/, datamodules/) in site-packages
 
     # a fresh venv that sees this environment's packages (torch, ...) but not this checkout
     venv = tmp_path / "venv"
@@ -64,9 +67,29 @@ def test_wheel_installs_into_a_fresh_venv_and_benches_outside_the_repo(tmp_path,
                "--downstream", "none", "--out", "runs", "--leaderboard-dir", "lb", "--no-progress", "--no-report"]
     _run(command, cwd=outside, env=env)
     (row,) = read_rows(outside / "lb" / "raw" / "synthetic-ivif.csv")
+    # a user project with its own `methods/` package (first on sys.path) does not shadow the installed methods
+    (outside / "methods").mkdir()
+    (outside / "methods" / "__init__.py").write_text("")
+    found = _run([str(python), "-c", "from fusion_bench.registry import get_method; print(get_method('mean').__module__)"],
+                 cwd=outside, env=env).stdout.strip()
+    assert found == "fusion_bench.methods.baselines.model", found
     assert row["method"] == "mean" and row["metric_dialect"] == "mmif" and "mmfusion-bench=0.1.0" in row["packages"]
 
     # a broken install says so
     (Path(where) / "synthetic-ivif.yaml").unlink()
     done = subprocess.run(command, cwd=outside, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "protocol of dataset 'synthetic-ivif' is missing" in done.stderr, done.stderr
+
+
+def test_a_users_own_methods_package_does_not_shadow_the_built_in_methods(tmp_path: Path) -> None:
+    """The built-in methods live in `fusion_bench.methods`, so a user project with a top-level `methods/` package (here
+    first on sys.path, before the checkout) still gets `mean` from the registry."""
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "__init__.py").write_text("")
+    (tmp_path / "datamodules").mkdir()
+    (tmp_path / "datamodules" / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    code = ("from fusion_bench.registry import get_datamodule, get_method; "
+            "print(get_method('mean').__module__, get_datamodule('tno').__module__)")
+    done = _run([sys.executable, "-c", code], cwd=tmp_path, env=env)
+    assert done.stdout.split() == ["fusion_bench.methods.baselines.model", "fusion_bench.datamodules.tno"]
