@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datamodules.paired_common import split_list_path
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.data.base import FusionDataset, Problem, Sample, SampleRef
+from fusion_bench.datamodules.paired_common import split_list_path
 from fusion_bench.errors import DatasetError
 from fusion_bench.types import AUDIO, FRAMES, NAME, TARGET, Task
 

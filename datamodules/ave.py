@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.av_common import AVClipDataset, AVDataModule, ClipJob, lines_of
-from datamodules.paired_common import OVERRIDE_DIR, find_dir
 from fusion_bench.data.base import Problem
+from fusion_bench.datamodules.av_common import AVClipDataset, AVDataModule, ClipJob, lines_of
+from fusion_bench.datamodules.paired_common import OVERRIDE_DIR, find_dir
 from fusion_bench.errors import DatasetNotFoundError
 
 CATEGORIES = (
@@ -120,7 +120,7 @@ class AVEDataset(AVClipDataset):
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:
         """Tiny real MP4 (H.264 + AAC) clips with the annotation and split files; see datamodules/fake/ave.py."""
-        from datamodules.fake.ave import make_fake
+        from fusion_bench.datamodules.fake.ave import make_fake
 
         return make_fake(Path(root), seed)
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.av_common import AVClipDataset, AVDataModule, ClipJob
-from datamodules.paired_common import find_dir
 from fusion_bench.data.base import Problem, read_split_file
+from fusion_bench.datamodules.av_common import AVClipDataset, AVDataModule, ClipJob
+from fusion_bench.datamodules.paired_common import find_dir
 from fusion_bench.errors import DatasetNotFoundError
 
 EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
@@ -93,7 +93,7 @@ class CREMADDataset(AVClipDataset):
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:
         """Tiny real WAV/FLV files for 5 real clip names plus a split override; see datamodules/fake/cremad.py."""
-        from datamodules.fake.cremad import make_fake
+        from fusion_bench.datamodules.fake.cremad import make_fake
 
         return make_fake(Path(root), seed)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.ivif_common import IVIFDataModule, IVIFDataset
 from fusion_bench.data.base import Problem, Sample, SampleRef
+from fusion_bench.datamodules.ivif_common import IVIFDataModule, IVIFDataset
 from fusion_bench.errors import DatasetIntegrityError
 from fusion_bench.types import IGNORE_INDEX, MASK
 

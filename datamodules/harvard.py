@@ -19,9 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from datamodules.paired_common import ImagePairDataset, find_dir, hash_split, pair_folders
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.paired_common import ImagePairDataset, find_dir, hash_split, pair_folders
 from fusion_bench.errors import DatasetNotFoundError
 from fusion_bench.types import Task
 
@@ -99,7 +99,7 @@ or <root> = {t}/ itself ({o}/ + MRI/), or CDDFuse's {cls.cdd_folder()}/{{MRI,{o}
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:
         """Tiny copy of the repository tree for this task; see datamodules/fake/harvard.py."""
-        from datamodules.fake.harvard import make_fake
+        from fusion_bench.datamodules.fake.harvard import make_fake
 
         return make_fake(Path(root), cls.other, seed)
 

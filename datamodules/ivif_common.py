@@ -417,7 +417,7 @@ class IVIFDataset(FusionDataset):
         """Write a tiny copy of the real tree (see datamodules/fake/<module>.py); returns root."""
         import importlib
 
-        module = importlib.import_module(f"datamodules.fake.{cls.__module__.rsplit('.', 1)[-1]}")
+        module = importlib.import_module(f"fusion_bench.datamodules.fake.{cls.__module__.rsplit('.', 1)[-1]}")
         return module.make_fake(Path(root), seed)
 
 

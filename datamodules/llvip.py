@@ -7,8 +7,8 @@ shared by both modalities. Boxes are returned as written in the XML (absolute pi
 
 from __future__ import annotations
 
-from datamodules.ivif_common import IVIFDataModule, IVIFDataset
 from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.ivif_common import IVIFDataModule, IVIFDataset
 
 
 class LLVIPDataset(IVIFDataset):

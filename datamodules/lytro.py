@@ -16,7 +16,9 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from datamodules.paired_common import (
+from fusion_bench.base.datamodule import PairedDataModule
+from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.paired_common import (
     ImagePairDataset,
     find_dir,
     folder_pair,
@@ -26,8 +28,6 @@ from datamodules.paired_common import (
     pair_folders,
     strip_suffix,
 )
-from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import Problem, SampleRef
 from fusion_bench.errors import DatasetNotFoundError
 from fusion_bench.types import Task
 
@@ -83,7 +83,7 @@ or <root>/sourceA/<x>.jpg + <root>/sourceB/<x>.jpg            (also A/ + B/; re-
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:
         """Tiny copy of the official flat tree (all 20 pairs, 40x40 JPEG); see datamodules/fake/lytro.py."""
-        from datamodules.fake.lytro import make_fake
+        from fusion_bench.datamodules.fake.lytro import make_fake
 
         return make_fake(Path(root), seed)
 

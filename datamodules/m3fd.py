@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, pair_files
 from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, pair_files
 
 M3FD_CLASSES = ("People", "Car", "Bus", "Lamp", "Motorcycle", "Truck")
 

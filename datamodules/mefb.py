@@ -16,7 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from datamodules.paired_common import (
+from fusion_bench.base.datamodule import PairedDataModule
+from fusion_bench.data.base import Problem, Sample, SampleRef
+from fusion_bench.datamodules.paired_common import (
     ImagePairDataset,
     find_dir,
     folder_pair,
@@ -25,8 +27,6 @@ from datamodules.paired_common import (
     pair_folders,
     strip_suffix,
 )
-from fusion_bench.base.datamodule import PairedDataModule
-from fusion_bench.data.base import Problem, Sample, SampleRef
 from fusion_bench.errors import DatasetNotFoundError
 from fusion_bench.types import Task
 
@@ -82,7 +82,7 @@ or <root>/a/<x>_A.jpg + <root>/b/<x>_B.jpg   (flat two-folder copies)
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:
         """Tiny copy of the official tree (irregular names, .tif/.png/.JPG, ev.txt); see datamodules/fake/mefb.py."""
-        from datamodules.fake.mefb import make_fake
+        from fusion_bench.datamodules.fake.mefb import make_fake
 
         return make_fake(Path(root), seed)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from datamodules.paired_common import ImagePairDataset, find_dir, mfifb_files, pair_by_suffix, pair_folders
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.paired_common import ImagePairDataset, find_dir, mfifb_files, pair_by_suffix, pair_folders
 from fusion_bench.errors import DatasetNotFoundError
 from fusion_bench.types import GT, Task
 
@@ -61,7 +61,7 @@ or <root>/input/MFI-WHU_01/MFI-WHU_01_A.jpg, _B.jpg ...   (MFIFB 30-pair copy, n
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:
         """Tiny copy of the official tree with a split override; see datamodules/fake/mfi_whu.py."""
-        from datamodules.fake.mfi_whu import make_fake
+        from fusion_bench.datamodules.fake.mfi_whu import make_fake
 
         return make_fake(Path(root), seed)
 

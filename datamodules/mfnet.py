@@ -11,8 +11,8 @@ Layouts:
 
 from __future__ import annotations
 
-from datamodules.ivif_common import MFNET_CLASSES, IVIFDataModule, IVIFDataset, pair_files
 from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.ivif_common import MFNET_CLASSES, IVIFDataModule, IVIFDataset, pair_files
 from fusion_bench.types import MASK
 
 

@@ -13,8 +13,15 @@ Layouts:
 
 from __future__ import annotations
 
-from datamodules.ivif_common import MFNET_CLASSES, SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, pair_files
 from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.ivif_common import (
+    MFNET_CLASSES,
+    SPLITS_DIR,
+    IVIFDataModule,
+    IVIFDataset,
+    find_dir,
+    pair_files,
+)
 from fusion_bench.types import MASK
 
 LABEL_DIRS = ("Segmentation_labels", "Segmentation_label", "Label", "labels")

@@ -11,8 +11,8 @@ official layout only).
 
 from __future__ import annotations
 
-from datamodules.ivif_common import IVIFDataModule, IVIFDataset
 from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.ivif_common import IVIFDataModule, IVIFDataset
 from fusion_bench.types import MASK
 
 PST900_CLASSES = ("Background", "Fire-Extinguisher", "Backpack", "Hand-Drill", "Survivor")

@@ -10,8 +10,8 @@ evaluation only, every split yields all pairs.
 
 from __future__ import annotations
 
-from datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, pair_files
 from fusion_bench.data.base import Problem, SampleRef, read_split_file
+from fusion_bench.datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, pair_files
 
 
 class RoadSceneDataset(IVIFDataset):

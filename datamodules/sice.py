@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from datamodules.paired_common import ImagePairDataset, find_dir, image_files, mean_luminance
 from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.data.base import Problem, Sample, SampleRef
+from fusion_bench.datamodules.paired_common import ImagePairDataset, find_dir, image_files, mean_luminance
 from fusion_bench.errors import DatasetIntegrityError, DatasetNotFoundError, ImageReadError
 from fusion_bench.types import GT, Task
 
@@ -98,7 +98,7 @@ class SICEDataset(ImagePairDataset):
     @classmethod
     def make_fake(cls, root: Path, seed: int = 0) -> Path:
         """Tiny copy of both parts (`Label/` in Part1, lower-case `label/` in Part2); see datamodules/fake/sice.py."""
-        from datamodules.fake.sice import make_fake
+        from fusion_bench.datamodules.fake.sice import make_fake
 
         return make_fake(Path(root), seed)
 

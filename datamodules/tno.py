@@ -15,8 +15,8 @@ a Tang copy must not silently turn the committed 25-pair test set into "every pa
 
 from __future__ import annotations
 
-from datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, pair_files
 from fusion_bench.data.base import Problem, SampleRef, image_stems
+from fusion_bench.datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, pair_files
 
 TANG_STEMS = frozenset(f"{i:02d}" for i in range(1, 43))
 

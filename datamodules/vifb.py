@@ -14,8 +14,8 @@ files as RGB. The protocol scores with VIFB's own kit (metric dialect `vifb`).
 
 from __future__ import annotations
 
-from datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, pair_files
 from fusion_bench.data.base import Problem, SampleRef
+from fusion_bench.datamodules.ivif_common import SPLITS_DIR, IVIFDataModule, IVIFDataset, find_dir, pair_files
 
 
 class VIFBDataset(IVIFDataset):

@@ -26,31 +26,32 @@ from fusion_bench.errors import UnknownNameError
 
 METHODS: dict[str, str] = {
     # training-free baselines
-    "mean": "methods.baselines.model:MeanFusion",
-    "max": "methods.baselines.model:MaxFusion",
-    "source_a": "methods.baselines.model:SourceA",
-    "source_b": "methods.baselines.model:SourceB",
-    "laplacian": "methods.baselines.model:LaplacianPyramidFusion",
+    "mean": "fusion_bench.methods.baselines.model:MeanFusion",
+    "max": "fusion_bench.methods.baselines.model:MaxFusion",
+    "source_a": "fusion_bench.methods.baselines.model:SourceA",
+    "source_b": "fusion_bench.methods.baselines.model:SourceB",
+    "laplacian": "fusion_bench.methods.baselines.model:LaplacianPyramidFusion",
     # learned baselines
-    "fusion_cnn": "methods.fusion_cnn.module:FusionCNNModule",
-    "late_fusion": "methods.late_fusion.module:LateFusionClassifier",
+    "fusion_cnn": "fusion_bench.methods.fusion_cnn.module:FusionCNNModule",
+    "late_fusion": "fusion_bench.methods.late_fusion.module:LateFusionClassifier",
     # paper methods
-    "cfi": "methods.cfi.module:CFIFusion",
-    "amdanet": "methods.amdanet.module:AMDANet",
-    "seafusion": "methods.seafusion.module:SeAFusion",  # published semantic-aware training (needs seg labels)
-    "seafusion_content": "methods.seafusion.module:SeAFusionContent",  # content loss only, not the published method
-    "swinfusion": "methods.swinfusion.module:SwinFusion",
-    "ssvif": "methods.ssvif.module:SSVIF",
-    "cmd_cta": "methods.cmd_cta.module:CMDCTAFusion",
+    "cfi": "fusion_bench.methods.cfi.module:CFIFusion",
+    "amdanet": "fusion_bench.methods.amdanet.module:AMDANet",
+    # published semantic-aware training (needs seg labels); its content loss alone (not the published method)
+    "seafusion": "fusion_bench.methods.seafusion.module:SeAFusion",
+    "seafusion_content": "fusion_bench.methods.seafusion.module:SeAFusionContent",
+    "swinfusion": "fusion_bench.methods.swinfusion.module:SwinFusion",
+    "ssvif": "fusion_bench.methods.ssvif.module:SSVIF",
+    "cmd_cta": "fusion_bench.methods.cmd_cta.module:CMDCTAFusion",
     # audio-visual classification: InfoBridge and the balanced-multimodal-learning baselines (shared recipe:
     # methods/av_balance)
-    "infobridge": "methods.infobridge.module:InfoBridgeClassifier",
-    "unimodal": "methods.unimodal.module:UnimodalClassifier",
-    "infonce": "methods.infonce.module:InfoNCEClassifier",
-    "ogm_ge": "methods.ogm_ge.module:OGMGEClassifier",
-    "pmr": "methods.pmr.module:PMRClassifier",
-    "agm": "methods.agm.module:AGMClassifier",
-    "mmpareto": "methods.mmpareto.module:MMParetoClassifier",
+    "infobridge": "fusion_bench.methods.infobridge.module:InfoBridgeClassifier",
+    "unimodal": "fusion_bench.methods.unimodal.module:UnimodalClassifier",
+    "infonce": "fusion_bench.methods.infonce.module:InfoNCEClassifier",
+    "ogm_ge": "fusion_bench.methods.ogm_ge.module:OGMGEClassifier",
+    "pmr": "fusion_bench.methods.pmr.module:PMRClassifier",
+    "agm": "fusion_bench.methods.agm.module:AGMClassifier",
+    "mmpareto": "fusion_bench.methods.mmpareto.module:MMParetoClassifier",
 }
 
 DATASETS: dict[str, str] = {
@@ -60,24 +61,24 @@ DATASETS: dict[str, str] = {
     "synthetic-meif": "fusion_bench.data.synthetic.meif:SyntheticMEIFDataModule",
     "synthetic-av": "fusion_bench.data.synthetic.av:SyntheticAVDataModule",
     # public datasets (users download them; see README, datasets table)
-    "llvip": "datamodules.llvip:LLVIPDataModule",
-    "tno": "datamodules.tno:TNODataModule",
-    "roadscene": "datamodules.roadscene:RoadSceneDataModule",
-    "msrs": "datamodules.msrs:MSRSDataModule",
-    "vifb": "datamodules.vifb:VIFBDataModule",
-    "m3fd": "datamodules.m3fd:M3FDDataModule",
-    "fmb": "datamodules.fmb:FMBDataModule",
-    "mfnet": "datamodules.mfnet:MFNetDataModule",
-    "pst900": "datamodules.pst900:PST900DataModule",
-    "lytro": "datamodules.lytro:LytroDataModule",
-    "mfi_whu": "datamodules.mfi_whu:MFIWHUDataModule",
-    "mefb": "datamodules.mefb:MEFBDataModule",
-    "sice": "datamodules.sice:SICEDataModule",
-    "harvard_ct_mri": "datamodules.harvard:HarvardCTMRIDataModule",
-    "harvard_pet_mri": "datamodules.harvard:HarvardPETMRIDataModule",
-    "harvard_spect_mri": "datamodules.harvard:HarvardSPECTMRIDataModule",
-    "cremad": "datamodules.cremad:CREMADDataModule",
-    "ave": "datamodules.ave:AVEDataModule",
+    "llvip": "fusion_bench.datamodules.llvip:LLVIPDataModule",
+    "tno": "fusion_bench.datamodules.tno:TNODataModule",
+    "roadscene": "fusion_bench.datamodules.roadscene:RoadSceneDataModule",
+    "msrs": "fusion_bench.datamodules.msrs:MSRSDataModule",
+    "vifb": "fusion_bench.datamodules.vifb:VIFBDataModule",
+    "m3fd": "fusion_bench.datamodules.m3fd:M3FDDataModule",
+    "fmb": "fusion_bench.datamodules.fmb:FMBDataModule",
+    "mfnet": "fusion_bench.datamodules.mfnet:MFNetDataModule",
+    "pst900": "fusion_bench.datamodules.pst900:PST900DataModule",
+    "lytro": "fusion_bench.datamodules.lytro:LytroDataModule",
+    "mfi_whu": "fusion_bench.datamodules.mfi_whu:MFIWHUDataModule",
+    "mefb": "fusion_bench.datamodules.mefb:MEFBDataModule",
+    "sice": "fusion_bench.datamodules.sice:SICEDataModule",
+    "harvard_ct_mri": "fusion_bench.datamodules.harvard:HarvardCTMRIDataModule",
+    "harvard_pet_mri": "fusion_bench.datamodules.harvard:HarvardPETMRIDataModule",
+    "harvard_spect_mri": "fusion_bench.datamodules.harvard:HarvardSPECTMRIDataModule",
+    "cremad": "fusion_bench.datamodules.cremad:CREMADDataModule",
+    "ave": "fusion_bench.datamodules.ave:AVEDataModule",
 }
 
 EVALUATORS: dict[str, str] = {
@@ -90,11 +91,11 @@ EVALUATORS: dict[str, str] = {
 # converters of the authors' released checkpoints (fusion_bench.weights.released): module with convert_released /
 # load_released, per method name
 CONVERTERS: dict[str, str] = {
-    "cfi": "methods.cfi.convert",
-    "amdanet": "methods.amdanet.convert",
-    "seafusion": "methods.seafusion.convert",
-    "seafusion_content": "methods.seafusion.convert",
-    "swinfusion": "methods.swinfusion.convert",
+    "cfi": "fusion_bench.methods.cfi.convert",
+    "amdanet": "fusion_bench.methods.amdanet.convert",
+    "seafusion": "fusion_bench.methods.seafusion.convert",
+    "seafusion_content": "fusion_bench.methods.seafusion.convert",
+    "swinfusion": "fusion_bench.methods.swinfusion.convert",
 }
 
 BUILTIN_DATASETS = frozenset(DATASETS)  # shipped with the package: each has a protocol file (protocol.load_protocol)

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import methods.cfi.model as cfi_model
-import methods.swinfusion.model as swin_model
-from methods.cfi.module import CFIFusion
-from methods.swinfusion.model import SwinFusionNet, shifted_window_mask, window_partition, window_reverse
-from methods.swinfusion.module import SwinFusion
+import fusion_bench.methods.cfi.model as cfi_model
+import fusion_bench.methods.swinfusion.model as swin_model
+from fusion_bench.methods.cfi.module import CFIFusion
+from fusion_bench.methods.swinfusion.model import SwinFusionNet, shifted_window_mask, window_partition, window_reverse
+from fusion_bench.methods.swinfusion.module import SwinFusion
 
 TINY_SWIN = {"embed_dim": 12, "num_heads": 3, "window_size": 8, "extraction_depth": 2, "fusion_depths": [2],
              "reconstruction_depth": 2}

@@ -16,9 +16,7 @@ import torchvision.transforms.functional as TF
 from fusion_bench.base.colour import rgb_to_ycbcr
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.types import IGNORE_INDEX, VALID
-from fusion_bench.weights.zoo import WeightsError
-from methods.amdanet.loss import (
+from fusion_bench.methods.amdanet.loss import (
     AMDANetLoss,
     colour_consistency_loss,
     consistency_loss,
@@ -26,7 +24,7 @@ from methods.amdanet.loss import (
     mrfs_fusion_loss,
     salient_information_loss,
 )
-from methods.amdanet.model import (
+from fusion_bench.methods.amdanet.model import (
     AMDANetModel,
     ChannelSpatialAlignment,
     GlobalAlignment,
@@ -35,8 +33,10 @@ from methods.amdanet.model import (
     SemanticConsistencyInference,
     mutual_feature_mask,
 )
-from methods.amdanet.module import AMDANet, lr_factor, sliding_window, warmup_poly_factor
-from methods.amdanet.pretrained import load_mit_weights
+from fusion_bench.methods.amdanet.module import AMDANet, lr_factor, sliding_window, warmup_poly_factor
+from fusion_bench.methods.amdanet.pretrained import load_mit_weights
+from fusion_bench.types import IGNORE_INDEX, VALID
+from fusion_bench.weights.zoo import WeightsError
 
 TINY = {"encoder": None, "hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1], "heads": [1, 2, 2, 4],
         "drop_path_rate": 0.0, "decoder_dim": 16, "fusion_width": 4}

@@ -12,13 +12,19 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fusion_bench.data.transforms import collate_samples
+from fusion_bench.methods.agm.module import (
+    AGMClassifier,
+    agm_coefficients,
+    response_score,
+    scale_grad,
+    shapley_responses,
+)
+from fusion_bench.methods.av_balance.module import AVClassifier
+from fusion_bench.methods.mmpareto.module import MMParetoClassifier, min_norm_weights, pareto_gradient, pareto_weights
+from fusion_bench.methods.ogm_ge.module import modulate_conv_gradients, ogm_ge_coefficients
+from fusion_bench.methods.pmr.module import PMRClassifier, pmr_coefficients, prototype_logits
+from fusion_bench.methods.unimodal.module import UnimodalClassifier
 from fusion_bench.types import NAME, TARGET
-from methods.agm.module import AGMClassifier, agm_coefficients, response_score, scale_grad, shapley_responses
-from methods.av_balance.module import AVClassifier
-from methods.mmpareto.module import MMParetoClassifier, min_norm_weights, pareto_gradient, pareto_weights
-from methods.ogm_ge.module import modulate_conv_gradients, ogm_ge_coefficients
-from methods.pmr.module import PMRClassifier, pmr_coefficients, prototype_logits
-from methods.unimodal.module import UnimodalClassifier
 
 TINY = {"modalities": ("audio", "frames"), "num_classes": 3, "width": 4, "blocks": 2}
 

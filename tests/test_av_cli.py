@@ -65,7 +65,7 @@ def assert_refused(cli, capsys, tmp_path, dataset, root, *needles: str) -> None:
 def test_clip_without_audio_stream(prepared, cli, capsys, tmp_path):
     import numpy as np
 
-    from datamodules.av_common import write_tiny_video
+    from fusion_bench.datamodules.av_common import write_tiny_video
 
     root = copy_of(prepared, "ave", tmp_path)
     clip = root / "AVE_Dataset" / "AVE" / "fake_racer1.mp4"  # a test clip

@@ -67,7 +67,7 @@ def test_probe_is_deterministic_and_float64() -> None:
 
 def test_probe_features_in_the_model_dtype(tmp_path) -> None:
     from fusion_bench.data.synthetic import SyntheticAVDataModule
-    from methods.late_fusion.module import LateFusionClassifier
+    from fusion_bench.methods.late_fusion.module import LateFusionClassifier
 
     dm = SyntheticAVDataModule()
     model = LateFusionClassifier(num_classes=6, modalities=dm.modalities, width=4, blocks=2).double()

@@ -16,8 +16,8 @@ from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
 from fusion_bench.data.transforms import batch_dihedral
-from methods.cfi.convert import load_official_weights
-from methods.cfi.loss import (
+from fusion_bench.methods.cfi.convert import load_official_weights
+from fusion_bench.methods.cfi.loss import (
     CFILoss,
     binary_entropy,
     fusion_loss,
@@ -25,13 +25,13 @@ from methods.cfi.loss import (
     laplacian_magnitude,
     necessity_loss,
 )
-from methods.cfi.model import CFINet, mean_gate, pooled_cross_attention
-from methods.cfi.module import CFIFusion
+from fusion_bench.methods.cfi.model import CFINet, mean_gate, pooled_cross_attention
+from fusion_bench.methods.cfi.module import CFIFusion
 
 
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(fusion_bench.registry.METHODS, "cfi", "methods.cfi.module:CFIFusion")
+    monkeypatch.setitem(fusion_bench.registry.METHODS, "cfi", "fusion_bench.methods.cfi.module:CFIFusion")
     return "cfi"
 
 
@@ -218,7 +218,7 @@ def test_bench_synthetic_ivif(registered, tmp_path):
 
 
 def test_bench_fake_msrs(registered, tmp_path):
-    from datamodules.msrs import MSRSDataset
+    from fusion_bench.datamodules.msrs import MSRSDataset
 
     MSRSDataset.make_fake(tmp_path / "msrs")
     assert _bench(tmp_path, "--dataset", "msrs", "--root", str(tmp_path / "msrs")) == 0

@@ -84,7 +84,7 @@ def test_profile_prints_json(cli, capsys):
     code, out, _ = cli(capsys, "profile", "--method", "fusion_cnn", "--height", "64", "--width", "64")
     assert code == 0
     result = json.loads(out)
-    from methods.fusion_cnn.model import FusionCNN
+    from fusion_bench.methods.fusion_cnn.model import FusionCNN
 
     expected_params = sum(p.numel() for p in FusionCNN(width=16, depth=4).parameters()) / 1e6
     assert result["params_m"] == pytest.approx(expected_params)

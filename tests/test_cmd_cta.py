@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import yaml
 
 from fusion_bench.base.mixture import TASK_ID
-from methods.cmd_cta.loss import (
+from fusion_bench.methods.cmd_cta.loss import (
     GranularityWeights,
     TaskPrototypes,
     alignment_loss,
@@ -23,8 +23,8 @@ from methods.cmd_cta.loss import (
     spherical_kmeans,
     symmetric_infonce,
 )
-from methods.cmd_cta.model import SS2D, CMDCTANet, ContrastHeads, OrthogonalDecomposition
-from methods.cmd_cta.module import CMDCTAFusion, parse_tasks
+from fusion_bench.methods.cmd_cta.model import SS2D, CMDCTANet, ContrastHeads, OrthogonalDecomposition
+from fusion_bench.methods.cmd_cta.module import CMDCTAFusion, parse_tasks
 
 SMOKE = yaml.safe_load((Path(__file__).parents[1] / "methods" / "cmd_cta" / "config.yaml").read_text())["cmd_cta"]
 
@@ -351,7 +351,7 @@ def test_row_records_the_scan_backend():
 
 def test_paper_defaults_of_point_4():
     from fusion_bench.base.method import load_method_config
-    from methods.cmd_cta.module import CMDCTAFusion
+    from fusion_bench.methods.cmd_cta.module import CMDCTAFusion
 
     for preset in ("smoke", "paper"):
         model = load_method_config(CMDCTAFusion, "cmd_cta", preset, None)["model"]

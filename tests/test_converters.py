@@ -162,7 +162,7 @@ def test_cfi_best_pth_reproduces_the_authors_outputs_on_tno(name: str):
     if not (CFI_DIR / "best.pth").is_file() or not (CFI_DIR / "reference_TNO" / f"{name}_Y.npy").is_file() \
             or not (TNO / "ir" / f"{name}.png").is_file():
         pytest.skip(f"{CFI_DIR} or {TNO} is absent")
-    from methods.cfi.module import CFIFusion
+    from fusion_bench.methods.cfi.module import CFIFusion
 
     module = CFIFusion(dim=32, levels=3, tokens=8).eval()
     digest = load_released_weights("cfi", module, CFI_DIR / "best.pth")
@@ -210,8 +210,8 @@ def seafusion_authors_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_seafusion_key_layout_round_trip(tmp_path: Path):
-    from methods.seafusion.model import SeAFusionNet
-    from methods.seafusion.module import SeAFusionContent
+    from fusion_bench.methods.seafusion.model import SeAFusionNet
+    from fusion_bench.methods.seafusion.module import SeAFusionContent
 
     torch.manual_seed(0)
     source = SeAFusionNet().eval()
@@ -238,8 +238,8 @@ def test_seafusion_key_layout_round_trip(tmp_path: Path):
 
 def test_seafusion_against_the_authors_network():
     root = _official("FUSION_BENCH_SEAFUSION_OFFICIAL_DIR", "FusionNet.py")
-    from methods.seafusion.convert import convert_released
-    from methods.seafusion.model import SeAFusionNet
+    from fusion_bench.methods.seafusion.convert import convert_released
+    from fusion_bench.methods.seafusion.model import SeAFusionNet
 
     with authors_code(root):
         authors = importlib.import_module("FusionNet").FusionNet(output=1).eval()
@@ -312,8 +312,8 @@ def swinfusion_authors_state(net: nn.Module, window: int, size: int) -> dict[str
 
 
 def test_swinfusion_key_layout_round_trip_and_parameter_count(tmp_path: Path):
-    from methods.swinfusion.model import SwinFusionNet
-    from methods.swinfusion.module import SwinFusion
+    from fusion_bench.methods.swinfusion.model import SwinFusionNet
+    from fusion_bench.methods.swinfusion.module import SwinFusion
 
     full = swinfusion_authors_state(SwinFusionNet(), window=8, size=128)
     params = sum(v.numel() for k, v in full.items() if not k.endswith(("relative_position_index", "attn_mask")))
@@ -342,8 +342,8 @@ def test_swinfusion_key_layout_round_trip_and_parameter_count(tmp_path: Path):
 
 def test_swinfusion_against_the_authors_network():
     root = _official("FUSION_BENCH_SWINFUSION_OFFICIAL_DIR", "models/network_swinfusion1.py")
-    from methods.swinfusion.convert import convert_released
-    from methods.swinfusion.model import SwinFusionNet
+    from fusion_bench.methods.swinfusion.convert import convert_released
+    from fusion_bench.methods.swinfusion.model import SwinFusionNet
 
     with authors_code(root):
         net_cls = importlib.import_module("models.network_swinfusion1").SwinFusion
@@ -434,7 +434,7 @@ def amdanet_authors_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _amdanet_tiny(**overrides):
-    from methods.amdanet.module import AMDANet
+    from fusion_bench.methods.amdanet.module import AMDANet
 
     return AMDANet(num_classes=5, **{**AMDA_TINY, **overrides})
 
@@ -491,7 +491,7 @@ def test_amdanet_key_layout_round_trip(tmp_path: Path):
 
     with pytest.raises(ConversionError, match="paper preset.*local_mode='paper'"):
         load_released_weights("amdanet", _amdanet_tiny(local_mode="paper"), tmp_path / "best12.pth")
-    from methods.amdanet.module import AMDANet
+    from fusion_bench.methods.amdanet.module import AMDANet
 
     with pytest.raises(ConversionError, match="segments 5 classes and this run's dataset has 9"):
         load_released_weights("amdanet", AMDANet(num_classes=9, **AMDA_TINY), tmp_path / "best12.pth")
@@ -501,8 +501,8 @@ def test_amdanet_against_the_authors_network():
     root = _official("FUSION_BENCH_AMDANET_OFFICIAL_DIR", "models/backbone/Segformer.py", "models/model.py")
     import functools
 
-    from methods.amdanet.convert import convert_released
-    from methods.amdanet.model import AMDANetModel, MiTConfig
+    from fusion_bench.methods.amdanet.convert import convert_released
+    from fusion_bench.methods.amdanet.model import AMDANetModel, MiTConfig
 
     dims = [64, 128, 320, 512]  # the authors' SCI widths are fixed to these
     with authors_code(root):
@@ -566,9 +566,9 @@ def test_mit_b4_key_mapping_covers_the_encoder():
     from transformers import SegformerForImageClassification
 
     from fusion_bench.evaluators.segformer import MIT_HEADS, MIT_VARIANTS
+    from fusion_bench.methods.amdanet.model import MiTConfig, build_mit_stages
+    from fusion_bench.methods.amdanet.pretrained import convert_mit_state_dict
     from fusion_bench.weights.segformer import from_release, to_release
-    from methods.amdanet.model import MiTConfig, build_mit_stages
-    from methods.amdanet.pretrained import convert_mit_state_dict
 
     b4 = MIT_VARIANTS["b4"]
     with torch.device("meta"):
@@ -608,9 +608,9 @@ def test_mit_forward_matches_segformer_model():
     transformers' port replaces by 1e-5)."""
     from transformers import SegformerModel
 
+    from fusion_bench.methods.amdanet.model import MiTConfig, build_mit_stages
+    from fusion_bench.methods.amdanet.pretrained import convert_mit_state_dict
     from fusion_bench.weights.segformer import from_release, to_release
-    from methods.amdanet.model import MiTConfig, build_mit_stages
-    from methods.amdanet.pretrained import convert_mit_state_dict
 
     torch.manual_seed(4)
     hf = SegformerModel(_segformer_config(**MIT_TINY)).double().eval()
@@ -638,8 +638,8 @@ def test_mit_weights_from_hub_files_load_into_both_amdanet_streams(tmp_path: Pat
     from safetensors.torch import save_file
     from transformers import SegformerForImageClassification
 
+    from fusion_bench.methods.amdanet.pretrained import load_mit_weights
     from fusion_bench.weights.segformer import from_release, to_release
-    from methods.amdanet.pretrained import load_mit_weights
 
     torch.manual_seed(5)
     hf = SegformerForImageClassification(_segformer_config(**MIT_TINY))

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.ivif_common import OVERRIDE_DIRNAME, SPLITS_DIR, IVIFDataset, LayoutNotRequestedError
 from fusion_bench.data.base import read_split_file
+from fusion_bench.datamodules.ivif_common import OVERRIDE_DIRNAME, SPLITS_DIR, IVIFDataset, LayoutNotRequestedError
 from fusion_bench.errors import DatasetError, DatasetIntegrityError, DatasetNotFoundError
 from fusion_bench.registry import get_datamodule
 from fusion_bench.types import BOXES, IR, LABELS, MASK, VIS

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import av_common
-from datamodules.paired_common import SPLITS_ROOT, hash_split
 from fusion_bench.data.base import read_split_file
+from fusion_bench.datamodules import av_common
+from fusion_bench.datamodules.paired_common import SPLITS_ROOT, hash_split
 from fusion_bench.errors import DatasetError, DatasetIntegrityError, DatasetNotFoundError
 from fusion_bench.registry import get_datamodule
 from fusion_bench.types import AUDIO, FRAMES, GT, TARGET
@@ -300,7 +300,7 @@ def test_mefb_orders_exposures_by_brightness(fakes: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize("rule", ["extremes", "inner"])
 def test_sice_pair_rule(rule: str, fakes: dict[str, Path]) -> None:
-    from datamodules.paired_common import mean_luminance
+    from fusion_bench.datamodules.paired_common import mean_luminance
 
     ds = dataset_class("sice")(fakes["sice"], "train", pair_rule=rule)
     ref = ds.samples[[r.name for r in ds.samples].index("2")]  # 5 exposures
@@ -423,7 +423,7 @@ def test_cremad_labels_and_split(fakes: dict[str, Path]) -> None:
 
 def test_ave_header_classes_and_event_frames(fakes: dict[str, Path]) -> None:
     pytest.importorskip("av")
-    from datamodules.ave import CATEGORIES, parse_annotations
+    from fusion_bench.datamodules.ave import CATEGORIES, parse_annotations
 
     assert len(CATEGORIES) == 28
     entries, problems = parse_annotations(fakes["ave"] / "AVE_Dataset" / "Annotations.txt")

@@ -45,7 +45,7 @@ def test_unpaired_file_is_an_error_not_skipped(tmp_path):
 
 def test_out_of_range_mask_and_size_mismatch_name_the_file(tmp_path):
     root = make_toy(tmp_path)
-    from datamodules.fake.common import save
+    from fusion_bench.datamodules.fake.common import save
 
     save(root / "train" / "mask" / "001.png", torch.full((48, 64), 7, dtype=torch.uint8).numpy())
     save(root / "train" / "vis" / "002.png", torch.zeros((10, 10, 3), dtype=torch.uint8).numpy())

@@ -44,7 +44,7 @@ def ivif_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _write_fused(root: Path, out: Path, kind: str) -> None:
-    from methods.baselines.model import MaxFusion
+    from fusion_bench.methods.baselines.model import MaxFusion
 
     for split in ("train", "test"):
         ds = SyntheticIVIF(root, split)

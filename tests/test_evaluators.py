@@ -29,7 +29,7 @@ from fusion_bench.evaluators.segmentation import (
 @pytest.fixture(scope="module")
 def ivif(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """synthetic-ivif train/test: max-fused images, constant images, masks (generated once per module)."""
-    from methods.baselines.model import MaxFusion
+    from fusion_bench.methods.baselines.model import MaxFusion
 
     root = ensure_generated("synthetic-ivif", tmp_path_factory.mktemp("ivif") / "synthetic-ivif")
     train, test = SyntheticIVIF(root, "train"), SyntheticIVIF(root, "test")

@@ -12,11 +12,11 @@ from fusion_bench.base.losses import gradient_loss, intensity_loss, sobel_magnit
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
-from methods.seafusion.loss import SeAFusionContentLoss
-from methods.seafusion.model import SeAFusionNet
-from methods.seafusion.module import SeAFusionContent
-from methods.swinfusion.loss import SwinFusionLoss, total_variation_loss, weighted_ssim
-from methods.swinfusion.model import (
+from fusion_bench.methods.seafusion.loss import SeAFusionContentLoss
+from fusion_bench.methods.seafusion.model import SeAFusionNet
+from fusion_bench.methods.seafusion.module import SeAFusionContent
+from fusion_bench.methods.swinfusion.loss import SwinFusionLoss, total_variation_loss, weighted_ssim
+from fusion_bench.methods.swinfusion.model import (
     CrossSwinBlock,
     SwinBlock,
     SwinFusionNet,
@@ -26,7 +26,7 @@ from methods.swinfusion.model import (
     window_partition,
     window_reverse,
 )
-from methods.swinfusion.module import SwinFusion
+from fusion_bench.methods.swinfusion.module import SwinFusion
 
 TINY_SWIN = {"embed_dim": 8, "num_heads": 2, "window_size": 4, "extraction_depth": 2, "fusion_depths": [2],
              "reconstruction_depth": 2}
@@ -260,7 +260,7 @@ def test_ssim_and_swinfusion_loss_terms():
 def test_swinfusion_loss_takes_the_sources_sobel_once(monkeypatch):
     """Three Sobel magnitudes per step (the two sources, shared by the texture term and the SSIM weights, and the
     fused image), and the same numbers as the terms computed separately."""
-    import methods.swinfusion.loss as swin_loss
+    import fusion_bench.methods.swinfusion.loss as swin_loss
 
     torch.manual_seed(1)
     fused, a, b = (torch.rand(2, 1, 20, 24) for _ in range(3))

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fusion_bench.methods.infobridge.loss import conditional_nce, mi_bounds
+from fusion_bench.methods.infobridge.model import ConditionAssigner, MemoryBuffer, candidate_mask, sample_negatives
+from fusion_bench.methods.infobridge.module import InfoBridgeClassifier
+from fusion_bench.methods.late_fusion.module import LateFusionClassifier
 from fusion_bench.types import NAME, TARGET
-from methods.infobridge.loss import conditional_nce, mi_bounds
-from methods.infobridge.model import ConditionAssigner, MemoryBuffer, candidate_mask, sample_negatives
-from methods.infobridge.module import InfoBridgeClassifier
-from methods.late_fusion.module import LateFusionClassifier
 
 TINY = {"modalities": ("audio", "frames"), "num_classes": 3, "width": 4, "blocks": 2}
 

@@ -7,9 +7,7 @@ import torch
 
 from fusion_bench.base.colour import fuse_on_luminance, rgb_to_ycbcr, ycbcr_to_rgb
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.registry import METHODS, get_method
-from fusion_bench.types import Task
-from methods.baselines.model import (
+from fusion_bench.methods.baselines.model import (
     LaplacianPyramidFusion,
     MaxFusion,
     MeanFusion,
@@ -18,6 +16,8 @@ from methods.baselines.model import (
     laplacian_pyramid,
     reconstruct,
 )
+from fusion_bench.registry import METHODS, get_method
+from fusion_bench.types import Task
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -57,7 +57,7 @@ def test_laplacian_pyramid_is_exact_and_fusion_prefers_detail():
 
 
 def test_fusion_cnn_starts_as_mean_and_learns():
-    from methods.fusion_cnn.module import FusionCNNModule
+    from fusion_bench.methods.fusion_cnn.module import FusionCNNModule
 
     torch.manual_seed(0)
     module = FusionCNNModule(lr=3e-3)

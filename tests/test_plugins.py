@@ -102,7 +102,7 @@ def test_a_plugin_named_like_a_builtin_is_an_error_naming_both(cli, capsys, tmp_
     code, _, err = cli(capsys, "list")
     assert code == 2
     assert "package clashing-plugin registers the method 'mean' (my_fusion_plugin.methods:WeightedMean" in err
-    assert "built-in method 'mean' (methods.baselines.model:MeanFusion)" in err
+    assert "built-in method 'mean' (fusion_bench.methods.baselines.model:MeanFusion)" in err
 
 
 def test_a_module_class_path_runs_through_bench(cli, capsys, tmp_path, monkeypatch):

@@ -117,7 +117,7 @@ def test_the_downstream_entry_notices_its_evaluators_learning_rates(evaluator: s
 @pytest.mark.slow
 def test_a_changed_pixel_rule_of_a_training_free_method_is_a_drift(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from methods.baselines.model import MeanFusion
+    from fusion_bench.methods.baselines.model import MeanFusion
 
     monkeypatch.setattr(MeanFusion, "fuse_luminance", lambda self, y1, y2: 0.5005 * y1 + 0.4995 * y2)
     assert _drifts(_entry("mean"), tmp_path, {})

@@ -24,7 +24,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 @pytest.fixture
 def authors_file(tmp_path: Path) -> Path:
     """SeAFusion's released format (`module.`-prefixed FusionNet state dict) of a randomised paper-width network."""
-    from methods.seafusion.model import SeAFusionNet
+    from fusion_bench.methods.seafusion.model import SeAFusionNet
 
     torch.manual_seed(0)
     net = SeAFusionNet().eval()

@@ -394,7 +394,7 @@ def test_empty_method_list_and_a_held_run_lock(cli, capsys, tmp_path, toy_regist
 SLOW_METHOD = '''
 import os, time
 from pathlib import Path
-from methods.baselines.model import MeanFusion
+from fusion_bench.methods.baselines.model import MeanFusion
 
 
 class SlowMean(MeanFusion):
@@ -613,7 +613,7 @@ def test_every_preset_value_fits_what_its_key_expects():
 
 # -- 30.1 broken plug-ins: the plug-in, the file, the first line of the error ------------------------------------------
 PLUGIN_CLASS = '''
-from methods.baselines.model import MeanFusion
+from fusion_bench.methods.baselines.model import MeanFusion
 
 
 class Cls(MeanFusion):
@@ -777,7 +777,7 @@ def test_collect_over_a_binary_row_csv_names_the_file(cli, capsys, tmp_path):
 # -- 30.3 non-finite numbers are failures, not data --------------------------------------------------------------------
 NAN_METHOD = '''
 import torch
-from methods.baselines.model import MeanFusion
+from fusion_bench.methods.baselines.model import MeanFusion
 
 
 class NaNMean(MeanFusion):

@@ -15,8 +15,8 @@ from fusion_bench.benchmark.request import prepare
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.benchmark.runner import run_bench
 from fusion_bench.benchmark.spec import BenchSpec
-from methods.fusion_cnn.module import FusionCNNModule
-from methods.swinfusion.module import SwinFusion
+from fusion_bench.methods.fusion_cnn.module import FusionCNNModule
+from fusion_bench.methods.swinfusion.module import SwinFusion
 
 
 def test_resume_continues_an_interrupted_seed_from_its_checkpoint(tmp_path, monkeypatch, cli, capsys):

@@ -13,13 +13,13 @@ import torch
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.cli import main
+from fusion_bench.methods.seafusion.loss import SemanticLoss, ohem_cross_entropy
+from fusion_bench.methods.seafusion.model import SeAFusionNet
+from fusion_bench.methods.seafusion.module import SeAFusion, poly_warmup_lr
+from fusion_bench.methods.seafusion.schedule import FUSION, SEGMENTATION, Phase, RoundSchedule
+from fusion_bench.methods.seafusion.transforms import as_saved_images, augment_for_segmentation
 from fusion_bench.registry import get_datamodule
 from fusion_bench.weights.zoo import WeightsError
-from methods.seafusion.loss import SemanticLoss, ohem_cross_entropy
-from methods.seafusion.model import SeAFusionNet
-from methods.seafusion.module import SeAFusion, poly_warmup_lr
-from methods.seafusion.schedule import FUSION, SEGMENTATION, Phase, RoundSchedule
-from methods.seafusion.transforms import as_saved_images, augment_for_segmentation
 
 pytest.importorskip("transformers")
 

@@ -20,8 +20,8 @@ from fusion_bench.benchmark import config as run_config
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.benchmark.weights import load_weights
 from fusion_bench.cli import main
-from methods.ssvif import backbones
-from methods.ssvif.loss import (
+from fusion_bench.methods.ssvif import backbones
+from fusion_bench.methods.ssvif.loss import (
     SSVIFFusionLoss,
     colour_loss,
     csc_loss,
@@ -30,9 +30,15 @@ from methods.ssvif.loss import (
     pseudo_label,
     ssim,
 )
-from methods.ssvif.model import SegmentationHead, to_three_channels
-from methods.ssvif.module import SSVIF
-from methods.ssvif.weighting import LossPeriods, descent_softmax, dwa_csc_weight, gdwa_csc_weight, gdwa_weights
+from fusion_bench.methods.ssvif.model import SegmentationHead, to_three_channels
+from fusion_bench.methods.ssvif.module import SSVIF
+from fusion_bench.methods.ssvif.weighting import (
+    LossPeriods,
+    descent_softmax,
+    dwa_csc_weight,
+    gdwa_csc_weight,
+    gdwa_weights,
+)
 
 TINY_SEGFORMER = {"variant": "b0", "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1],
                   "num_attention_heads": [1, 1, 2, 4], "decoder_hidden_size": 16, "drop_path_rate": 0.0}
@@ -447,7 +453,7 @@ def test_stage_two_early_stopping_ignores_stage_one_and_resets_at_the_switch(tin
 
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from methods.ssvif.callbacks import StageTwoEarlyStopping
+    from fusion_bench.methods.ssvif.callbacks import StageTwoEarlyStopping
 
     module = make_module(tiny, early_stopping={"monitor": "val/loss_total", "patience": 2})
     (callback,) = module.configure_callbacks()
@@ -661,7 +667,7 @@ def test_paper_schedule_on_fake_fmb_reaches_stage_two_and_trains_in_it(tmp_path,
     tiny networks: Stage II is reached and trained in, and early stopping only ever sees Stage II validations."""
     import pandas as pd
 
-    from datamodules.fmb import FMBDataset
+    from fusion_bench.datamodules.fmb import FMBDataset
 
     FMBDataset.make_fake(tmp_path / "fmb")
     original = run_config.load_method_config

@@ -70,8 +70,8 @@ def test_wheel_installs_into_a_fresh_venv_and_benches_outside_the_repo(tmp_path,
     # a user project with its own `methods/` package (first on sys.path) does not shadow the installed methods
     (outside / "methods").mkdir()
     (outside / "methods" / "__init__.py").write_text("")
-    found = _run([str(python), "-c", "from fusion_bench.registry import get_method; print(get_method('mean').__module__)"],
-                 cwd=outside, env=env).stdout.strip()
+    code = "from fusion_bench.registry import get_method; print(get_method('mean').__module__)"
+    found = _run([str(python), "-c", code], cwd=outside, env=env).stdout.strip()
     assert found == "fusion_bench.methods.baselines.model", found
     assert row["method"] == "mean" and row["metric_dialect"] == "mmif" and "mmfusion-bench=0.1.0" in row["packages"]
 

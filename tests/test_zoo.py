@@ -240,7 +240,7 @@ def _fake_hf_cache(root: Path, repo: str, filename: str, data: bytes) -> Path:
 
 def test_required_pretrained_finds_zoo_references_in_the_paper_presets():
     from fusion_bench.base.method import load_method_config
-    from methods.amdanet.module import AMDANet
+    from fusion_bench.methods.amdanet.module import AMDANet
 
     paper = load_method_config(AMDANet, "amdanet", "paper", "fmb")
     (req,) = required_pretrained("amdanet", paper)
@@ -252,7 +252,7 @@ def test_required_pretrained_finds_zoo_references_in_the_paper_presets():
     assert {k: v for k, v in released["model"].items() if k != "pretrained"} == \
         {k: v for k, v in paper["model"].items() if k != "pretrained"}
     assert required_pretrained("amdanet", load_method_config(AMDANet, "amdanet", "smoke")) == []
-    from methods.seafusion.module import SeAFusion
+    from fusion_bench.methods.seafusion.module import SeAFusion
 
     (seg,) = required_pretrained("seafusion", load_method_config(SeAFusion, "seafusion", "paper", "msrs"))
     assert (seg.key, seg.entry.name, seg.entry.hf_repo) == ("model.segformer.pretrained", "mit_b0", "nvidia/mit-b0")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.fake.common import save
 from fusion_bench.base import PairedDataModule
 from fusion_bench.data.base import FusionDataset, SampleRef, pair_by_stem
+from fusion_bench.datamodules.fake.common import save
 from fusion_bench.types import Task
 
 

@@ -28,9 +28,9 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from fusion_bench.base.mixture import TASK_ID
+from fusion_bench.methods.cmd_cta.model import PATCH
+from fusion_bench.methods.cmd_cta.module import CMDCTAFusion
 from fusion_bench.ops import mamba_available, selective_scan_flops
-from methods.cmd_cta.model import PATCH
-from methods.cmd_cta.module import CMDCTAFusion
 
 CONFIG = Path(__file__).resolve().parents[2] / "methods" / "cmd_cta" / "config.yaml"
 PAPER_S3 = {  # the paper's Table S3 (fvcore, batch 1, 256x256): params (M), GFLOPs

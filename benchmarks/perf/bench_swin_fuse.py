@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from methods.swinfusion.model import SwinFusionNet
+    from fusion_bench.methods.swinfusion.model import SwinFusionNet
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

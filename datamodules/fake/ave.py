@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.av_common import write_tiny_video
-from datamodules.fake.common import rng_for
+from fusion_bench.datamodules.av_common import write_tiny_video
+from fusion_bench.datamodules.fake.common import rng_for
 
 # (category, video id, start, end) per split; times fitted to the 2 s fake clips.
 LINES = {

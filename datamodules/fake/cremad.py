@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.av_common import write_tiny_video
-from datamodules.fake.common import rng_for
+from fusion_bench.datamodules.av_common import write_tiny_video
+from fusion_bench.datamodules.fake.common import rng_for
 
 TRAIN = ["1001_IEO_NEU_XX", "1001_IEO_HAP_LO", "1002_DFA_ANG_XX"]
 TEST = ["1041_TIE_NEU_XX", "1071_MTI_SAD_XX"]

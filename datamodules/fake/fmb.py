@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.fake.common import label_map, rng_for, save, scene
+from fusion_bench.datamodules.fake.common import label_map, rng_for, save, scene
 
 H, W = 48, 64  # 600x800 scaled down
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.fake.common import rng_for, save, scene
+from fusion_bench.datamodules.fake.common import rng_for, save, scene
 
 SIZE = (32, 32)
 STEMS = ["2006", "2008", "2011", "2019", "16003"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.fake.common import rng_for, save, scene, write_voc_xml
+from fusion_bench.datamodules.fake.common import rng_for, save, scene, write_voc_xml
 
 H, W = 48, 60  # 1024x1280 scaled down
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.fake.common import multifocus_pair, rng_for, save
+from fusion_bench.datamodules.fake.common import multifocus_pair, rng_for, save
 
 SIZE = (40, 40)  # the real images are 520x520
 

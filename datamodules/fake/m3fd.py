@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.fake.common import rng_for, save, scene, write_voc_xml
-from datamodules.ivif_common import OVERRIDE_DIRNAME, SPLITS_DIR
-from datamodules.m3fd import M3FD_CLASSES
 from fusion_bench.data.base import read_split_file
+from fusion_bench.datamodules.fake.common import rng_for, save, scene, write_voc_xml
+from fusion_bench.datamodules.ivif_common import OVERRIDE_DIRNAME, SPLITS_DIR
+from fusion_bench.datamodules.m3fd import M3FD_CLASSES
 
 H, W = 48, 64  # 768x1024 scaled down
 PER_SPLIT = {"train": 3, "val": 2, "test": 2}

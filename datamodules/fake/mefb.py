@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.fake.common import exposure_stack, rng_for, save
+from fusion_bench.datamodules.fake.common import exposure_stack, rng_for, save
 
 SIZE = (36, 48)
 SCENES = {  # scene -> (under-exposed file, over-exposed file)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.fake.common import multifocus_pair, rng_for, save
+from fusion_bench.datamodules.fake.common import multifocus_pair, rng_for, save
 
 SIZE = (36, 48)  # the real images vary in size (colour JPEG)
 SPLITS = {"train": [1, 2, 3], "test": [4, 8]}

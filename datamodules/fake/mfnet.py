@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.fake.common import label_map, rng_for, save, scene
+from fusion_bench.datamodules.fake.common import label_map, rng_for, save, scene
 
 H, W = 48, 64  # 480x640 scaled down
 LISTS = {"train": ("00001D", "00002D", "00003N"), "val": ("00010D", "00011N"), "test": ("01000D", "01001N"),

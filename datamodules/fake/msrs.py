@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.fake.common import label_map, rng_for, save, scene
-from datamodules.ivif_common import SPLITS_DIR
 from fusion_bench.data.base import read_split_file
+from fusion_bench.datamodules.fake.common import label_map, rng_for, save, scene
+from fusion_bench.datamodules.ivif_common import SPLITS_DIR
 
 H, W = 48, 64
 

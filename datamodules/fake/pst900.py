@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.fake.common import label_map, rng_for, save, scene
+from fusion_bench.datamodules.fake.common import label_map, rng_for, save, scene
 
 H, W = 48, 84  # 720x1280 scaled down (metrics need >= 48 px)
 STEMS = {"train": ("31_bag1a_rect_rgb_frame0000000007", "31_bag1a_rect_rgb_frame0000000012",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.fake.common import rng_for, save, scene
-from datamodules.ivif_common import SPLITS_DIR
 from fusion_bench.data.base import read_split_file
+from fusion_bench.datamodules.fake.common import rng_for, save, scene
+from fusion_bench.datamodules.ivif_common import SPLITS_DIR
 
 TRAIN_STEMS = ("FLIR_00006", "FLIR_00018", "FLIR_05164")  # real RoadScene names outside the test list
 

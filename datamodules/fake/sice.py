@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.fake.common import exposure_stack, rng_for, save
+from fusion_bench.datamodules.fake.common import exposure_stack, rng_for, save
 
 SIZE = (36, 48)
 PARTS = {"Dataset_Part1": ("Label", ".JPG", [3, 5, 4]), "Dataset_Part2": ("label", ".jpg", [4, 3])}

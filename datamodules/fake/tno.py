@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.fake.common import rng_for, save, scene
+from fusion_bench.datamodules.fake.common import rng_for, save, scene
 
 
 def make_fake(root: Path, seed: int = 0) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.fake.common import rng_for, save, scene
-from datamodules.ivif_common import SPLITS_DIR
 from fusion_bench.data.base import read_split_file
+from fusion_bench.datamodules.fake.common import rng_for, save, scene
+from fusion_bench.datamodules.ivif_common import SPLITS_DIR
 
 ONE_CHANNEL = ("manWalking", "running", "walking2", "walkingnight")  # VIFB's 1-channel IR files
 

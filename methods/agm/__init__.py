@@ -1,5 +1,5 @@
 """AGM (ICCV 2023): adaptive gradient modulation of Shapley mono-modal responses; see README.md."""
 
-from methods.agm.module import AGMClassifier
+from fusion_bench.methods.agm.module import AGMClassifier
 
 __all__ = ["AGMClassifier"]

@@ -1,14 +1,14 @@
 """AMDANet: attention-driven multi-perspective discrepancy alignment for RGB-infrared fusion and segmentation
 (Zhong et al., ICCV 2025)."""
 
-from methods.amdanet.model import (
+from fusion_bench.methods.amdanet.model import (
     AMDANetModel,
     GlobalAlignment,
     LocalAlignment,
     SemanticConsistencyInference,
     mutual_feature_mask,
 )
-from methods.amdanet.module import AMDANet
+from fusion_bench.methods.amdanet.module import AMDANet
 
 __all__ = ["AMDANet", "AMDANetModel", "GlobalAlignment", "LocalAlignment", "SemanticConsistencyInference",
            "mutual_feature_mask"]

@@ -11,8 +11,8 @@ from torch import nn
 from fusion_bench.base.colour import rgb_to_ycbcr
 from fusion_bench.base.losses import sobel_xy
 from fusion_bench.base.precision import upcast
+from fusion_bench.methods.ssvif.model import to_three_channels as to_rgb
 from fusion_bench.types import IGNORE_INDEX
-from methods.ssvif.model import to_three_channels as to_rgb
 
 FUSION_LOSSES = ("paper", "code")
 CR_MODES = ("paper", "code")

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 from fusion_bench.base import SegFusionMethod
 from fusion_bench.base.precision import upcast
+from fusion_bench.methods.amdanet.loss import AMDANetLoss, to_rgb
+from fusion_bench.methods.amdanet.model import AMDANetModel, MiTConfig
+from fusion_bench.methods.amdanet.pretrained import load_mit_weights
 from fusion_bench.types import IGNORE_INDEX, MASK, VALID, Task
 from fusion_bench.weights.pretrained import resolve_pretrained
 from fusion_bench.weights.zoo import WeightsError
-from methods.amdanet.loss import AMDANetLoss, to_rgb
-from methods.amdanet.model import AMDANetModel, MiTConfig
-from methods.amdanet.pretrained import load_mit_weights
 
 MFML_MODES = ("paper", "code", "off")
 FUSED_OUTPUTS = ("clamp", "minmax")

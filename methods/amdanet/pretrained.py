@@ -24,7 +24,7 @@ from fusion_bench.weights.segformer import to_release
 from fusion_bench.weights.zoo import WeightsError
 
 if TYPE_CHECKING:
-    from methods.amdanet.model import AMDANetModel
+    from fusion_bench.methods.amdanet.model import AMDANetModel
 
 _MIT_KEY = re.compile(r"(patch_embed|block|norm)(\d+)\.(.+)")
 

@@ -1,8 +1,8 @@
 """The shared audio-visual recipe: one LightningModule base for late fusion and every balancing method.
 
-`AVClassifier` owns the encoders and the concatenation head (`methods.av_balance.model.ConcatFusionNet`), the input
-handling (optional spectrogram resize, optional ImageNet normalisation of the frames), the optimiser (Adam or SGD
-with momentum, optional cosine annealing per step) and the logging. A method subclasses it and overrides
+`AVClassifier` owns the encoders and the concatenation head (`fusion_bench.methods.av_balance.model.ConcatFusionNet`),
+the input handling (optional spectrogram resize, optional ImageNet normalisation of the frames), the optimiser (Adam
+or SGD with momentum, optional cosine annealing per step) and the logging. A method subclasses it and overrides
 `training_losses` (what is minimised) and, where it acts on gradients, Lightning's `on_after_backward`.
 
 Constructor keys (config.yaml `model` + `optim`):
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from fusion_bench.base import MultimodalClassifier
+from fusion_bench.methods.av_balance.model import ConcatFusionNet
 from fusion_bench.types import TARGET
-from methods.av_balance.model import ConcatFusionNet
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine")

@@ -23,7 +23,7 @@ from torch import nn
 from fusion_bench.weights.released import ConversionError, load_strict, read_state_dict, rename
 
 if TYPE_CHECKING:
-    from methods.cfi.model import CFINet
+    from fusion_bench.methods.cfi.model import CFINet
 
 _PROJECTIONS = {"q_v": "q_vis", "k_v": "k_vis", "v_v": "v_vis", "q_i": "q_ir", "k_i": "k_ir", "v_i": "v_ir"}
 _RULES = [

@@ -10,9 +10,9 @@ from fusion_bench.base import FusionMethod
 from fusion_bench.base.colour import fuse_on_luminance, split_luminance
 from fusion_bench.data.transforms import batch_dihedral
 from fusion_bench.interventions import MaskConfig, complementary_masking, modality_dropout, same_masking
+from fusion_bench.methods.cfi.loss import CFILoss, fusion_loss
+from fusion_bench.methods.cfi.model import CFINet, mean_gate
 from fusion_bench.types import Task
-from methods.cfi.loss import CFILoss, fusion_loss
-from methods.cfi.model import CFINet, mean_gate
 
 
 class CFIFusion(FusionMethod):

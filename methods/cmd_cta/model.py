@@ -28,8 +28,8 @@ from torch import nn
 from fusion_bench.base.losses import sobel_magnitude
 from fusion_bench.base.method import check_source_pair
 from fusion_bench.base.precision import upcast
+from fusion_bench.methods.swinfusion.model import pad_to_multiple, swin_stage
 from fusion_bench.ops.selective_scan import BACKEND_NAMES, mamba_import_error, resolve_impl, selective_scan
-from methods.swinfusion.model import pad_to_multiple, swin_stage
 
 PATCH = 4  # the encoder works at 1/4 resolution (4x4 patch embedding)
 DECOMPOSITIONS = ("paper", "exact", "linear")

@@ -10,7 +10,7 @@ from fusion_bench.base import LuminanceFusionMethod
 from fusion_bench.base.colour import split_luminance
 from fusion_bench.base.mixture import TASK_ID
 from fusion_bench.base.precision import upcast
-from methods.cmd_cta.loss import (
+from fusion_bench.methods.cmd_cta.loss import (
     LEVELS,
     FusionLoss,
     GranularityWeights,
@@ -24,7 +24,7 @@ from methods.cmd_cta.loss import (
     pixel_loss,
     sample_positions,
 )
-from methods.cmd_cta.model import CMDCTANet
+from fusion_bench.methods.cmd_cta.model import CMDCTANet
 
 SCHEDULES = ("cosine", "constant")
 
@@ -255,7 +255,7 @@ class CMDCTAFusion(LuminanceFusionMethod):
     def row_columns(self) -> dict[str, str]:
         """Extra result-row columns: `scan_backend`, the selective-scan back ends that ran in this process
         (mamba-ssm, chunked, loop; '+'-joined when several did; empty without the Mamba branch or before a scan)."""
-        from methods.cmd_cta.model import SS2D
+        from fusion_bench.methods.cmd_cta.model import SS2D
 
         used = set().union(*(m.backends_used for m in self.modules() if isinstance(m, SS2D)))
         return {"scan_backend": "+".join(sorted(used))}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fusion_bench.base import LuminanceFusionMethod
-from methods.fusion_cnn.loss import IntensityGradientLoss
-from methods.fusion_cnn.model import FusionCNN
+from fusion_bench.methods.fusion_cnn.loss import IntensityGradientLoss
+from fusion_bench.methods.fusion_cnn.model import FusionCNN
 
 
 class FusionCNNModule(LuminanceFusionMethod):

@@ -1,5 +1,5 @@
 """InfoBridge (ICCV 2025): concat late fusion + conditional NCE with a learned critic; see README.md."""
 
-from methods.infobridge.module import InfoBridgeClassifier
+from fusion_bench.methods.infobridge.module import InfoBridgeClassifier
 
 __all__ = ["InfoBridgeClassifier"]

@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from fusion_bench.types import NAME, TARGET
-from methods.av_balance.module import AVClassifier
-from methods.infobridge.loss import NEG_WEIGHTS, conditional_nce, mi_bounds
-from methods.infobridge.model import (
+from fusion_bench.methods.av_balance.module import AVClassifier
+from fusion_bench.methods.infobridge.loss import NEG_WEIGHTS, conditional_nce, mi_bounds
+from fusion_bench.methods.infobridge.model import (
     NEGATIVES,
     ConditionAssigner,
     MemoryBuffer,
@@ -27,6 +26,7 @@ from methods.infobridge.model import (
     candidate_mask,
     sample_negatives,
 )
+from fusion_bench.types import NAME, TARGET
 
 NEG_SIDES = ("both", "visual")
 

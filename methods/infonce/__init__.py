@@ -1,5 +1,5 @@
 """InfoNCE baseline: concat late fusion + cross-modal InfoNCE (CPC); see README.md."""
 
-from methods.infonce.module import InfoNCEClassifier
+from fusion_bench.methods.infonce.module import InfoNCEClassifier
 
 __all__ = ["InfoNCEClassifier"]

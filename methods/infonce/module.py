@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_bench.methods.av_balance.module import AVClassifier
 from fusion_bench.types import TARGET
-from methods.av_balance.module import AVClassifier
 
 
 class ProjectionCritic(nn.Module):

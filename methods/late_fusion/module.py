@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from methods.av_balance.module import AVClassifier
+from fusion_bench.methods.av_balance.module import AVClassifier
 
 
 class LateFusionClassifier(AVClassifier):
     """Joint training of both encoders with cross-entropy on the fused logits ("Joint-Train" / concat baseline).
 
     All options (encoder conv|resnet18, optimizer adam|sgd, schedule none|cosine, ...) come from the shared recipe,
-    `methods.av_balance.module.AVClassifier`; the defaults are the original small-CNN/Adam baseline.
+    `fusion_bench.methods.av_balance.module.AVClassifier`; the defaults are the original small-CNN/Adam baseline.
     """

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fusion_bench.methods.av_balance.module import AVClassifier
 from fusion_bench.types import TARGET
-from methods.av_balance.module import AVClassifier
 
 
 def min_norm_weights(v11: float, v12: float, v22: float) -> tuple[float, float]:

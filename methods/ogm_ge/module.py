@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fusion_bench.methods.av_balance.module import AVClassifier
 from fusion_bench.types import TARGET
-from methods.av_balance.module import AVClassifier
 
 MODULATIONS = ("ogm_ge", "ogm", "none")
 

@@ -1,5 +1,5 @@
 """PMR (CVPR 2023): prototypical modal rebalance; see README.md."""
 
-from methods.pmr.module import PMRClassifier
+from fusion_bench.methods.pmr.module import PMRClassifier
 
 __all__ = ["PMRClassifier"]

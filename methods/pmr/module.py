@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 
 from fusion_bench.base.precision import cast_floating, model_dtype
 from fusion_bench.data.transforms import collate_samples
+from fusion_bench.methods.av_balance.module import AVClassifier
 from fusion_bench.types import TARGET
-from methods.av_balance.module import AVClassifier
 
 COEFFICIENTS = ("binary", "clipped")
 PROTO_SPLITS = ("train", "val")

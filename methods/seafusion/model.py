@@ -136,15 +136,15 @@ class SemanticSegmenter(nn.Module):
     upsampled to the image size. The image (Bx1 or Bx3 x H x W in [0, 1]) goes in unnormalised, as the authors
     feed BiSeNet, unless `normalize` (ImageNet mean/std, for pretrained MiT weights).
 
-    `segformer`: architecture keys of `methods.ssvif.model.SEGFORMER_ARCH_KEYS` (variant b0..b5, widths, a local
-    `pretrained` path); the model starts from the current torch RNG state unless `pretrained` is given.
+    `segformer`: architecture keys of `fusion_bench.methods.ssvif.model.SEGFORMER_ARCH_KEYS` (variant b0..b5, widths,
+    a local `pretrained` path); the model starts from the current torch RNG state unless `pretrained` is given.
     """
 
     def __init__(self, num_classes: int, segformer: dict[str, Any] | None = None, aux_stage: int = 2,
                  aux_channels: int = 64, normalize: bool = False):
         super().__init__()
         from fusion_bench.evaluators.segformer import IMAGENET_MEAN, IMAGENET_STD, build_segformer
-        from methods.ssvif.model import segformer_config
+        from fusion_bench.methods.ssvif.model import segformer_config
 
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -165,7 +165,7 @@ class SemanticSegmenter(nn.Module):
         return self.model.decode_head, self.aux_head
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from methods.ssvif.model import to_three_channels
+        from fusion_bench.methods.ssvif.model import to_three_channels
 
         image = to_three_channels(image, "fused image")
         pixels = (image - self.mean) / self.std if self.normalize else image

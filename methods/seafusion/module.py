@@ -20,13 +20,13 @@ from torch import nn
 
 from fusion_bench.base import LuminanceFusionMethod
 from fusion_bench.base.colour import fuse_on_luminance, split_luminance
+from fusion_bench.methods.seafusion.loss import SeAFusionContentLoss, SemanticLoss
+from fusion_bench.methods.seafusion.model import SeAFusionNet, SemanticSegmenter
+from fusion_bench.methods.seafusion.schedule import FUSION, Phase, RoundSchedule
+from fusion_bench.methods.seafusion.transforms import AUTHORS_SCALES, as_saved_images, augment_for_segmentation
 from fusion_bench.types import MASK, Task
 from fusion_bench.weights.pretrained import is_zoo_ref, resolve_pretrained
 from fusion_bench.weights.zoo import ResolvedWeights, WeightsError
-from methods.seafusion.loss import SeAFusionContentLoss, SemanticLoss
-from methods.seafusion.model import SeAFusionNet, SemanticSegmenter
-from methods.seafusion.schedule import FUSION, Phase, RoundSchedule
-from methods.seafusion.transforms import AUTHORS_SCALES, as_saved_images, augment_for_segmentation
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def poly_warmup_lr(it: int, lr0: float, max_iter: int, warmup_steps: int, warmup
 class SeAFusion(SeAFusionContent):
     """SeAFusion (`seafusion`): the published semantic-aware training (the authors' train.py), one Lightning fit.
 
-    Schedule (`methods.seafusion.schedule.RoundSchedule`): for round r = 0 .. rounds - 1, a fusion phase
+    Schedule (`fusion_bench.methods.seafusion.schedule.RoundSchedule`): for round r = 0 .. rounds - 1, a fusion phase
     (`fusion_epochs` epochs of the training loader, or `fusion_steps` steps) that re-initialises the fusion network
     and Adam and minimises content + r * (OHEM CE(main) + aux_weight_fusion * OHEM CE(aux)) of the frozen segmenter
     (eval mode) on the clamped fused RGB image; then a segmentation phase of `seg_steps` SGD steps training the
@@ -119,7 +119,7 @@ class SeAFusion(SeAFusionContent):
             raise ValueError("seg_lr, seg_warmup_start_lr and seg_head_lr_mult must be > 0 and seg_warmup_steps >= 0")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        from methods.ssvif.model import segformer_config
+        from fusion_bench.methods.ssvif.model import segformer_config
 
         segformer_config(segformer)  # fail on a bad SegFormer config now, not when training starts
         self.segmenter_weights = self._resolve_segmenter_weights((segformer or {}).get("pretrained"))

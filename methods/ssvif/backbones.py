@@ -12,8 +12,8 @@ import importlib
 from torch import nn
 
 BACKBONES: dict[str, str] = {
-    "seafusion": "methods.seafusion.model:SeAFusionNet",
-    "swinfusion": "methods.swinfusion.model:SwinFusionNet",
+    "seafusion": "fusion_bench.methods.seafusion.model:SeAFusionNet",
+    "swinfusion": "fusion_bench.methods.swinfusion.model:SwinFusionNet",
 }
 
 

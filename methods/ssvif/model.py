@@ -5,7 +5,7 @@
 - `FusedImageSegmenter` (S): SegFormer built from a MiT config (from scratch) on the fused image:
   p^B = S(F(I_ir, I_vis)). The model comes from `fusion_bench.evaluators.segmentation.build_segformer`.
 Both return logits at the input image size. The fusion backbones themselves live in their own method packages
-(see `methods.ssvif.backbones`).
+(see `fusion_bench.methods.ssvif.backbones`).
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ import torch
 
 from fusion_bench.base import FusionMethod
 from fusion_bench.base.precision import upcast
+from fusion_bench.methods.ssvif.backbones import build_backbone
+from fusion_bench.methods.ssvif.callbacks import EARLY_STOPPING_KEYS, StageTwoEarlyStopping
+from fusion_bench.methods.ssvif.loss import SSVIFFusionLoss, csc_loss
+from fusion_bench.methods.ssvif.model import FusedImageSegmenter, SegmentationHead, segformer_config, to_three_channels
+from fusion_bench.methods.ssvif.weighting import WEIGHTINGS, LossPeriods, dwa_csc_weight, gdwa_csc_weight_tensor
 from fusion_bench.types import Task
-from methods.ssvif.backbones import build_backbone
-from methods.ssvif.callbacks import EARLY_STOPPING_KEYS, StageTwoEarlyStopping
-from methods.ssvif.loss import SSVIFFusionLoss, csc_loss
-from methods.ssvif.model import FusedImageSegmenter, SegmentationHead, segformer_config, to_three_channels
-from methods.ssvif.weighting import WEIGHTINGS, LossPeriods, dwa_csc_weight, gdwa_csc_weight_tensor
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from lightning.pytorch.callbacks import WeightAveraging
 from fusion_bench.base import LuminanceFusionMethod
 from fusion_bench.base.colour import split_luminance
 from fusion_bench.data.transforms import batch_dihedral
+from fusion_bench.methods.swinfusion.loss import SwinFusionLoss
+from fusion_bench.methods.swinfusion.model import SwinFusionNet
 from fusion_bench.types import Task
-from methods.swinfusion.loss import SwinFusionLoss
-from methods.swinfusion.model import SwinFusionNet
 
 
 def kair_ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, *,

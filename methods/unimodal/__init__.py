@@ -1,5 +1,5 @@
 """Unimodal baseline: one encoder and a linear head on one modality; see README.md."""
 
-from methods.unimodal.module import UnimodalClassifier
+from fusion_bench.methods.unimodal.module import UnimodalClassifier
 
 __all__ = ["UnimodalClassifier"]

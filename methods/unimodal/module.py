@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from methods.av_balance.model import UnimodalNet
-from methods.av_balance.module import AVClassifier
+from fusion_bench.methods.av_balance.model import UnimodalNet
+from fusion_bench.methods.av_balance.module import AVClassifier
 
 MODALITIES = ("audio", "frames")
 
