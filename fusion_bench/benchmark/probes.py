@@ -108,4 +108,5 @@ def probe_scores(model: torch.nn.Module, train_set: torch.utils.data.Dataset, te
             for key in train_x}
 
 
-__all__ = ["PROBE_L2", "TIE_RTOL", "extract_features", "fit_probe", "has_probes", "probe_accuracy", "probe_scores", "tie_aware_accuracy"]
+__all__ = ["PROBE_L2", "TIE_RTOL", "extract_features", "fit_probe", "has_probes", "probe_accuracy", "probe_scores",
+           "tie_aware_accuracy"]
