@@ -50,3 +50,16 @@ def test_spread_is_the_largest_relative_difference_per_entry_and_variant() -> No
     assert table.loc[("late", "av", ""), "max"] == math.inf
     text = perturb.markdown(table, {"pinned": "pinned: AVX2 kernels"})
     assert "| late | av | - |" in text and "`pinned`: pinned: AVX2 kernels" in text
+
+
+def test_spread_keys_robust_rows_apart_and_keeps_to_the_methods_run() -> None:
+    def frame(noise: float) -> pd.DataFrame:
+        base = {"dataset": "d", "method": "m", "preset": "smoke", "seed": 0, "protocol": "robust", "modality": "a"}
+        return pd.DataFrame([{**base, "corruption": "none", "severity": 0, "EN": 6.0},
+                             {**base, "corruption": "noise", "severity": 1, "EN": noise},
+                             {**base, "method": "other", "corruption": "none", "severity": 0, "EN": 1.0}])
+
+    variant = frame(5.0 * (1 + 1e-6)).query("method == 'm'")  # run with --methods m
+    table = perturb.spread({"pinned": frame(5.0), "v": variant}, ["m"])
+    assert list(table.index) == [("m", "d", "robust")]
+    assert table.loc[("m", "d", "robust"), "v"] == abs(5.0 * (1 + 1e-6) - 5.0) / 5.0

@@ -120,19 +120,19 @@ def _difference(a: object, b: object) -> float:
         return 0.0 if str(a) == str(b) else math.inf
 
 
-def spread(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per suite entry (method, dataset, downstream) and variant: the largest relative difference from REFERENCE over
-    the entry's seeds and checked columns."""
+def spread(frames: dict[str, pd.DataFrame], methods: list[str] | None = None) -> pd.DataFrame:
+    """Per suite entry (method, dataset, downstream or protocol) and variant: the largest relative difference from
+    REFERENCE over the entry's seeds and checked columns (only `methods`' entries when given: the variants were run
+    with --methods; a run missing from a variant is infinitely far)."""
     ref = _keyed(frames[REFERENCE])
     table: dict[tuple[str, str, str], dict[str, float]] = {}
     for name, frame in frames.items():
         if name == REFERENCE:
             continue
         other = _keyed(frame)
-        methods = set(other.index.get_level_values("method"))  # a variant run with --methods covers only those
         for key, row in ref.iterrows():
             fields = dict(zip(KEY, key))
-            if fields["method"] not in methods:
+            if methods is not None and fields["method"] not in methods:
                 continue
             entry = (str(fields["method"]), str(fields["train_mixture"]) or str(fields["dataset"]),
                      "/".join(x for x in (str(fields["downstream"]), str(fields["protocol"])) if x))
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, seconds in pool.map(lambda n: run_variant(n, envs[n], args.out, args.suite, methods), todo):
             print(f"{name}: {seconds:.0f} s", flush=True)
     frames = {n: pd.read_csv(args.out / f"{n}.csv", comment="#") for n in names}
-    table = spread(frames)
+    table = spread(frames, args.methods.split(",") if args.methods else None)
     text = markdown(table, {n: environment_of(args.out / f"{n}.csv") for n in names})
     if skipped:
         text += f"\nNot reachable on this CPU (no AVX-512; same code paths as `{REFERENCE}`): {', '.join(skipped)}\n"
