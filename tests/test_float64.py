@@ -117,7 +117,9 @@ def test_regress_options_select_change_and_write_the_numbers(cli, capsys: pytest
     code, out, err = cli(capsys, "regress", "--methods", "mean", "--actual", tmp_path / "mean.csv")
     assert code == 0 and "no drift" in out, err
     actual = read_expected(tmp_path / "mean.csv")
-    assert set(actual["method"]) == {"mean"} and len(actual) == 6  # 3 datasets x 2 seeds
+    standard = actual[actual["protocol"].fillna("") == ""]
+    assert set(actual["method"]) == {"mean"} and len(standard) == 6  # 3 datasets x 2 seeds
+    assert len(actual) - len(standard) == 16  # the robust entry: the clean row + 3 corruptions x 5 severities
     code, _, err = cli(capsys, "regress", "--methods", "laplacian", "--set", "model.levels=3")
     assert code == 1 and "synthetic-ivif/laplacian/smoke/0: EN expected" in err
     code, _, err = cli(capsys, "regress", "--methods", "nope")

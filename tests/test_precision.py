@@ -15,7 +15,7 @@ about 3-10x the measured difference.
 | seafusion         | smoke (1)        | 32x32  | round-1 fusion step (+ semantic)  | 3.3e-4             | 2e-3      |
 | swinfusion        | paper            | 16x16  | Eq. loss (int, tv, grad, ssim)    | 5.9e-5             | 5e-4      |
 | cfi               | paper            | 16x16  | fusion + inv + nec losses         | 6.4e-4             | 3e-3      |
-| cmd_cta           | paper            | 16x16  | Eq. 15 total                      | 2.1e-5             | 5e-4      |
+| cmd_cta           | paper            | 16x16  | Eq. 15 total (Eq. 4 as a sum) (4) | 5.3e-4             | 2e-3      |
 | amdanet           | smoke (2)        | 32x32  | seg + fusion + CR losses          | 1.5e-4             | 1e-3      |
 | ssvif             | smoke (3)        | 32x32  | Stage II (fusion + CSC, GDWA)     | 2.0e-3             | 1e-2      |
 
@@ -24,6 +24,8 @@ about 3-10x the measured difference.
 ~13 s per step pair on CPU; the smoke preset is the authors' configuration on a tiny MiT. (3) the paper preset
 (SwinFusion backbone + SegFormer-B3) takes ~30 s per step pair at 32x32 (its smallest input); the smoke preset
 runs the same Stage II step with a SeAFusion backbone.
+(4) the paper's orthogonality loss (Eq. 4, a sum over channels) dominates the total (about 3250 at this size);
+with the channel-normalised mean (the ablation `ortho_normalize: true`) the difference was 2.1e-5.
 
 channels-last vs default layout: fusion_cnn's paper network, fp32, the same step at 32x32: equal within 1e-5 (measured:
 identical, 0.0, with the pinned numerics); a 2-step fit through the runner with train.channels_last: weights equal to
@@ -83,7 +85,7 @@ CASES: dict[str, tuple[str, int, Step, float]] = {
     "seafusion": ("smoke", 32, _seafusion, 2e-3),
     "swinfusion": ("paper", 16, _content, 5e-4),
     "cfi": ("paper", 16, _losses, 3e-3),
-    "cmd_cta": ("paper", 16, _cmd_cta, 5e-4),
+    "cmd_cta": ("paper", 16, _cmd_cta, 2e-3),
     "amdanet": ("smoke", 32, _losses, 1e-3),
     "ssvif": ("smoke", 32, _ssvif, 1e-2),
 }

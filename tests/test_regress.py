@@ -39,3 +39,12 @@ def test_an_entry_may_name_its_own_seeds(tmp_path):
         {"dataset": "synthetic-ivif", "methods": ["max"]}]}
     frame = run_suite(suite, tmp_path)
     assert sorted(zip(frame["method"], frame["seed"].astype(int))) == [("max", 0), ("max", 1), ("mean", 0)]
+
+
+def test_compare_checks_a_text_column_by_equality() -> None:
+    from fusion_bench.benchmark.regress import compare
+
+    row = {"dataset": "d", "method": "m", "preset": "smoke", "seed": 0, "EN": 1.0, "backend": "chunked"}
+    assert compare(pd.DataFrame([row]), pd.DataFrame([row]), {}) == []
+    (drift,) = compare(pd.DataFrame([row]), pd.DataFrame([{**row, "backend": "loop"}]), {})
+    assert "backend expected 'chunked', got 'loop'" in drift

@@ -22,7 +22,7 @@ import pytest
 
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark.protocol import SUITE_DIR, load_suite
-from fusion_bench.benchmark.regress import KEY, compare, read_expected, run_suite
+from fusion_bench.benchmark.regress import KEY, compare, keyed_frame, read_expected, run_suite
 from fusion_bench.evaluators.detection import DET_PRESETS
 from fusion_bench.evaluators.segmentation import SEG_PRESETS
 from fusion_bench.registry import get_method
@@ -59,8 +59,8 @@ MUTATIONS = [(m, "optim.lr") for m in _trained()] + [(m, f"model.{k}") for m, k 
 def _drifts(entry: dict[str, Any], tmp_path: Path, overrides: dict[str, Any]) -> list[str]:
     suite = {**SUITE, "runs": [entry]}
     actual = run_suite(suite, tmp_path, overrides=overrides)
-    keys = actual.set_index(KEY).index
-    expected = EXPECTED.fillna({"train_mixture": "", "downstream": ""}).set_index(KEY)
+    keys = keyed_frame(actual).set_index(KEY).index
+    expected = keyed_frame(EXPECTED).set_index(KEY)
     expected = expected.loc[expected.index.intersection(keys)].reset_index()
     assert len(expected) == len(actual), "every mutated run has its expected row"
     drifts = compare(expected, actual, SUITE.get("tolerance", {}))

@@ -64,7 +64,7 @@ def run_suite(suite: dict[str, Any], out: Path, progress: bool = False, methods:
                 records.append({**{k: v for k, v in row.items()
                                    if k in KEY or (checked_column(k) and k not in ROBUST_COLUMNS)},
                                 "downstream": ",".join(e for e in evaluators if e != "none")})
-    return _with_key(pd.DataFrame(records, columns=KEY) if not records else pd.DataFrame(records))
+    return keyed_frame(pd.DataFrame(records, columns=KEY) if not records else pd.DataFrame(records))
 
 
 def checked_column(column: str) -> bool:
@@ -79,7 +79,7 @@ def tolerance_for(tolerance: dict[str, Any], method: str) -> tuple[float, float]
     return float(entry.get("rtol", 1e-6)), float(entry.get("atol", 1e-9))
 
 
-def _with_key(frame: pd.DataFrame) -> pd.DataFrame:
+def keyed_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """KEY columns present, the text ones as text ("" for ordinary runs; a CSV reads an empty cell as NaN)."""
     frame = frame.copy()
     for col in TEXT_KEY:
@@ -95,11 +95,11 @@ def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: dict[str, A
     """Every drift beyond |a - e| <= atol + rtol * |e|, every missing run or metric, as readable lines. `methods`:
     compare only these methods' expected rows (the others were not re-run)."""
     drifts = []
-    expected = _with_key(expected)
+    expected = keyed_frame(expected)
     if methods is not None:
         expected = expected[expected["method"].isin(list(methods))]
     exp = expected.set_index(KEY)
-    act = _with_key(actual).set_index(KEY)
+    act = keyed_frame(actual).set_index(KEY)
     for key, exp_row in exp.iterrows():
         label = "/".join(str(k) for k in key if k != "")
         if key not in act.index:
@@ -113,7 +113,10 @@ def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: dict[str, A
             a = act_row.get(metric, math.nan)
             if pd.isna(e) and pd.isna(a):
                 continue
-            if pd.isna(e) != pd.isna(a) or abs(float(a) - float(e)) > atol + rtol * abs(float(e)):
+            if isinstance(e, str) or isinstance(a, str):  # a text column: equal or not
+                if str(a) != str(e):
+                    drifts.append(f"{label}: {metric} expected {e!r}, got {a!r}")
+            elif pd.isna(e) != pd.isna(a) or abs(float(a) - float(e)) > atol + rtol * abs(float(e)):
                 drifts.append(f"{label}: {metric} expected {float(e)!r}, got {float(a)!r}")
     for key in act.index.difference(exp.index):
         drifts.append(f"{'/'.join(str(k) for k in key if k != '')}: new run without an expected value (run --update)")
