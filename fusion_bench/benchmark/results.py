@@ -39,12 +39,15 @@ DIAGNOSTIC_COLUMNS = ("det_train_loss",)
 EFFICIENCY_COLUMNS = ("params_m", "gflops", "fuse_ms_per_image", "train_s", "peak_mem_mb")
 # source: where published fused images or released weights come from (`--source`, the catalogue entry, the path);
 # weights_sha256: the released weights file; pretrained_sha256: the pretrained initialisations a preset starts from
-# (`key=sha256;...`, e.g. AMDANet's ImageNet MiT-B4); fused_sha256: a digest of the published fused images scored;
-# scan_backend: which selective scan ran (CMD-CTA: mamba-ssm's kernel, chunked, loop)
+# (`key=sha256;...`, e.g. AMDANet's ImageNet MiT-B4); fused_sha256: a digest of the published fused images scored
 REQUEST_PROVENANCE = ("source", "weights_sha256", "pretrained_sha256", "fused_sha256")  # empty where they do not apply
 PROVENANCE_COLUMNS = ("n_images", "n_nan", "nan_metrics", "split_hash", *REQUEST_PROVENANCE, "git_sha", "git_dirty",
-                      "packages", "device", "numerics", "cpu_capability", "threads", "cpu", "scan_backend", "timestamp")
-NON_METRIC_COLUMNS = frozenset(ID_COLUMNS + DIAGNOSTIC_COLUMNS + EFFICIENCY_COLUMNS + PROVENANCE_COLUMNS)
+                      "packages", "device", "numerics", "cpu_capability", "threads", "cpu", "timestamp")
+# a method's own provenance, only in its rows (`row_columns()`): scan_backend, which selective scan ran (CMD-CTA:
+# mamba-ssm's kernel, chunked, loop)
+METHOD_PROVENANCE_COLUMNS = ("scan_backend",)
+NON_METRIC_COLUMNS = frozenset(ID_COLUMNS + DIAGNOSTIC_COLUMNS + EFFICIENCY_COLUMNS + PROVENANCE_COLUMNS
+                               + METHOD_PROVENANCE_COLUMNS)
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]*")
