@@ -140,14 +140,22 @@ def test_detection_errors_are_clear(ivif_root: Path, tmp_path: Path) -> None:
 
 @needs_ultralytics
 def test_detection_learns_from_pixels(ivif_root: Path, tmp_path: Path) -> None:
-    """smoke preset: YOLO on max-fused images finds objects; on a constant image it finds none (mAP ~ 0)."""
+    """smoke preset: YOLO on max-fused images finds objects; on a constant image it finds none (mAP ~ 0). The model
+    trained on max also scores extra test folders without retraining (the robustness protocol's corrupted ones):
+    the same images again give the same scores, constant images fewer detections."""
     train, test = SyntheticIVIF(ivif_root, "train"), SyntheticIVIF(ivif_root, "test")
     scores = {}
     for kind in ("max", "const"):
         _write_fused(ivif_root, tmp_path / kind, kind)
+    for kind in ("max", "const"):
+        extra = {"again": tmp_path / "max" / "test", "const": tmp_path / "const" / "test"} if kind == "max" else None
         scores[kind] = evaluate_detection_folders(tmp_path / kind / "train", tmp_path / kind / "test", train, test,
-                                                  "smoke", seed=0, log_dir=tmp_path / kind / "det", progress=False)
+                                                  "smoke", seed=0, log_dir=tmp_path / kind / "det", progress=False,
+                                                  extra_tests=extra)
     good, const = scores["max"], scores["const"]
+    again, blank = good["det_extra"]["again"], good["det_extra"]["const"]
+    assert (again["det_map50"], again["det_map50_95"]) == (good["det_map50"], good["det_map50_95"])
+    assert blank["det_map50"] < good["det_map50"] - 0.06, (blank, good["det_map50"])
     print(f"det mAP50 max {good['det_map50']:.3f} const {const['det_map50']:.3f} "
           f"({good['det_seconds_per_epoch']:.2f} s/epoch)")
     # A constant image still lets YOLO learn where boxes usually are (the scene layout), so its level is small but

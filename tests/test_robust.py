@@ -4,6 +4,7 @@ and bad requests refused with exit 2 before any work."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -99,6 +100,48 @@ def test_segmentation_on_corrupted_images_without_retraining(cli, capsys, tmp_pa
     assert len(seg_runs) == 1, "trained once for all passes"
 
 
+def test_detection_on_corrupted_images_without_retraining(cli, capsys, tmp_path):
+    """`--downstream det`: YOLO trained once on the clean fused training images scores every corrupted test folder;
+    the clean row's mAP is the standard protocol's (same recipe, same seed, same threads)."""
+    common = ("--method", "max", "--downstream", "det", "--set", "det.epochs=2")
+    code, _, err = _bench(cli, capsys, tmp_path, *common, "--protocol", "robust", "--corruptions",
+                          "modality_dropout:ir")
+    assert code == 0, err
+    rows = read_rows(robust_raw_path(tmp_path / "lb", "synthetic-ivif"))
+    assert len(rows) == 1 + len(SEVERITIES)
+    assert all(r["det_map50"] not in ("", "nan") and r["det_map50_95"] not in ("", "nan") for r in rows), rows[0]
+    code, _, err = _bench(cli, capsys, tmp_path, *common, "--no-downstream-baselines")
+    assert code == 0, err
+    (standard,) = read_rows(tmp_path / "lb" / "raw" / "synthetic-ivif.csv")
+    (clean,) = [r for r in rows if r["severity"] == "0"]
+    assert clean["det_map50"] == standard["det_map50"] and clean["config_hash"] == standard["config_hash"]
+    results = list((tmp_path / "runs" / "robust").rglob("det_result.json"))
+    assert len(results) == 1, "trained once for all passes"
+    extra = json.loads(results[0].read_text())["det_extra"]
+    assert list(extra) == [f"modality_dropout-ir-s{s}" for s in SEVERITIES]
+    # (that each extra test folder is scored on its own images: tests/test_downstream.py, with a trained detector)
+
+
+def test_cross_dataset_row_with_segmentation(cli, capsys, tmp_path):
+    """`--train-dataset A --downstream seg`: the evaluator trains on the scored dataset's training images fused by
+    the model trained on A; the rows' config hash covers the evaluator (another entry than the metrics-only row)."""
+    root = get_datamodule("msrs").dataset_class.make_fake(tmp_path / "msrs")
+    common = ("--method", "fusion_cnn", "--dataset", "msrs", "--root", root, "--train-dataset", "synthetic-ivif",
+              "--protocol", "robust", "--corruptions", "gaussian_noise:vis", "--device", "cpu", "--out",
+              tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb", "--no-progress", "--no-report",
+              "--set", "train.max_steps=2", "seg.epochs=1")
+    code, _, err = cli(capsys, "bench", *common, "--downstream", "seg")
+    assert code == 0, err
+    rows = read_rows(robust_raw_path(tmp_path / "lb", "msrs"))
+    assert len(rows) == 1 + len(SEVERITIES)
+    assert all(r["train_dataset"] == "synthetic-ivif" and r["seg_miou"] not in ("", "nan") for r in rows)
+    code, _, err = cli(capsys, "bench", *common[:-1], "--downstream", "none")
+    assert code == 0, err
+    plain = [r for r in read_rows(robust_raw_path(tmp_path / "lb", "msrs")) if not r["seg_miou"]]
+    assert plain and plain[0]["config_hash"] != rows[0]["config_hash"]
+    assert [r["Qabf"] for r in plain] == [r["Qabf"] for r in rows], "the same fusion model and inputs"
+
+
 def test_cross_dataset_row(cli, capsys, tmp_path):
     root = get_datamodule("msrs").dataset_class.make_fake(tmp_path / "msrs")
     code, out, err = cli(capsys, "bench", "--method", "fusion_cnn", "--dataset", "msrs", "--root", root,
@@ -132,9 +175,9 @@ def test_cross_dataset_refuses_other_channels(cli, capsys, tmp_path, monkeypatch
     (("--method", "mean", "--protocol", "robust", "--corruptions", "fog"), "--corruptions"),
     (("--method", "mean", "--protocol", "robust", "--corruptions", "gaussian_noise:thermal"), "--corruptions"),
     (("--method", "mean", "--protocol", "robust", "--corruptions", "modality_dropout:both"), "--corruptions"),
-    (("--method", "mean", "--protocol", "robust", "--downstream", "det"), "--downstream"),
+    (("--method", "mean", "--protocol", "robust", "--downstream", "native"), "unknown downstream evaluator"),
     (("--method", "fusion_cnn", "--protocol", "robust", "--downstream", "seg", "--train-dataset", "synthetic-mfif"),
-     "--downstream seg"),
+     "--train-dataset synthetic-mfif"),
     (("--method", "mean", "--protocol", "balance"), "--protocol"),
 ])
 def test_bad_requests_exit_2_before_any_work(cli, capsys, tmp_path, extra, needle):

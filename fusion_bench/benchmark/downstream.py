@@ -87,7 +87,16 @@ def evaluator_config(name: str, preset: str, protocol: dict[str, Any], overrides
     preset = protocol_preset(preset)
     settings = dict(((protocol.get("presets") or {}).get(preset) or {}).get(name) or {})
     spec = evaluator(name)
-    base = spec.preset_config(preset, **settings)
+    where = protocol.get("user_file") or f"the protocol of dataset {protocol.get('dataset')!r}"
+    valid = [f.name for f in dataclasses.fields(spec.preset_config(preset))]
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ValueError(f"{where}: presets.{preset}.{name}.{unknown[0]}: unknown key of the {name} evaluator; valid "
+                         f"{name} keys: {', '.join(valid)}")
+    try:
+        base = spec.preset_config(preset, **settings)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: presets.{preset}.{name}: {err}") from err
     if not overrides:
         return base
     fields = [f.name for f in dataclasses.fields(base)]
@@ -114,7 +123,8 @@ def label_keys(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for name in names for k in evaluator(name).label_keys))
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -124,7 +134,16 @@ def run_in_parallel(device: torch.device) -> bool:
     cores (one when pinned), so they overlap without competing for threads (the numbers are a sequential run's)."""
     from fusion_bench import numerics
 
-    return device.type == "cpu" and numerics.is_pinned() and _cores() >= 2
+    return device.type == "cpu" and numerics.is_pinned() and available_cores() >= 2
+
+
+def child_threads(device: torch.device, pinned: bool) -> int | None:
+    """The threads of a child-process evaluator (YOLO): None (this process's pinned numerics) when `pinned`; else the
+    cores an in-process evaluator (one thread when pinned) does not use meanwhile when they run in parallel
+    (`run_in_parallel`), else every core."""
+    if pinned:
+        return None
+    return max(1, available_cores() - torch.get_num_threads()) if run_in_parallel(device) else available_cores()
 
 
 def run_evaluators(configs: dict[str, Any], fused: dict[str, Path], datasets: dict[str, Any], seed: int,
@@ -142,8 +161,7 @@ def run_evaluators(configs: dict[str, Any], fused: dict[str, Path], datasets: di
     names = sorted(configs, key=lambda n: not evaluator(n).child_process)
     parallel = run_in_parallel(device)
     pinned = numerics.downstream_pinned(numerics_mode)
-    # a native child gets the cores the in-process evaluator (one thread when pinned) does not use meanwhile
-    threads = None if pinned else max(1, _cores() - torch.get_num_threads()) if parallel else _cores()
+    threads = child_threads(device, pinned)
     pending, results = {}, {}
     for name in names:
         spec, config = evaluator(name), configs[name]
@@ -232,7 +250,7 @@ def run_evaluator(name: str, config: Any, fused: dict[str, Path], datasets: dict
     own = {k: v for k, v in fused.items() if k != "val" or spec.validates(config)}
     pinned = numerics.downstream_pinned(numerics_mode)
     result = spec.start(config, own, datasets, seed=seed, device=device, log_dir=log_dir, progress=progress,
-                        pinned=pinned, threads=None if pinned else _cores()).result()
+                        pinned=pinned, threads=None if pinned else available_cores()).result()
     return spec.row(result), spec.per_class_records(result)
 
 

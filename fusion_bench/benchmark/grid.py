@@ -163,7 +163,9 @@ def _job_argv(spec: BenchSpec, prep: Any, seed: int, baselines: bool, to_leaderb
         argv += ["--set", *(f"{k}={_yaml_value(v)}" for k, v in prep.overrides.items())]
     if spec.resume:
         argv.append("--resume")
-    if spec.protocol_variant is not None:
+    if spec.protocol_file is not None:  # the file names its variant
+        argv += ["--protocol", str(Path(spec.protocol_file).resolve())]
+    elif spec.protocol_variant is not None:
         argv += ["--protocol", spec.protocol_variant]
     if spec.downstream_numerics is not None:
         argv += ["--downstream-numerics", spec.downstream_numerics]
@@ -203,7 +205,8 @@ def _plan_point(plan: GridPlan, methods: Sequence[str], datasets: Sequence[str],
     """The jobs of one point of the grid (`point`: its index in a --sweep, else None) added to `plan`."""
     for dataset in datasets:
         dataset_seeds = list(seeds) if seeds is not None else protocol_seeds(dataset, base.preset,
-                                                                               base.protocol_variant)
+                                                                               base.protocol_variant,
+                                                                               base.protocol_file)
         for method in methods:
             spec = replace(base, method=method, dataset=dataset, seeds=dataset_seeds)
             prep = prepare(spec)

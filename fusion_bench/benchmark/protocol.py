@@ -96,26 +96,143 @@ def protocol_path(dataset: str) -> Path | None:
     return own if own.is_file() else None
 
 
-def load_protocol(dataset: str, task: Task) -> dict[str, Any]:
-    """The dataset's protocol file merged over the task defaults; ProtocolError when a built-in dataset's file is
-    missing or does not parse. A plug-in dataset without a protocol file gets the task defaults."""
+def load_protocol(dataset: str, task: Task, user_file: str | Path | None = None) -> dict[str, Any]:
+    """The dataset's protocol file merged over the task defaults, then a user's protocol file (`bench --protocol
+    FILE`, see `read_protocol_file`) merged over that: mappings key by key, any other value replaced. ProtocolError
+    when a built-in dataset's file is missing or does not parse, or the user's file does not fit the dataset. A
+    plug-in dataset without a protocol file gets the task defaults."""
     protocol = default_protocol(dataset, task)
     path = protocol_path(dataset)
-    if path is None:
-        return protocol
-    if not path.is_file():
-        raise ProtocolError(f"the protocol of dataset {dataset!r} is missing: {path} (a broken install: reinstall "
-                            "mmfusion-bench, or restore benchmarks/protocols in a source checkout)")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ProtocolError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
-    if not isinstance(loaded, dict):
-        raise ProtocolError(f"{path}: expected a mapping of protocol settings")
-    if loaded.get("task") not in (None, task.value):
-        raise ProtocolError(f"{path}: task {loaded['task']!r} does not match the dataset's task {task.value!r}")
-    protocol.update({k: v for k, v in loaded.items() if v is not None or k == "metric_dialect"})
+    if path is not None:
+        if not path.is_file():
+            raise ProtocolError(f"the protocol of dataset {dataset!r} is missing: {path} (a broken install: reinstall "
+                                "mmfusion-bench, or restore benchmarks/protocols in a source checkout)")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ProtocolError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
+        if not isinstance(loaded, dict):
+            raise ProtocolError(f"{path}: expected a mapping of protocol settings")
+        if loaded.get("task") not in (None, task.value):
+            raise ProtocolError(f"{path}: task {loaded['task']!r} does not match the dataset's task {task.value!r}")
+        protocol.update({k: v for k, v in loaded.items() if v is not None or k == "metric_dialect"})
+    if user_file is not None:
+        user = read_protocol_file(user_file)
+        for key, value in (("dataset", dataset), ("task", task.value)):
+            if user.get(key) not in (None, value):
+                raise ProtocolError(f"{user_file}: {key} {user[key]!r} does not match the dataset's {key} {value!r} "
+                                    f"(--dataset {dataset})")
+        protocol = merge_protocol(protocol, {k: v for k, v in user.items() if k != "variant"})
+        protocol["user_file"] = str(user_file)
     return protocol
+
+
+# `bench --protocol FILE`: the keys a user's protocol file may set, with the type each must have. `variant` picks a
+# protocol variant (PROTOCOL_VARIANTS); the others are those of benchmarks/protocols/<dataset>.yaml.
+USER_PROTOCOL_KEYS: dict[str, tuple[type, ...]] = {
+    "variant": (str,),
+    "dataset": (str,),
+    "task": (str,),
+    "metric_dialect": (str, type(None)),
+    "metrics": (list, type(None)),
+    "downstream": (list,),
+    "presets": (dict,),
+    "variants": (dict,),
+    "robust": (dict,),
+}
+# settings of the robust tables (the mCE baseline and metric): read from the dataset's protocol whenever the tables
+# are regenerated (`fusion-bench leaderboard` too), so one run's file cannot change them
+ROBUST_TABLE_KEYS = ("baseline", "mce_metric", "mce_best")
+PRESET_KEYS = ("seeds", "seg", "det")  # a protocol preset's settings: its seeds and the downstream evaluators'
+
+# `bench --protocol NAME`: balance (AV datasets: fusion_bench.benchmark.balance), robust (image fusion:
+# fusion_bench.benchmark.robust)
+PROTOCOL_VARIANTS = ("balance", "robust")
+
+
+def read_protocol_file(path: str | Path) -> dict[str, Any]:
+    """A user's protocol file (`bench --protocol FILE`), checked: a YAML mapping of USER_PROTOCOL_KEYS with their
+    types, presets among PRESETS, a known `variant`. ProtocolError naming the file and key otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProtocolError(f"--protocol {path}: no such file (a protocol variant: "
+                            f"{', '.join(PROTOCOL_VARIANTS)}; or a YAML protocol file)")
+    try:
+        loaded = load_yaml(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"--protocol {path}: cannot read it ({err})") from err
+    except yaml.YAMLError as err:
+        raise ProtocolError(f"--protocol {path}: not valid YAML ({' '.join(str(err).split())})") from err
+    if not isinstance(loaded, dict) or not loaded:
+        raise ProtocolError(f"--protocol {path}: expected a mapping of protocol settings (keys: "
+                            f"{', '.join(USER_PROTOCOL_KEYS)})")
+    for key, value in loaded.items():
+        if key not in USER_PROTOCOL_KEYS:
+            raise ProtocolError(f"--protocol {path}: unknown key {key!r} (keys: {', '.join(USER_PROTOCOL_KEYS)})")
+        expected = USER_PROTOCOL_KEYS[key]
+        if not isinstance(value, expected):
+            names = " or ".join("null" if t is type(None) else {"dict": "mapping"}.get(t.__name__, t.__name__)
+                                for t in expected)
+            raise ProtocolError(f"--protocol {path}: {key} must be a {names}, got {value!r}")
+    if loaded.get("variant") is not None and loaded["variant"] not in PROTOCOL_VARIANTS:
+        raise ProtocolError(f"--protocol {path}: variant {loaded['variant']!r} is not a protocol variant (known: "
+                            f"{', '.join(PROTOCOL_VARIANTS)})")
+    for preset, block in (loaded.get("presets") or {}).items():
+        if preset not in PRESETS or not isinstance(block, dict):
+            raise ProtocolError(f"--protocol {path}: presets.{preset} must be one of {', '.join(PRESETS)} mapped to "
+                                "its settings (seeds, seg, det)")
+        unknown = sorted(set(block) - set(PRESET_KEYS))
+        if unknown or not all(isinstance(block.get(k) or {}, dict) for k in PRESET_KEYS[1:]):
+            raise ProtocolError(f"--protocol {path}: presets.{preset} takes {', '.join(PRESET_KEYS)} (seg and det: "
+                                f"mappings of evaluator settings), got {unknown[0] if unknown else block!r}")
+        _check_seeds(block.get("seeds"), f"--protocol {path}: presets.{preset}.seeds")
+    for variant, block in (loaded.get("variants") or {}).items():
+        if variant not in PROTOCOL_VARIANTS or not isinstance(block, dict):
+            raise ProtocolError(f"--protocol {path}: variants.{variant} must be one of {', '.join(PROTOCOL_VARIANTS)} "
+                                "mapped to its settings")
+        unknown = sorted(set(block) - {"seeds", "recipe"})
+        if unknown:
+            raise ProtocolError(f"--protocol {path}: variants.{variant} takes seeds and recipe, got {unknown[0]!r}")
+        _check_seeds(block.get("seeds"), f"--protocol {path}: variants.{variant}.seeds")
+    fixed = sorted(set(loaded.get("robust") or {}) & set(ROBUST_TABLE_KEYS))
+    if fixed:
+        raise ProtocolError(f"--protocol {path}: robust.{fixed[0]} is a setting of the robust tables, read from the "
+                            "dataset's protocol file whenever they are regenerated; a run's protocol file may set "
+                            "robust.corruptions")
+    for key in ("metrics", "downstream"):
+        if loaded.get(key) is not None and not all(isinstance(v, str) for v in loaded[key]):
+            raise ProtocolError(f"--protocol {path}: {key} must be a list of names, got {loaded[key]!r}")
+    return loaded
+
+
+def _check_seeds(seeds: Any, where: str) -> None:
+    """ProtocolError naming `where` unless `seeds` is None or a non-empty list of non-negative integers."""
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ProtocolError(f"{where} must be a list of non-negative integers, got {seeds!r}")
+
+
+def protocol_option(value: str | Path | None) -> tuple[str | None, Path | None]:
+    """`bench --protocol NAME|FILE` as (variant, user protocol file): a variant name alone, or a file and the variant
+    its `variant:` key names (None: the standard protocol). ProtocolError when it is neither."""
+    if value is None:
+        return None, None
+    if str(value) in PROTOCOL_VARIANTS:
+        return str(value), None
+    path = Path(value)
+    if not path.is_file() and path.suffix.lower() not in (".yaml", ".yml") and "/" not in str(value):
+        raise ProtocolError(f"--protocol {value}: neither a protocol variant ({', '.join(PROTOCOL_VARIANTS)}) nor "
+                            "a YAML protocol file")
+    return read_protocol_file(path).get("variant"), path
+
+
+def merge_protocol(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into a copy of `base`: mappings key by key (recursively), any other value replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = merge_protocol(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
 
 
 def config_text(payload: dict[str, Any]) -> str:
@@ -141,12 +258,14 @@ def protocol_preset(preset: str) -> str:
     return PRESET_BASE.get(preset, preset)
 
 
-def protocol_seeds(dataset: str, preset: str, variant: str | None = None) -> list[int]:
+def protocol_seeds(dataset: str, preset: str, variant: str | None = None,
+                   user_file: str | Path | None = None) -> list[int]:
     """The seeds a dataset's protocol lists for a preset (`presets: {<preset>: {seeds: [...]}}`), else [0]; with a
-    protocol variant (`--protocol`), the variant's own seeds when it lists them (`variants: {<variant>: {seeds}}`)."""
+    protocol variant (`--protocol`), the variant's own seeds when it lists them (`variants: {<variant>: {seeds}}`).
+    `user_file`: a user's protocol file merged over the dataset's (`load_protocol`)."""
     from fusion_bench.registry import get_datamodule
 
-    protocol = load_protocol(dataset, get_datamodule(dataset).dataset_class.task)
+    protocol = load_protocol(dataset, get_datamodule(dataset).dataset_class.task, user_file)
     if variant is not None:
         block = (protocol.get("variants") or {}).get(variant)
         if isinstance(block, dict) and block.get("seeds") is not None:

@@ -189,7 +189,7 @@ def prepare_published(spec: BenchSpec) -> PreparedRun:
     if task is Task.CLASSIFICATION:
         raise BenchError(f"dataset {spec.dataset!r} is a classification dataset: there are no fused images to score")
     try:
-        protocol = load_protocol(spec.dataset, task)
+        protocol = load_protocol(spec.dataset, task, spec.protocol_file)
         root = datamodule_cls.resolve_root(spec.root)
         test_set = dataset_cls(root, "test", **spec.dataset_options)
     except ProtocolError as err:

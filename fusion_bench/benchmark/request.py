@@ -9,7 +9,7 @@ prepared by `published.prepare_published`.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from fusion_bench.benchmark.config import evaluator_overrides, method_config
 from fusion_bench.benchmark.downstream import EVALUATOR_NAMES, evaluator_config, parse_downstream, resolve_evaluators
 from fusion_bench.benchmark.leaderboard import check_owned
 from fusion_bench.benchmark.protocol import (
+    PROTOCOL_VARIANTS,
     check_preset,
     config_text,
     hash_of_text,
@@ -30,10 +31,11 @@ from fusion_bench.benchmark.protocol import (
     load_protocol,
     protocol_preset,
     protocol_seeds,
+    read_protocol_file,
     request_preset,
 )
 from fusion_bench.benchmark.published import prepare_published
-from fusion_bench.benchmark.spec import LOGGERS, PROTOCOL_VARIANTS, BenchSpec, PreparedRun
+from fusion_bench.benchmark.spec import LOGGERS, BenchSpec, PreparedRun
 from fusion_bench.benchmark.trainer_settings import check_manual_optimization, check_train_settings
 from fusion_bench.benchmark.weights import check_initialisations, resolve_released_weights
 from fusion_bench.errors import BenchError, ProtocolError
@@ -68,20 +70,25 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     if spec.leaderboard_dir is not None:
         check_owned(Path(spec.leaderboard_dir), [spec.dataset])
     task = datamodule_cls.dataset_class.task
-    variant = spec.protocol_variant
+    variant = check_protocol_request(spec)
+    if variant != spec.protocol_variant:  # the variant a user protocol file names
+        spec = replace(spec, protocol_variant=variant)
+    option = f"--protocol {variant}" + (f" (variant of {spec.protocol_file})" if spec.protocol_file else "")
     if variant is not None and variant not in PROTOCOL_VARIANTS:
-        raise BenchError(f"--protocol {variant}: unknown protocol variant; known: {', '.join(PROTOCOL_VARIANTS)}")
+        raise BenchError(f"{option}: unknown protocol variant; known: {', '.join(PROTOCOL_VARIANTS)}")
     if variant is not None and (variant == "robust") != task.is_fusion:
-        raise BenchError(f"--protocol {variant}: dataset {spec.dataset!r} ({task.value}) does not support it (robust: "
+        raise BenchError(f"{option}: dataset {spec.dataset!r} ({task.value}) does not support it (robust: "
                          "image-fusion datasets; balance: audio-visual classification datasets)")
     if task not in method_cls.tasks:
         valid = ", ".join(sorted(t.value for t in method_cls.tasks))
         raise BenchError(f"method {spec.method!r} handles {valid}; dataset {spec.dataset!r} is {task.value}")
     try:
-        protocol = load_protocol(spec.dataset, task)
+        protocol = load_protocol(spec.dataset, task, spec.protocol_file)
     except ProtocolError as err:
         raise BenchError(str(err)) from err
     check_variant(spec.protocol_variant, spec.dataset, protocol, task)
+    if task is not Task.CLASSIFICATION:
+        check_protocol_metrics(protocol)
     shared = balance_recipe(protocol, protocol_preset(spec.preset)) if spec.protocol_variant == BALANCE else None
     config, overrides = method_config(method_cls, spec, spec.dataset, shared)
     released = resolve_released_weights(spec, task) if spec.weights is not None else None
@@ -161,8 +168,41 @@ def prepare(spec: BenchSpec) -> PreparedRun:
     return prep
 
 
+def check_protocol_metrics(protocol: dict[str, Any]) -> None:
+    """BenchError naming the protocol file when its metric dialect or metric names are not the suite's."""
+    from fusion_bench.metrics import get_dialect
+
+    where = protocol.get("user_file") or f"the protocol of dataset {protocol.get('dataset')!r}"
+    try:
+        dialect = get_dialect(protocol.get("metric_dialect"))
+        metrics = protocol.get("metrics")
+        if metrics is not None:
+            if not metrics:
+                raise ValueError("metrics: [] names no metric (null: every metric of the dialect)")
+            dialect.resolve(metrics, with_gt=True)
+    except ValueError as err:
+        raise BenchError(f"{where}: {err}") from err
+
+
+def check_protocol_request(spec: BenchSpec) -> str | None:
+    """The protocol variant of a request: the `variant:` of its user protocol file (`protocol_file`; `bench
+    --protocol FILE`) or `protocol_variant` (`--protocol NAME`); when both are given they must agree (a job's command
+    line carries the file alone). BenchError naming --protocol otherwise."""
+    variant = spec.protocol_variant
+    if spec.protocol_file is not None:
+        try:
+            named = read_protocol_file(spec.protocol_file).get("variant")
+        except ProtocolError as err:
+            raise BenchError(str(err)) from err
+        if variant is not None and named != variant:
+            raise BenchError(f"--protocol {spec.protocol_file}: the request is protocol {variant}, the file's "
+                             f"variant is {named or 'none (the standard protocol)'}: set `variant: {variant}` in it")
+        variant = named
+    return variant
+
+
 def default_seeds(dataset: str, preset: str, downstream: str | None = None, train_fused: bool = False,
-                  variant: str | None = None) -> list[int]:
+                  variant: str | None = None, protocol_file: str | Path | None = None) -> list[int]:
     """The seeds of a request that names none: the protocol's for the preset (`protocol_seeds`). Rows that train
     nothing (presets released and published) repeat themselves over seeds unless downstream evaluators train on
     their fused images, so they get seed 0 alone unless some evaluator may run (`downstream` is not `none`, and a
@@ -174,7 +214,7 @@ def default_seeds(dataset: str, preset: str, downstream: str | None = None, trai
             requested = None  # reported by prepare
         if requested == () or (preset == "published" and not train_fused):
             return [0]
-    return protocol_seeds(dataset, preset, variant)
+    return protocol_seeds(dataset, preset, variant, protocol_file)
 
 
 def bench_preset(preset: str | None, methods: list[str], datasets: list[str], weights: object = None,

@@ -16,17 +16,18 @@ never reads them). They carry `train_dataset` (empty when it is the scored datas
 and mCE against the baseline method) is fusion_bench.benchmark.robust_table. Outputs: `<out>/robust/<method>/<dataset
 or A-to-B>/<preset>/<config_hash>/test-<split_hash>/seed<k>/<label>/` (fused/, metrics_per_image.csv).
 
-Downstream: `--downstream seg` adds SegFormer's mIoU and pixel accuracy to every row: the evaluator is trained once
-per seed on the clean fused training images (the standard protocol's recipe) and scores the clean and every corrupted
-fused test folder without retraining. Detection is not run on corrupted images (refused), nor is any evaluator with
-`--train-dataset`. By default the protocol scores the fusion metrics only.
+Downstream: `--downstream seg`, `det` or `seg,det` adds SegFormer's mIoU and pixel accuracy and YOLO's mAP to every
+row: each evaluator is trained once per seed on the clean fused training images of the scored dataset (the standard
+protocol's recipe; with `--train-dataset A`, the scored dataset's training images fused by the model trained on A)
+and scores the clean and every corrupted fused test folder without retraining. By default the protocol scores the
+fusion metrics only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,15 @@ class RobustPlan:
     settings: RobustSettings
 
     @property
+    def config_hash(self) -> str:
+        """The rows' config hash: the trained run's (the standard protocol's entry); for a cross-dataset plan whose
+        rows carry downstream scores, that of the trained run's configuration with the scored run's evaluators."""
+        if self.train is self.run or not self.run.evaluators:
+            return self.train.config_hash
+        return config_hash({"train": self.train.config_text,
+                            "downstream": {name: asdict(c) for name, c in self.run.evaluators.items()}})
+
+    @property
     def train_dataset(self) -> str:
         """The row's `train_dataset`: empty when the method trains on the scored dataset."""
         return "" if self.train is self.run else self.train.spec.dataset
@@ -101,7 +111,7 @@ class RobustPlan:
     def run_dir(self, seed: int) -> Path:
         s = self.run.spec
         where = s.dataset if self.train is self.run else f"{path_name(self.train.spec.dataset)}-to-{s.dataset}"
-        return run_directory(Path(s.out) / "robust", s.method, where, s.preset, self.train.config_hash,
+        return run_directory(Path(s.out) / "robust", s.method, where, s.preset, self.config_hash,
                              self.run.split_hash, seed)
 
 
@@ -135,6 +145,8 @@ def _entry(name: str, modality: Any, modalities: Sequence[str], where: str) -> C
 
 
 SETTING_KEYS = ("corruptions", "baseline", "mce_metric", "mce_best")
+# the downstream evaluators the protocol runs on the corrupted fused test images, and the row columns of each
+DOWNSTREAM = {"seg": ("seg_miou", "seg_pixel_acc"), "det": ("det_map50", "det_map50_95")}
 
 
 def load_settings(protocol: dict[str, Any], modalities: Sequence[str] = ("a", "b"),
@@ -146,7 +158,8 @@ def load_settings(protocol: dict[str, Any], modalities: Sequence[str] = ("a", "b
     except (OSError, yaml.YAMLError) as err:
         raise BenchError(f"{ROBUST_FILE}: cannot read the robustness protocol ({err})") from err
     own = protocol.get("robust") or {}
-    where = f"{ROBUST_FILE}" + (f" (with the `robust:` keys of the {protocol.get('dataset')} protocol)" if own else "")
+    owner = protocol.get("user_file") or f"the {protocol.get('dataset')} protocol"
+    where = f"{ROBUST_FILE}" + (f" (with the `robust:` keys of {owner})" if own else "")
     if not isinstance(own, dict):
         raise BenchError(f"protocol of {protocol.get('dataset')!r}: `robust:` must be a mapping")
     merged = {**base, **own}
@@ -213,21 +226,17 @@ def prepare_robust(spec: BenchSpec, train_dataset: str | None = None,
         requested = parse_downstream(spec.downstream)
     except ValueError as err:
         raise BenchError(str(err)) from err
-    if requested not in (None, (), ("seg",)):
-        raise BenchError("--downstream: the robust protocol runs the segmentation evaluator only (--downstream seg; "
-                         "default: none, the fusion metrics alone)")
-    segment = requested == ("seg",)
-    if segment and train_dataset is not None and train_dataset != spec.dataset:
-        raise BenchError("--downstream seg does not go with --train-dataset (the evaluator trains on the scored "
-                         "dataset's own fused training images and masks)")
+    if requested is not None and not set(requested) <= set(DOWNSTREAM):
+        raise BenchError(f"--downstream {','.join(requested)}: the robust protocol runs {', '.join(DOWNSTREAM)} or "
+                         "both (default: none, the fusion metrics alone)")
+    evaluators = list(requested or ())
     try:
         task = get_datamodule(spec.dataset).dataset_class.task
     except KeyError as err:
         raise BenchError(str(err)) from err
     if not task.is_fusion:
         raise BenchError(f"--protocol robust applies to image-fusion datasets; {spec.dataset!r} is {task.value}")
-    spec = replace(spec, downstream=["seg"] if segment else "none", downstream_baselines=False,
-                   protocol_variant="robust")
+    spec = replace(spec, downstream=evaluators or "none", downstream_baselines=False, protocol_variant="robust")
     run = prepare(spec)
     try:
         dialect_metrics = run.metric_names or list(get_dialect(run.dialect).specs)
@@ -251,7 +260,10 @@ def prepare_robust(spec: BenchSpec, train_dataset: str | None = None,
             raise BenchError(f"--train-dataset {train_dataset}: its modalities {'/'.join(other.modalities)} "
                              f"({other.task.value}) do not match {spec.dataset}'s {'/'.join(mine.modalities)} "
                              f"({task.value})")
-        train = prepare(replace(spec, dataset=train_dataset, root=train_root, dataset_options={}))
+        # the evaluators train on the scored dataset's images and labels: the training dataset needs none
+        train = prepare(replace(spec, dataset=train_dataset, root=train_root, dataset_options={}, downstream="none",
+                                overrides={k: v for k, v in spec.overrides.items()
+                                           if str(k).partition(".")[0] not in DOWNSTREAM}))
         if _channels(train) != _channels(run):
             raise BenchError(f"--train-dataset {train_dataset}: its images have {_channels(train)} channels per "
                              f"modality, {spec.dataset}'s have {_channels(run)}")
@@ -305,7 +317,7 @@ def run_robust_seed(plan: RobustPlan, seed: int) -> list[dict[str, Any]]:
     scored = datamodule if train is run else build_datamodule(run, seed)
     base = {
         "method": run.spec.method, "dataset": run.spec.dataset, "train_dataset": plan.train_dataset,
-        "task": run.task.value, "preset": run.spec.preset, "seed": seed, "config_hash": train.config_hash,
+        "task": run.task.value, "preset": run.spec.preset, "seed": seed, "config_hash": plan.config_hash,
         "metric_dialect": run.dialect or "", "train_mixture": "",
         "overrides": overrides_text(train.overrides),
         "protocol": "robust", "corruption_hash": plan.settings.corruption_hash,
@@ -327,41 +339,51 @@ def run_robust_seed(plan: RobustPlan, seed: int) -> list[dict[str, Any]]:
                      **nan_summary(per_image), "fuse_ms_per_image": result.fuse_ms, "train_s": train_s,
                      "n_images": result.n_images, "split_hash": result.split_hash, **env})
         labels.append(label)
-    if "seg" in run.evaluators:
-        for row, scores in zip(rows, _segmentation(plan, model, scored, partial, seed, labels)):
+    if run.evaluators:
+        for row, scores in zip(rows, _downstream(plan, model, scored, partial, seed, labels)):
             row.update(scores)
     finish_partial(partial, run_dir)
     return rows
 
 
-def _segmentation(plan: RobustPlan, model: Any, datamodule: Any, partial: Path, seed: int,
-                  labels: list[str]) -> list[dict[str, float]]:
-    """SegFormer trained once on the clean fused training images (the standard protocol's recipe), then scored on
-    the clean and on every corrupted fused test folder without retraining; scores per pass, in `labels` order."""
+def _downstream(plan: RobustPlan, model: Any, datamodule: Any, partial: Path, seed: int,
+                labels: list[str]) -> list[dict[str, float]]:
+    """Each evaluator of the run (SegFormer, YOLO) trained once on the clean fused training images (the standard
+    protocol's recipe), then scored on the clean and on every corrupted fused test folder without retraining; the
+    scores of every pass, in `labels` order."""
     import contextlib
 
     from fusion_bench import numerics
-    from fusion_bench.benchmark.downstream import needs_val
+    from fusion_bench.benchmark.downstream import child_threads, needs_val
     from fusion_bench.benchmark.evaluation import fuse_split
+    from fusion_bench.evaluators.detection import evaluate_detection_folders
     from fusion_bench.evaluators.segmentation import evaluate_segmentation_folders
 
     run = plan.run
-    config = run.evaluators["seg"]
     fuse_split(run, model, datamodule, partial / "fused_train", split="train")
-    val = {}
-    if "val" in datamodule.available_splits() and needs_val("seg", config):
+    if "val" in datamodule.available_splits() and any(needs_val(n, c) for n, c in run.evaluators.items()):
         fuse_split(run, model, datamodule, partial / "fused_val", split="val")
-        val = {"fused_val": partial / "fused_val", "val_set": datamodule.dataset("val")}
     pinned = numerics.downstream_pinned(run.spec.downstream_numerics)
-    with contextlib.nullcontext() if pinned else numerics.native_kernels():
-        result = evaluate_segmentation_folders(
-            partial / "fused_train", partial / labels[0] / "fused", datamodule.dataset("train"),
-            datamodule.dataset("test"), config, seed=seed, device=run.device, log_dir=partial / "downstream" / "seg",
-            progress=run.spec.progress, extra_tests={label: partial / label / "fused" for label in labels[1:]},
-            **val)
-    extra = result.get("seg_extra", {})
-    return [{"seg_miou": result["seg_miou"], "seg_pixel_acc": result["seg_pixel_acc"]}] + \
-        [{k: extra[label][k] for k in ("seg_miou", "seg_pixel_acc")} for label in labels[1:]]
+    scores: list[dict[str, float]] = [{} for _ in labels]
+    for name, config in run.evaluators.items():
+        val = {"fused_val": partial / "fused_val", "val_set": datamodule.dataset("val")} \
+            if (partial / "fused_val").is_dir() and needs_val(name, config) else {}
+        common = dict(seed=seed, device=run.device, log_dir=partial / "downstream" / name, progress=run.spec.progress,
+                      extra_tests={label: partial / label / "fused" for label in labels[1:]}, **val)
+        folders = (partial / "fused_train", partial / labels[0] / "fused", datamodule.dataset("train"),
+                   datamodule.dataset("test"), config)
+        if name == "det":  # a child process: this process's numerics when pinned, else the native kernels
+            result = evaluate_detection_folders(*folders, pinned=pinned, threads=child_threads(run.device, pinned),
+                                                **common)
+        else:
+            with contextlib.nullcontext() if pinned else numerics.native_kernels():
+                result = evaluate_segmentation_folders(*folders, **common)
+        columns = DOWNSTREAM[name]
+        extra = result.get(f"{name}_extra", {})
+        for index, label in enumerate(labels):
+            source = result if index == 0 else extra[label]
+            scores[index].update({k: float(source[k]) for k in columns})
+    return scores
 
 
 __all__ = ["CLEAN", "ROBUST_COLUMNS", "CorruptionEntry", "RobustPlan", "RobustSettings", "load_settings",

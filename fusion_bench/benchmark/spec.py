@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
 LOGGERS = ("csv", "tensorboard", "wandb")
-PROTOCOL_VARIANTS = ("balance", "robust")  # `bench --protocol`: balance (AV datasets), robust (image fusion)
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,13 @@ class BenchSpec:
     weights: str | Path | None = None
     published: PublishedSpec | None = None  # `--method published:NAME`: the fused images to score (preset `published`)
     source: str | None = None  # `--source`: where the published images / released weights come from (row column)
-    # `--protocol NAME`: a protocol variant (PROTOCOL_VARIANTS) instead of the standard clean protocol (None); each
-    # variant's logic lives in its own module (balance: fusion_bench.benchmark.balance, AV datasets; robust:
-    # fusion_bench.benchmark.robust, image fusion)
+    # `--protocol NAME`: a protocol variant (protocol.PROTOCOL_VARIANTS) instead of the standard clean protocol
+    # (None); each variant's logic lives in its own module (balance: fusion_bench.benchmark.balance, AV datasets;
+    # robust: fusion_bench.benchmark.robust, image fusion)
     protocol_variant: str | None = None
+    # `--protocol FILE`: a user's protocol file merged over the dataset's (protocol.read_protocol_file); the variant
+    # its `variant:` key names is `protocol_variant`
+    protocol_file: str | Path | None = None
 
 
 @dataclass(frozen=True)

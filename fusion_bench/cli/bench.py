@@ -68,12 +68,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-leaderboard", action="store_true",
                    help="write each row only to its run directory (row.csv), not to --leaderboard-dir (cluster jobs: "
                         "merge them later with `fusion-bench leaderboard --collect RUNS_DIR`)")
-    p.add_argument("--protocol", default=None, metavar="NAME",
+    p.add_argument("--protocol", default=None, metavar="NAME|FILE",
                    help="a protocol variant instead of the standard clean protocol: robust (image fusion: the test "
                         "inputs corrupted at 5 severities, scored against the clean sources; rows in "
                         "<leaderboard-dir>/robust/raw/<dataset>.csv; README 'Robustness protocol') or balance "
                         "(audio-visual datasets: one shared training recipe for every method, linear probes of the "
-                        "encoders, 5 seeds by default; README 'The balance protocol')")
+                        "encoders, 5 seeds by default; README 'The balance protocol'); or a YAML protocol file merged "
+                        "over the dataset's benchmarks/protocols/<dataset>.yaml (metrics, downstream, presets' seeds "
+                        "and evaluator settings, variants, robust corruptions; `variant: robust|balance` picks a "
+                        "variant; README 'Your own protocol file')")
     p.add_argument("--corruptions", default=None, metavar="LIST",
                    help="with --protocol robust: NAME or NAME:a|b|both, comma-separated (default: the protocol's "
                         "list, benchmarks/protocols/robust.yaml); none = the clean row alone")
@@ -108,6 +111,9 @@ def check_names(methods: list[str], datasets: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     methods, datasets = csv_list(args.method), csv_list(args.dataset)
     check_names(methods, datasets)
+    from fusion_bench.benchmark.protocol import protocol_option
+
+    args.protocol, args.protocol_file = protocol_option(args.protocol)  # a file is checked here, before torch loads
     from fusion_bench.benchmark.distributed import is_rank_zero
     from fusion_bench.benchmark.leaderboard import leaderboard_text
     from fusion_bench.benchmark.protocol import BASELINE_METHODS
@@ -131,14 +137,15 @@ def run(args: argparse.Namespace) -> int:
         return _bench_robust(args, methods, datasets)
     scored_only = args.preset in ("released", "published")  # nothing trains: --jobs does not apply
     if args.mixture:
-        if args.protocol is not None:
+        if args.protocol is not None or args.protocol_file is not None:
             raise BenchError("--protocol does not apply to --mixture (one model trained on several datasets)")
         if args.jobs > 1:
             raise BenchError("--jobs does not apply to --mixture (one model is trained on all the datasets)")
         return _bench_mixture(args, methods, datasets)
     leaderboard_dir = None if args.no_leaderboard else args.leaderboard_dir
     specs = [_spec(args, m, d, args.seeds if args.seeds is not None else
-                   default_seeds(d, args.preset, args.downstream, args.train_fused_dir is not None, args.protocol),
+                   default_seeds(d, args.preset, args.downstream, args.train_fused_dir is not None, args.protocol,
+                                 args.protocol_file),
                    leaderboard_dir) for d in datasets for m in methods]
     prepared = [prepare(spec) for spec in specs]  # validate the whole grid before running any of it
     if args.print_config:
@@ -191,7 +198,8 @@ def _spec(args: argparse.Namespace, method: str, dataset: str, seeds: list[int],
                      overrides=dict(args.overrides), config=args.config, downstream=args.downstream,
                      resume=args.resume, downstream_baselines=not args.no_downstream_baselines,
                      downstream_numerics=args.downstream_numerics, weights=args.weights, published=published,
-                     source=args.source, protocol_variant=args.protocol)
+                     source=args.source, protocol_variant=args.protocol,
+                     protocol_file=args.protocol_file)
 
 
 def _bench_mixture(args: argparse.Namespace, methods: list[str], datasets: list[str]) -> int:
@@ -238,7 +246,8 @@ def _bench_robust(args: argparse.Namespace, methods: list[str], datasets: list[s
                           ("--no-leaderboard", args.no_leaderboard)):
         if value:
             raise BenchError(f"{option} does not apply to --protocol robust")
-    plans = [prepare_robust(_spec(args, m, d, args.seeds if args.seeds is not None else default_seeds(d, args.preset),
+    plans = [prepare_robust(_spec(args, m, d, args.seeds if args.seeds is not None else
+                                  default_seeds(d, args.preset, variant="robust", protocol_file=args.protocol_file),
                                   args.leaderboard_dir), args.train_dataset, args.corruptions, args.train_root)
              for d in datasets for m in methods]
     for plan in plans:

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -190,29 +190,32 @@ def evaluate_detection_folders(fused_train: str | Path, fused_test: str | Path, 
                                test_set: FusionDataset, config: DetEvalConfig | str = "smoke", *,
                                fused_val: str | Path | None = None, val_set: FusionDataset | None = None,
                                seed: int = 0, device: str | torch.device = "cpu", log_dir: str | Path,
-                               progress: bool = True) -> dict[str, Any]:
+                               progress: bool = True, pinned: bool = True, threads: int | None = None,
+                               extra_tests: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
     """Train YOLO on the fused training PNGs (``<sample name>.png``) and score the fused test PNGs.
 
     Returns ``det_map50``, ``det_map50_95``, ``det_precision``, ``det_recall``, ``det_ap50_per_class`` and
     ``det_ap50_95_per_class`` ({class: AP}, NaN for classes absent from the test labels) and the run facts.
-    Everything ultralytics writes (settings, label caches, ``results.csv`` training log, weights) stays under
-    `log_dir`; its console output goes to ``log_dir/yolo.log``.
+    `extra_tests` (label -> folder of fused test images, e.g. the robustness protocol's corrupted ones) are scored by
+    the same trained model, without retraining: ``det_extra`` {label: {det_map50, det_map50_95, det_precision,
+    det_recall}}. Everything ultralytics writes (settings, label caches, ``results.csv`` training log, weights)
+    stays under `log_dir`; its console output goes to ``log_dir/yolo.log``.
     """
     fused = {"train": Path(fused_train), "test": Path(fused_test)}
     datasets: dict[str, Any] = {"train": train_set, "test": test_set}
     if fused_val is not None and val_set is not None:
         fused["val"], datasets["val"] = Path(fused_val), val_set
-    return start(config, fused, datasets, seed=seed, device=device, log_dir=Path(log_dir),
-                 progress=progress).result()
+    return start(config, fused, datasets, seed=seed, device=device, log_dir=Path(log_dir), progress=progress,
+                 pinned=pinned, threads=threads, extra_tests=extra_tests).result()
 
 
 def start(config: DetEvalConfig | str, fused: dict[str, Path], datasets: dict[str, Any], *, seed: int,
           device: str | torch.device, log_dir: Path, progress: bool, pinned: bool = True,
-          threads: int | None = None) -> PendingDetection:
+          threads: int | None = None, extra_tests: Mapping[str, str | Path] | None = None) -> PendingDetection:
     """Write the YOLO dataset view and start training in a child process; returns at once (see
     :class:`PendingDetection`). Every request error is raised here, before the child starts. The child inherits
     this process's numerics when `pinned`, else it runs the libraries' own kernels on `threads` threads (default:
-    this process's torch thread count)."""
+    this process's torch thread count). `extra_tests`: see `evaluate_detection_folders`."""
     require_extra("ultralytics", "detection", "ultralytics")
     if isinstance(config, str):
         config = det_preset(config)
@@ -245,10 +248,19 @@ def start(config: DetEvalConfig | str, fused: dict[str, Path], datasets: dict[st
             write_yolo_split(view, "val", train_images, train_set, val_idx, progress=progress)
         n_train, n_val = len(train_idx), len(val_idx)
     n_test_boxes = write_yolo_split(view, "test", test_images, test_set, progress=progress)
+    data = {"path": str(view), "train": "images/train", "val": "images/val" if n_val else "images/test",
+            "test": "images/test", "names": dict(enumerate(names))}
     data_yaml = log_path / "data.yaml"
-    data_yaml.write_text(yaml.safe_dump({
-        "path": str(view), "train": "images/train", "val": "images/val" if n_val else "images/test",
-        "test": "images/test", "names": dict(enumerate(names))}, sort_keys=False))
+    data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    # each extra test set: its own view split (links to its images, the test labels) and data file whose test split
+    # it is; the worker scores the trained weights on each
+    extra_yaml: dict[str, str] = {}
+    for index, (label, folder) in enumerate((extra_tests or {}).items()):
+        split = f"extra{index}"
+        write_yolo_split(view, split, fused_paths(folder, test_set), test_set, progress=False)
+        path = log_path / f"data-{split}.yaml"
+        path.write_text(yaml.safe_dump({**data, "test": f"images/{split}"}, sort_keys=False))
+        extra_yaml[label] = str(path)
 
     dev = resolve_device(device)
     model_yaml = str(smoke_model_yaml(log_path)) if config.model == "yolo11-smoke" else config.model_yaml
@@ -258,7 +270,7 @@ def start(config: DetEvalConfig | str, fused: dict[str, Path], datasets: dict[st
         "device": "cpu" if dev.type == "cpu" else str(dev.index or 0), "workers": config.workers,
         "amp": config.amp and dev.type == "cuda", "validate": bool(n_val), "train_args": config.train_args,
         "project": str(log_path), "class_names": list(names), "threads": threads or torch.get_num_threads(),
-        "dtype": config.dtype,
+        "dtype": config.dtype, "extra_tests": extra_yaml,
     }
     write_json(log_path / "yolo_request.json", request)
     facts = {"det_n_train": n_train, "det_n_val": n_val, "det_n_test": len(test_images),

@@ -109,6 +109,12 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     train_loss = math.nan if tloss is None else float(sum(tloss.values()) if isinstance(tloss, dict) else tloss.sum())
     trained_dtype = str(next(trainer.model.parameters()).dtype).removeprefix("torch.")
     seconds = float(epochs[-1]["time"]) if epochs and "time" in epochs[-1] else math.nan
+    extra = {}  # the same weights on each extra test set (its own data file; labels are the test split's)
+    for index, (label, data) in enumerate(request.get("extra_tests", {}).items()):
+        scored = YOLO(str(weights)).val(split="test", name=f"test-extra{index}", verbose=False,
+                                        **{**common, "data": data}).box
+        extra[label] = {"det_map50": float(scored.map50), "det_map50_95": float(scored.map),
+                        "det_precision": float(scored.mp), "det_recall": float(scored.mr)}
     return {
         "det_map50": float(box.map50), "det_map50_95": float(box.map), "det_precision": float(box.mp),
         "det_recall": float(box.mr), "det_ap50_per_class": ap50, "det_ap50_95_per_class": ap,
@@ -116,7 +122,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         "det_seconds_per_epoch": seconds / len(epochs) if epochs else math.nan,
         "det_train_loss": train_loss, "det_dtype": trained_dtype,
         "det_peak_mem_mb": peak_mb, "det_weights": str(weights), "det_model": request["model_yaml"],
-        "det_image_size": request["imgsz"],
+        "det_image_size": request["imgsz"], **({"det_extra": extra} if extra else {}),
     }
 
 

@@ -152,13 +152,15 @@ def robust_section(dataset: str, leaderboard_dir: str | Path, preset: str, out: 
         parts.append(f"<h3>Degradation curves</h3><p>{page.e(metric)} (mean over seeds) against the severity; "
                      "severity 0 is the clean row.</p>"
                      f'<img class="plot" src="{page.rel(path, out)}" alt="degradation curves">')
-    if "seg_miou" in means.columns and means["seg_miou"].notna().any():
-        seg_means = means[means["seg_miou"].notna()]
-        path = degradation_curves(seg_means, "seg_miou", out / "figures" / "robust_curves_seg_miou.png")
+    for column, what in (("seg_miou", "SegFormer's mIoU"), ("det_map50", "YOLO's mAP@0.5")):
+        if column not in means.columns or not means[column].notna().any():
+            continue
+        path = degradation_curves(means[means[column].notna()], column,
+                                  out / "figures" / f"robust_curves_{column}.png")
         if path is not None:
-            parts.append("<p>Downstream: SegFormer's mIoU (trained once on the clean fused training images, no "
-                         "retraining) on the corrupted fused test images.</p>"
-                         f'<img class="plot" src="{page.rel(path, out)}" alt="mIoU degradation curves">')
+            parts.append(f"<p>Downstream: {what} (trained once on the clean fused training images, no retraining) "
+                         "on the corrupted fused test images.</p>"
+                         f'<img class="plot" src="{page.rel(path, out)}" alt="{column} degradation curves">')
     matrix = cross_dataset_matrix(Path(leaderboard_dir), metric, preset)
     if not matrix.empty:
         (tables / "robust_cross_dataset.md").write_text(matrix_markdown(matrix))
