@@ -11,9 +11,9 @@ Python API (imported on first use, so `import fusion_bench` stays light):
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
+
+from fusion_bench.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,15 +31,6 @@ _EXPORTS = {
     "build_report": "fusion_bench.report.build",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["BenchSpec", "__version__", "build_report", "load_results", "run_bench"]

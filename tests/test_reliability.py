@@ -28,7 +28,7 @@ from fusion_bench.benchmark.build import build_datamodule, build_method
 from fusion_bench.benchmark.request import prepare
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.benchmark.spec import BenchSpec
-from fusion_bench.benchmark.weights import read_weights, save_weights
+from fusion_bench.benchmark.weight_files import read_weights, save_weights
 from fusion_bench.data.io import read_image
 from fusion_bench.errors import BenchError, ImageReadError
 from fusion_bench.registry import DATASETS, get_datamodule

@@ -18,7 +18,7 @@ from fusion_bench.base.losses import sobel_magnitude
 from fusion_bench.base.method import load_method_config
 from fusion_bench.benchmark import config as run_config
 from fusion_bench.benchmark.results import read_rows
-from fusion_bench.benchmark.weights import load_weights
+from fusion_bench.benchmark.weight_files import load_weights
 from fusion_bench.cli import main
 from fusion_bench.methods.ssvif import backbones
 from fusion_bench.methods.ssvif.loss import (

@@ -16,7 +16,7 @@ from fusion_bench.base.datamodule import PairedDataModule
 from fusion_bench.base.method import MultimodalClassifier
 from fusion_bench.base.precision import is_double
 from fusion_bench.benchmark.spec import BenchSpec, PreparedRun
-from fusion_bench.benchmark.weights import load_released
+from fusion_bench.benchmark.weight_files import load_released
 from fusion_bench.errors import BenchError
 
 

@@ -28,7 +28,7 @@ from fusion_bench.benchmark.build import build_datamodule, build_method
 from fusion_bench.benchmark.downstream import NativeSegmentation
 from fusion_bench.benchmark.probes import has_probes, probe_scores
 from fusion_bench.benchmark.spec import PreparedRun
-from fusion_bench.benchmark.weights import load_weights, read_weights
+from fusion_bench.benchmark.weight_files import load_weights, read_weights
 from fusion_bench.data.base import FusionDataset
 from fusion_bench.data.io import read_image, write_png
 from fusion_bench.data.transforms import collate_samples

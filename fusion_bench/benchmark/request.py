@@ -37,7 +37,7 @@ from fusion_bench.benchmark.protocol import (
 from fusion_bench.benchmark.published import prepare_published
 from fusion_bench.benchmark.spec import LOGGERS, BenchSpec, PreparedRun
 from fusion_bench.benchmark.trainer_settings import check_manual_optimization, check_train_settings
-from fusion_bench.benchmark.weights import check_initialisations, resolve_released_weights
+from fusion_bench.benchmark.weight_files import check_initialisations, resolve_released_weights
 from fusion_bench.errors import BenchError, ProtocolError
 from fusion_bench.registry import get_datamodule, get_method
 from fusion_bench.types import Task

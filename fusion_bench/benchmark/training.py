@@ -36,7 +36,7 @@ from fusion_bench.benchmark.trainer_settings import (
     trainer_kwargs,
     user_callbacks,
 )
-from fusion_bench.benchmark.weights import SETTINGS_KEY, check_resume_checkpoint, save_weights, settings_record
+from fusion_bench.benchmark.weight_files import SETTINGS_KEY, check_resume_checkpoint, save_weights, settings_record
 from fusion_bench.errors import BenchError
 
 CHECKPOINT_INTERVAL_MIN = 15.0  # default minutes between resumable checkpoints (train.checkpoint_every_n_steps: steps)

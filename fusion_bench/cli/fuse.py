@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from fusion_bench.benchmark.evaluation import fuse_to_folder
     from fusion_bench.benchmark.request import prepare
     from fusion_bench.benchmark.spec import BenchSpec
-    from fusion_bench.benchmark.weights import fuse_weights
+    from fusion_bench.benchmark.weight_files import fuse_weights
 
     preset, released, own = fuse_weights(args.weights, args.preset)
     prep = prepare(BenchSpec(method=args.method, dataset=args.dataset, root=args.root, preset=preset,

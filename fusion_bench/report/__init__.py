@@ -3,8 +3,7 @@ figures and statistics. Submodules are imported on first use (matplotlib and sci
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fusion_bench.lazy import lazy_exports
 
 _EXPORTS = {
     "build_report": "fusion_bench.report.build",
@@ -14,11 +13,6 @@ _EXPORTS = {
     "FORMATS": "fusion_bench.report.formats",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = sorted(_EXPORTS)

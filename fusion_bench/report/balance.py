@@ -106,17 +106,24 @@ def _pm(mean: float, se: float) -> str:
     return f"{mean:.3f} ± {se:.3f}" if not math.isnan(se) else f"{mean:.3f}"
 
 
-def balance_markdown(summary: pd.DataFrame, column: str = "probe_frames") -> str:
-    """The summary as a Markdown table: mean ± SE per column, and Δ`column` vs late fusion [95 % CI], p."""
-    head = ["method", "n", *BALANCE_COLUMNS, f"Δ {column} vs late_fusion [95 % CI]", "p (paired t)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _cells(summary: pd.DataFrame) -> list[list[str]]:
+    """The table cells of every summary row: method, seeds, mean ± SE per column, Δ [95 % CI] and p (— without)."""
+    rows = []
     for label, rec in summary.iterrows():
         cells = [str(label), str(int(rec["n"]))] + [_pm(rec[c], rec[f"{c}_se"]) for c in BALANCE_COLUMNS]
         if "d_diff" in rec and not pd.isna(rec.get("d_diff")):
             cells += [f"{rec['d_diff']:+.3f} [{rec['d_low']:+.3f}, {rec['d_high']:+.3f}]", f"{rec['d_p']:.3g}"]
         else:
             cells += ["—", "—"]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    return rows
+
+
+def balance_markdown(summary: pd.DataFrame, column: str = "probe_frames") -> str:
+    """The summary as a Markdown table: mean ± SE per column, and Δ`column` vs late fusion [95 % CI], p."""
+    head = ["method", "n", *BALANCE_COLUMNS, f"Δ {column} vs late_fusion [95 % CI]", "p (paired t)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _cells(summary)]
     return "\n".join(lines)
 
 
@@ -131,14 +138,7 @@ def balance_section(rows: Sequence[Mapping[str, Any]], out: Any) -> str | None:
     (out / "tables").mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "tables" / "balance.csv")
     head = ["method", "seeds", *BALANCE_COLUMNS, "Δ probe_frames vs late_fusion [95 % CI]", "p (paired t)"]
-    body = []
-    for label, rec in summary.iterrows():
-        cells = [str(label), str(int(rec["n"]))] + [_pm(rec[c], rec[f"{c}_se"]) for c in BALANCE_COLUMNS]
-        if "d_diff" in rec and not pd.isna(rec.get("d_diff")):
-            cells += [f"{rec['d_diff']:+.3f} [{rec['d_low']:+.3f}, {rec['d_high']:+.3f}]", f"{rec['d_p']:.3g}"]
-        else:
-            cells += ["—", "—"]
-        body.append("<tr>" + "".join(f"<td>{page.e(c)}</td>" for c in cells) + "</tr>")
+    body = ["<tr>" + "".join(f"<td>{page.e(c)}</td>" for c in cells) + "</tr>" for cells in _cells(summary)]
     return ("<p>Rows of <code>bench --protocol balance</code>: every method trained with the same recipe; mean ± "
             "standard error over seeds; probes: linear probes of the frozen encoders; Δ: paired over seeds.</p>"
             "<table><thead><tr>" + "".join(f"<th>{page.e(h)}</th>" for h in head) + "</tr></thead><tbody>"

@@ -19,8 +19,7 @@ Nothing here runs at import time, and only `released`, `segformer` and the loade
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fusion_bench.lazy import lazy_exports
 
 _EXPORTS = {
     "WeightsError": "fusion_bench.weights.zoo",
@@ -46,15 +45,6 @@ _EXPORTS = {
     "without_pretrained": "fusion_bench.weights.pretrained",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = sorted(_EXPORTS)

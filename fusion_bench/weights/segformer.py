@@ -99,12 +99,9 @@ def to_release(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                     kv.setdefault(f"{head}.attn.kv.{rest[len(part):]}", {})[which] = value
                     break
             else:
-                for ours, theirs in table:
-                    if rest.startswith(theirs):
-                        out[f"{head}.{ours}{rest[len(theirs):]}"] = value
-                        break
-                else:
+                if (renamed := _renamed(rest, table, source=1)) is None:
                     raise WeightsError(f"MiT weights ({layout} layout): unexpected key {key!r}")
+                out[f"{head}.{renamed}"] = value
         else:
             raise WeightsError(f"MiT weights ({layout} layout): unexpected key {key!r}")
     for key, parts in kv.items():
@@ -112,6 +109,15 @@ def to_release(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise WeightsError(f"MiT weights: {key} has a key or a value projection but not both")
         out[key] = torch.cat([parts[0], parts[1]], dim=0)
     return out
+
+
+def _renamed(rest: str, table: Iterable[tuple[str, str]], source: int) -> str | None:
+    """A block key's tail with its leading name from column `source` of `table` (0: release, 1: transformers)
+    replaced by the other column's name; None when no name of that column starts it."""
+    for pair in table:
+        if rest.startswith(pair[source]):
+            return pair[1 - source] + rest[len(pair[source]):]
+    return None
 
 
 def from_release(state: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
@@ -138,12 +144,9 @@ def from_release(state: Mapping[str, torch.Tensor], layout: str) -> dict[str, to
                 tail = rest[len("attn.kv."):]
                 out[f"{head}.{key_name}{tail}"], out[f"{head}.{value_name}{tail}"] = k.clone(), v.clone()
                 continue
-            for ours, theirs in table:
-                if rest.startswith(ours):
-                    out[f"{head}.{theirs}{rest[len(ours):]}"] = value
-                    break
-            else:
+            if (renamed := _renamed(rest, table, source=0)) is None:
                 raise WeightsError(f"MiT weights (release layout): unexpected key {key!r}")
+            out[f"{head}.{renamed}"] = value
         else:
             raise WeightsError(f"MiT weights (release layout): unexpected key {key!r}")
     return out
