@@ -144,6 +144,59 @@ def test_agm_training_step_scales_each_response():
     assert float(losses["coeff_audio"]) == pytest.approx(k_a, rel=1e-5)
 
 
+def test_agm_coefficients_scale_the_responses_not_the_encoders():
+    """As in the authors' code, k_u scales the gradient of the Shapley response m_u: the frames encoder's gradient is
+    1/2 (k_a + k_v) dT + 1/2 (k_v - k_a) (dV - dA), not k_v times its plain gradient (methods/agm/README.md)."""
+    import copy
+
+    torch.manual_seed(0)
+    model = AGMClassifier(alpha=1.0, **TINY)
+    batch = av_batch(32, seed=1)
+
+    def frames_gradient(k_a: float, k_v: float) -> torch.Tensor:
+        fresh = copy.deepcopy(model)  # each pass updates BN statistics: every call starts from the same state
+        fresh.train()
+        _, m_a, m_v = fresh.responses(batch)
+        F.cross_entropy(scale_grad(m_a, k_a) + scale_grad(m_v, k_v), batch[TARGET]).backward()
+        return torch.cat([p.grad.flatten() for p in fresh.net.visual_encoder.parameters()])
+
+    plain, scaled = frames_gradient(1.0, 1.0), frames_gradient(2.0, 0.5)
+    assert torch.allclose(frames_gradient(0.5, 0.5), 0.5 * plain, rtol=1e-4, atol=1e-8), "k_a = k_v scales exactly"
+    ratio = float(scaled.norm() / plain.norm())
+    assert ratio > 1.0, f"k_v = 0.5 does not halve the frames gradient here: |g| ratio {ratio:.2f}"
+
+
+def test_agm_running_state_survives_a_checkpoint():
+    """AGM's running means, step count and coefficients in force go into the checkpoint (a resumed fit continues
+    them; without them the means restart at 0 and the coefficients after the window fall back to 1)."""
+    torch.manual_seed(0)
+    model = AGMClassifier(alpha=1.0, **TINY)
+    model.log = model.log_dict = lambda *a, **k: None
+    for _ in range(3):
+        model.training_losses(av_batch())
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    resumed = AGMClassifier(alpha=1.0, **TINY)
+    resumed.on_load_checkpoint(checkpoint)
+    assert {name: getattr(resumed, name) for name in AGMClassifier.STATE} == \
+        {name: getattr(model, name) for name in AGMClassifier.STATE}
+    assert resumed.iteration == 3 and resumed.mean_score_a > 0
+
+
+@pytest.mark.parametrize("method, override, needle", [
+    ("ogm_ge", "train.accumulate_grad_batches=2", "rewrites the gradients after every backward pass"),
+    ("agm", "train.accumulate_grad_batches=2", "rewrites the gradients after every backward pass"),
+    ("agm", "train.precision=16-mixed", "float16 loss scaling"),
+])
+def test_gradient_rewriting_methods_refuse_accumulation_and_loss_scaling(cli, capsys, tmp_path, method, override,
+                                                                         needle):
+    code, _, err = cli(capsys, "bench", "--method", method, "--dataset", "synthetic-av", "--device", "cpu",
+                       "--out", tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb", "--no-progress",
+                       "--set", override)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
 # -- MMPareto -----------------------------------------------------------------------------------------------
 def test_mmpareto_combination_of_two_given_gradients():
     g1, g2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 2.0])

@@ -200,14 +200,26 @@ def trainer_kwargs(prep: PreparedRun, has_val: bool) -> dict[str, Any]:
 
 
 def check_manual_optimization(model: L.LightningModule, train: dict[str, Any], method: str) -> None:
-    """A method that steps its optimisers itself (manual optimisation) cannot take Lightning's gradient clipping or
-    accumulation: a BenchError naming the key, before the fit."""
-    if model.automatic_optimization:
+    """Settings a method's optimisation cannot take, as a BenchError naming the key before the fit: a method that
+    steps its optimisers itself (manual optimisation) takes neither Lightning's gradient clipping nor accumulation; a
+    method that rewrites each backward pass's gradients in `on_after_backward` (`rewrites_gradients`, e.g. OGM-GE's
+    modulation, AGM's clipping) takes no accumulation (the hook would act again on the micro-batches summed so far),
+    and one whose rewrite is not scale-equivariant (`needs_unscaled_gradients`, AGM's clip to norm 1) no float16
+    loss scaling (`16-mixed`: the hook sees the scaled gradients)."""
+    accumulate = train.get("accumulate_grad_batches") not in (None, 1)
+    if not model.automatic_optimization:
+        for key in ("gradient_clip_val", "accumulate_grad_batches"):
+            if train.get(key) not in (None, 1 if key == "accumulate_grad_batches" else None):
+                raise BenchError(f"method {method!r}: train.{key}={train[key]!r}: the method optimises manually (its "
+                                 "own optimiser steps), so Lightning's gradient clipping and accumulation do not apply")
         return
-    for key in ("gradient_clip_val", "accumulate_grad_batches"):
-        if train.get(key) not in (None, 1 if key == "accumulate_grad_batches" else None):
-            raise BenchError(f"method {method!r}: train.{key}={train[key]!r}: the method optimises manually (its own "
-                             "optimiser steps), so Lightning's gradient clipping and accumulation do not apply")
+    if accumulate and getattr(model, "rewrites_gradients", False):
+        raise BenchError(f"method {method!r}: train.accumulate_grad_batches={train['accumulate_grad_batches']!r}: the "
+                         "method rewrites the gradients after every backward pass, which would act again on the "
+                         "micro-batches accumulated so far; use a larger train.batch_size instead")
+    if getattr(model, "needs_unscaled_gradients", False) and str(train.get("precision")) in ("16-mixed", "16"):
+        raise BenchError(f"method {method!r}: train.precision={train['precision']!r}: float16 loss scaling hands the "
+                         "method's gradient rewrite scaled gradients; use 32-true or bf16-mixed")
 
 
 def _installed_module(module: str) -> bool:

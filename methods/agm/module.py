@@ -67,6 +67,9 @@ def agm_coefficients(score_a: float, score_v: float, mean_a: float, mean_v: floa
 class AGMClassifier(AVClassifier):
     """Concat late fusion trained through AGM's gradient-scaled Shapley decomposition of the fused logits."""
 
+    rewrites_gradients = True  # the clip in on_after_backward: no gradient accumulation (trainer_settings)
+    needs_unscaled_gradients = True  # a clip to norm 1 of float16-loss-scaled gradients would stop training
+
     def __init__(self, alpha: float = 1.0, modulation_starts: int = 0, modulation_ends: int = 20,
                  clip_threshold: float = 1.0, clip_norm: float = 1.0, **kwargs: Any):
         super().__init__(**kwargs)
@@ -112,6 +115,20 @@ class AGMClassifier(AVClassifier):
         loss = F.cross_entropy(fused, target)
         return {"loss": loss, "score_audio": torch.tensor(s_a), "score_frames": torch.tensor(s_v),
                 "coeff_audio": torch.tensor(self.scale_a), "coeff_frames": torch.tensor(self.scale_v)}, outputs
+
+    # the running state (AGM's train_score_a/v, its step count and the coefficients in force) goes into checkpoints,
+    # so that a resumed fit continues the running means and keeps the coefficients after the window
+    STATE = ("scale_a", "scale_v", "mean_score_a", "mean_score_v", "iteration")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["agm_state"] = {name: getattr(self, name) for name in self.STATE}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        for name, value in (checkpoint.get("agm_state") or {}).items():
+            if name in self.STATE:
+                setattr(self, name, value)
 
     def on_after_backward(self) -> None:
         grad = self.net.classifier.weight.grad

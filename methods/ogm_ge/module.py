@@ -56,6 +56,8 @@ def modulate_conv_gradients(module: nn.Module, coeff: float, noise: bool) -> Non
 class OGMGEClassifier(AVClassifier):
     """Concat late fusion trained with CE, encoder gradients modulated by OGM-GE in `on_after_backward`."""
 
+    rewrites_gradients = True  # the modulation in on_after_backward: no gradient accumulation (trainer_settings)
+
     def __init__(self, alpha: float = 0.8, modulation: str = "ogm_ge", modulation_starts: int = 0,
                  modulation_ends: int = 50, **kwargs: Any):
         super().__init__(**kwargs)
