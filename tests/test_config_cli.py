@@ -322,6 +322,17 @@ def test_training_free_methods_count_their_elementwise_arithmetic():
     assert count_gflops(lambda: x * 2 + x) == 0, "learned methods: the matmul/convolution count as before"
 
 
+def test_rows_of_training_free_methods_count_their_arithmetic(cli, capsys, tmp_path):
+    """The leaderboard's gflops column is the same count as `fusion-bench profile`: a training-free rule's row is
+    not 0 (a copy of one source is)."""
+    code, _, err = _bench(cli, capsys, tmp_path, "--method", "laplacian,mean,source_a", "--downstream", "none")
+    assert code == 0, err
+    import pandas as pd
+
+    gflops = pd.read_csv(tmp_path / "lb" / "raw" / "synthetic-ivif.csv").set_index("method")["gflops"]
+    assert gflops["laplacian"] > gflops["mean"] > 0 and gflops["source_a"] == 0, gflops.to_dict()
+
+
 # ------------------------------------------------------------------------------------------------ report figures
 
 

@@ -213,8 +213,8 @@ def test_report_files_and_numbers(bench: dict, tmp_path: Path, cli, capsys) -> N
                                "--leaderboard-dir", bench["boards"], "--out", out)
     assert code == 0, stderr
     assert f"-> {out / 'index.html'}" in stdout
-    # (no efficiency plot: these training-free rules all cost 0 GFLOPs and 0 parameters)
-    for name in ("index.html", "report.json", "figures/bars.png", "figures/cd_diagram.png",
+    # the efficiency plot places the rules by their element-wise arithmetic (source copies cost 0 GFLOPs)
+    for name in ("index.html", "report.json", "figures/bars.png", "figures/cd_diagram.png", "figures/efficiency.png",
                  "tables/leaderboard.csv", "tables/leaderboard.tex", "tables/wilcoxon.csv", "tables/ranks.csv",
                  "tables/seeds.csv"):
         assert (out / name).is_file(), name
@@ -222,7 +222,7 @@ def test_report_files_and_numbers(bench: dict, tmp_path: Path, cli, capsys) -> N
     assert "http://" not in page and "https://" not in page and "<script" not in page  # offline, no JS
     # every image the page references exists
     sources = [s for s in __import__("re").findall(r'src="([^"]+)"', page)]
-    assert len(sources) == 4 * (2 + len(METHODS)) + 2 and all((out / s).is_file() for s in sources)
+    assert len(sources) == 4 * (2 + len(METHODS)) + 3 and all((out / s).is_file() for s in sources)
     # leaderboard numbers are the aggregated ones; the best EN (source_a) is bold, the second (laplacian) underlined
     from fusion_bench import load_results
 

@@ -10,6 +10,7 @@ import math
 import pandas as pd
 import pytest
 
+from fusion_bench.benchmark.protocol import hash_of_text
 from fusion_bench.benchmark.results import read_rows
 from fusion_bench.benchmark.robust import robust_raw_path
 from fusion_bench.benchmark.robust_table import corruption_table, mce_table
@@ -130,11 +131,16 @@ def test_cross_dataset_row_with_segmentation(cli, capsys, tmp_path):
               "--protocol", "robust", "--corruptions", "gaussian_noise:vis", "--device", "cpu", "--out",
               tmp_path / "runs", "--leaderboard-dir", tmp_path / "lb", "--no-progress", "--no-report",
               "--set", "train.max_steps=2", "seg.epochs=1")
+    code, out, err = cli(capsys, "bench", *common, "--downstream", "seg", "--print-config")
+    assert code == 0 and not (tmp_path / "runs").exists(), "--print-config runs nothing"
+    printed = out.partition("\n")[2]
     code, _, err = cli(capsys, "bench", *common, "--downstream", "seg")
     assert code == 0, err
     rows = read_rows(robust_raw_path(tmp_path / "lb", "msrs"))
     assert len(rows) == 1 + len(SEVERITIES)
     assert all(r["train_dataset"] == "synthetic-ivif" and r["seg_miou"] not in ("", "nan") for r in rows)
+    (saved,) = (tmp_path / "runs" / "robust").rglob("config.yaml")
+    assert saved.read_text() == printed and hash_of_text(printed) == rows[0]["config_hash"]
     code, _, err = cli(capsys, "bench", *common[:-1], "--downstream", "none")
     assert code == 0, err
     plain = [r for r in read_rows(robust_raw_path(tmp_path / "lb", "msrs")) if not r["seg_miou"]]

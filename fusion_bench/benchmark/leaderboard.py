@@ -56,13 +56,16 @@ def kind_marker(preset: str) -> str:
 def entry_labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """One display label per leaderboard entry (aggregated records), the string every format shows (the `label`
     column of <dataset>.csv, Markdown, LaTeX, HTML, the report): the method with its kind marker, `(trained on
-    MIX)` for a mixture, `[key=value, ...]` for --set/--config overrides; where two entries of one preset would
+    MIX)` for a mixture, `(<variant> protocol)` for a protocol variant's rows (`bench --protocol balance`),
+    `[key=value, ...]` for --set/--config overrides; where two entries of one preset would
     still read the same, `#<config hash>` (and then `split <split hash>`) follows. Presets are told apart by the
     tables' preset column."""
     def base(r: Mapping[str, Any]) -> str:
         label = str(r["method"]) + kind_marker(str(r["preset"]))
         if str(r.get("train_mixture") or ""):
             label += f" (trained on {r['train_mixture']})"
+        if str(r.get("protocol") or ""):  # a protocol variant's entry (`bench --protocol balance`)
+            label += f" ({r['protocol']} protocol)"
         if str(r.get("overrides") or ""):
             label += f" [{override_label(str(r['overrides']))}]"
         return label
@@ -118,7 +121,8 @@ def latest_rows(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataFrame
     """
     frame = raw_frame(rows)
     values = value_columns(list(frame.columns))
-    for col in (*ENTRY_COLUMNS, "seed", "task", "train_mixture", "overrides", "source", "timestamp", "n_images"):
+    for col in (*ENTRY_COLUMNS, "seed", "task", "train_mixture", "overrides", "source", "timestamp", "n_images",
+                "protocol"):
         if col not in frame.columns:
             frame[col] = ""
     if frame.empty:
@@ -149,7 +153,7 @@ def aggregate_frame(rows: list[dict[str, str]] | pd.DataFrame) -> tuple[pd.DataF
     means, stds = grouped.mean(), grouped.std(ddof=1)
     info = latest.groupby(list(ENTRY_COLUMNS), sort=True).agg(
         task=("task", "first"), train_mixture=("train_mixture", "first"), overrides=("overrides", "first"),
-        source=("source", "first"), n=("seed", "size"),
+        source=("source", "first"), protocol=("protocol", "first"), n=("seed", "size"),
         seeds=("seed", lambda s: " ".join(sorted(s, key=_seed_key))),
         n_images=("n_images", lambda s: " ".join(dict.fromkeys(v for v in s if v))))
     out = info.reset_index()

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from fusion_bench.benchmark.protocol import PROTOCOL_DIR, config_hash
-from fusion_bench.benchmark.results import path_name, run_directory
+from fusion_bench.benchmark.protocol import PROTOCOL_DIR, config_hash, config_text, hash_of_text
+from fusion_bench.benchmark.results import atomic_write_text, path_name, run_directory
 from fusion_bench.benchmark.spec import BenchSpec, PreparedRun
 from fusion_bench.corruptions import CORRUPTIONS, SEVERITIES, check_corruption
 from fusion_bench.errors import BenchError
@@ -95,13 +95,20 @@ class RobustPlan:
     settings: RobustSettings
 
     @property
-    def config_hash(self) -> str:
-        """The rows' config hash: the trained run's (the standard protocol's entry); for a cross-dataset plan whose
-        rows carry downstream scores, that of the trained run's configuration with the scored run's evaluators."""
+    def config_text(self) -> str:
+        """The resolved configuration of the rows (each seed directory's `config.yaml`, `--print-config`): the trained
+        run's (the standard protocol's entry); for a cross-dataset plan whose rows carry downstream scores, the
+        trained run's configuration with the scored run's evaluators."""
         if self.train is self.run or not self.run.evaluators:
-            return self.train.config_hash
-        return config_hash({"train": self.train.config_text,
+            return self.train.config_text
+        return config_text({"train": self.train.config_text,
                             "downstream": {name: asdict(c) for name, c in self.run.evaluators.items()}})
+
+    @property
+    def config_hash(self) -> str:
+        """The rows' config hash: the hash of `config_text`."""
+        return self.train.config_hash if self.train is self.run or not self.run.evaluators else \
+            hash_of_text(self.config_text)
 
     @property
     def train_dataset(self) -> str:
@@ -342,6 +349,7 @@ def run_robust_seed(plan: RobustPlan, seed: int) -> list[dict[str, Any]]:
     if run.evaluators:
         for row, scores in zip(rows, _downstream(plan, model, scored, partial, seed, labels)):
             row.update(scores)
+    atomic_write_text(partial / "config.yaml", plan.config_text)  # the text whose hash names the directory
     finish_partial(partial, run_dir)
     return rows
 

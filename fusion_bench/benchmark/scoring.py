@@ -150,7 +150,9 @@ def run_downstream(prep: PreparedRun, model: L.LightningModule, datamodule: Pair
 
 def _gflops(prep: PreparedRun, model: L.LightningModule, channels: tuple[int, int] | None,
             batch: dict[str, Any] | None) -> float:
-    """GFLOPs of one fuse at GFLOPS_SIZE (random inputs with the sources' channels), or of one classifier call."""
+    """GFLOPs of one fuse at GFLOPS_SIZE (random inputs with the sources' channels), or of one classifier call. A
+    training-free method's count includes its element-wise arithmetic (`count_gflops(elementwise=True)`, as
+    `profiling.profile_fusion`): its rules are its work; a copy of a source counts 0."""
     model = model.to(prep.device).eval()
     dtype = model_dtype(model)
     with computing_in(dtype):
@@ -163,4 +165,4 @@ def _gflops(prep: PreparedRun, model: L.LightningModule, channels: tuple[int, in
         if channels is None:
             return math.nan
         x1, x2 = cast_floating(fusion_inputs(channels, *GFLOPS_SIZE, prep.device), dtype)
-        return count_gflops(lambda: model.fuse(x1, x2))
+        return count_gflops(lambda: model.fuse(x1, x2), elementwise=not getattr(model, "trainable", True))

@@ -250,6 +250,10 @@ def _bench_robust(args: argparse.Namespace, methods: list[str], datasets: list[s
                                   default_seeds(d, args.preset, variant="robust", protocol_file=args.protocol_file),
                                   args.leaderboard_dir), args.train_dataset, args.corruptions, args.train_root)
              for d in datasets for m in methods]
+    if args.print_config:
+        print_configs([(plan.run.spec.method, plan.run.spec.dataset, plan.run.spec.preset, plan.config_hash,
+                        plan.config_text) for plan in plans])
+        return 0
     for plan in plans:
         rows = run_robust(plan)
         print(f"{plan.run.spec.method} on {plan.run.spec.dataset}"
