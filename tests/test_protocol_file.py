@@ -166,3 +166,26 @@ def test_a_missing_protocol_file_or_unknown_name_is_exit_2_without_torch(tmp_pat
     assert missing_code == 2 and "missing.yaml: no such file" in missing, missing
     assert nope_code == 2 and "neither a protocol variant (balance, robust) nor a YAML protocol file" in nope, nope
     assert result["torch"] is False
+
+
+def test_the_python_api_takes_protocol_as_the_command_line_does(tmp_path):
+    from fusion_bench import BenchSpec, run_bench
+    from fusion_bench.benchmark.request import prepare
+    from fusion_bench.errors import BenchError
+
+    balance = prepare(BenchSpec(method="late_fusion", dataset="synthetic-av", protocol="balance",
+                                out=tmp_path / "runs", leaderboard_dir=None, device="cpu", progress=False))
+    assert balance.spec.protocol_variant == "balance" and balance.config["train"]["max_steps"] == 200
+    path = _write(tmp_path, """
+        variant: robust
+        robust: {corruptions: [{name: haze, modality: vis}]}
+        """)
+    rows = run_bench(BenchSpec(method="mean", dataset="synthetic-ivif", protocol=str(path), downstream="none",
+                               out=tmp_path / "runs", leaderboard_dir=tmp_path / "lb", device="cpu", progress=False))
+    assert [(r["corruption"], r["severity"]) for r in rows] == [("none", 0)] + [("haze", s) for s in range(1, 6)]
+    assert (tmp_path / "lb" / "robust" / "raw" / "synthetic-ivif.csv").is_file()
+    assert not (tmp_path / "lb" / "raw").exists(), "robust rows never go to the standard raw CSV"
+    with pytest.raises(BenchError, match="neither a protocol variant"):
+        prepare(BenchSpec(method="mean", dataset="synthetic-ivif", protocol="sturdy"))
+    with pytest.raises(BenchError, match="disagree"):
+        prepare(BenchSpec(method="mean", dataset="synthetic-ivif", protocol="robust", protocol_variant="balance"))

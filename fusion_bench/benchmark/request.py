@@ -29,6 +29,7 @@ from fusion_bench.benchmark.protocol import (
     hash_of_text,
     is_published,
     load_protocol,
+    protocol_option,
     protocol_preset,
     protocol_seeds,
     read_protocol_file,
@@ -45,6 +46,7 @@ from fusion_bench.types import Task
 
 def prepare(spec: BenchSpec) -> PreparedRun:
     """Validate the request and resolve everything a run needs (no training, no fusing)."""
+    spec = resolve_protocol_argument(spec)
     if is_published(spec.method) or spec.published is not None or spec.preset == "published":
         return prepare_published(spec)
     if (spec.weights is not None) != (spec.preset == "released"):
@@ -166,6 +168,22 @@ def prepare(spec: BenchSpec) -> PreparedRun:
         check_train_settings(prep)
         check_manual_optimization(built, config["train"], spec.method)
     return prep
+
+
+def resolve_protocol_argument(spec: BenchSpec) -> BenchSpec:
+    """`spec.protocol` (the API's `--protocol NAME|FILE`) as `protocol_variant` and `protocol_file`; BenchError when
+    it is neither a variant nor a protocol file, or contradicts those fields."""
+    if spec.protocol is None:
+        return spec
+    try:
+        variant, path = protocol_option(spec.protocol)
+    except ProtocolError as err:
+        raise BenchError(str(err)) from err
+    for name, given, resolved in (("protocol_variant", spec.protocol_variant, variant),
+                                  ("protocol_file", spec.protocol_file, path)):
+        if given is not None and (resolved is None or str(given) != str(resolved)):
+            raise BenchError(f"protocol={spec.protocol!r} and {name}={given!r} disagree: give one of them")
+    return replace(spec, protocol=None, protocol_variant=variant, protocol_file=path)
 
 
 def check_protocol_metrics(protocol: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from fusion_bench.benchmark.leaderboard import regenerate
 from fusion_bench.benchmark.mixture import PreparedMixture, mixture_setup
 from fusion_bench.benchmark.profiling import PeakMemory
 from fusion_bench.benchmark.protocol import BASELINE_METHODS
-from fusion_bench.benchmark.request import prepare
+from fusion_bench.benchmark.request import check_protocol_request, prepare, resolve_protocol_argument
 from fusion_bench.benchmark.results import append_rows, atomic_write_text, read_rows, row_key
 from fusion_bench.benchmark.run_dirs import completed_rows, finish_partial, prepare_partial, seed_locks
 from fusion_bench.benchmark.scoring import evaluate_seed
@@ -59,8 +59,17 @@ def run_bench(spec: BenchSpec, timings: list[dict[str, Any]] | None = None,
 
     As on the command line, `spec.method` and `spec.dataset` may name several (comma-separated text or a list):
     every method runs on every dataset, source_a/source_b first (`expand_spec`); the rows of all come back.
+    `spec.protocol` is the command line's `--protocol NAME|FILE`; with the robust variant the rows are the
+    robustness protocol's (`robust.run_robust`, the protocol's corruption list, in the robust raw CSV).
     """
-    specs = expand_spec(spec)
+    specs = [resolve_protocol_argument(s) for s in expand_spec(spec)]
+    if any(check_protocol_request(s) == "robust" for s in specs):  # `--protocol robust`: its own rows (robust.py)
+        from fusion_bench.benchmark.robust import prepare_robust, run_robust
+
+        if prep is not None:
+            raise BenchError("run_bench: `prep` is not taken with protocol robust (prepare_robust checks the request)")
+        plans = [prepare_robust(s) for s in specs]  # the whole request is checked before anything runs
+        return [row for plan in plans for row in run_robust(plan)]
     if len(specs) > 1:
         if prep is not None:
             raise BenchError("run_bench: `prep` belongs to one method and dataset; leave it out for several")

@@ -77,6 +77,9 @@ class BenchSpec:
     # `--protocol FILE`: a user's protocol file merged over the dataset's (protocol.read_protocol_file); the variant
     # its `variant:` key names is `protocol_variant`
     protocol_file: str | Path | None = None
+    # as the command line's `--protocol NAME|FILE` (the Python API's name for it): resolved into protocol_variant and
+    # protocol_file by `request.resolve_protocol_argument`
+    protocol: str | Path | None = None
 
 
 @dataclass(frozen=True)
