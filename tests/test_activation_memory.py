@@ -1,4 +1,4 @@
-"""Memory-saving formulations compute the same numbers (issue #16).
+"""Memory-saving formulations compute the same numbers.
 
 CFI's pooled cross-attention (`_PooledAttention`: no attention matrix, no full-resolution k/v kept) with in-place
 LeakyReLUs, and SwinFusion's window attention (recomputing autograd function / `scaled_dot_product_attention`,

@@ -1,4 +1,4 @@
-"""benchmarks/perf/gpu_check.py (issue #31's GPU check): its CPU dry run and the targets table.
+"""benchmarks/perf/gpu_check.py (the GPU check): its CPU dry run and the targets table.
 
 The dry run goes through every section with the sections' failure modes injected: a worker that fails at its start
 (scan), one that dies inside its first item (fuse: the item is FAIL, the worker restarts for the rest), one that hangs

@@ -1,4 +1,4 @@
-"""benchmarks/perf scripts that the GPU measurements of issue #16 rely on, checked on CPU at tiny sizes."""
+"""benchmarks/perf scripts that the GPU measurements rely on, checked on CPU at tiny sizes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Precision and memory layout (issue #16): one training step in bf16 autocast against fp32, channels-last against
+"""Precision and memory layout: one training step in bf16 autocast against fp32, channels-last against
 the default layout, and the runner's `train.precision` / `train.channels_last` settings.
 
 bf16 vs fp32, one training step of each trained image-fusion method on CPU: the same weights (one module, deep-copied)

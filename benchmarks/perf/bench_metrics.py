@@ -4,7 +4,7 @@
     python benchmarks/perf/bench_metrics.py --per-folder 1 --out benchmarks/perf/results_cpu.md
     python benchmarks/perf/bench_metrics.py --device cuda --throughput   # GPU pairs/s for the mmif dialect
     python benchmarks/perf/bench_metrics.py --device cuda --throughput --dialects vifb   # ... for vifb
-    python benchmarks/perf/bench_metrics.py --pair --repeats 15          # issue #3 speed target (CPU)
+    python benchmarks/perf/bench_metrics.py --pair --repeats 15          # the 20x speed target (CPU)
 
 The real images come from ../shared/realdata (or $FUSION_BENCH_REALDATA); nothing is copied into the repo.
 """

@@ -4,7 +4,7 @@
     python benchmarks/perf/bench_metrics_revs.py --images synthetic --repeats 5   # 480x640 pairs, no data needed
     python benchmarks/perf/bench_metrics_revs.py --old-rev HEAD~1 --dialects vifb --threads 2
 
-`--old-rev` (default: 71fab58, main before the issue #16 metric kernels) is exported with `git archive` to a
+`--old-rev` (default: 71fab58, main before the current metric kernels) is exported with `git archive` to a
 temporary directory and its `fusion_bench` package imported under its own module objects next to the working
 tree's (the metrics package has no import inside a function, so the two stay apart). Each round scores every
 pair with every dialect, old and new back to back (which goes first alternates between rounds), so that the

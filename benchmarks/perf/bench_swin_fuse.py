@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-BEFORE = "71fab58"  # main before the issue #16 attention changes (materialised window attention)
+BEFORE = "71fab58"  # main before the current attention code (materialised window attention)
 
 
 def load_old_model(rev: str) -> types.ModuleType:

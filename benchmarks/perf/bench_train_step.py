@@ -1,4 +1,4 @@
-"""Training-step speed and peak memory of a method's preset (issue #16's GPU table), on random data.
+"""Training-step speed and peak memory of a method's preset, on random data.
 
     python benchmarks/perf/bench_train_step.py --method cfi --device cuda                       # paper batch x crop
     python benchmarks/perf/bench_train_step.py --method swinfusion --device cuda --precision bf16 --channels-last

@@ -1,4 +1,4 @@
-"""The GPU check of issue #31: every CUDA path written since the last GPU measurement, in one command, one table.
+"""The GPU check: every CUDA path written since the last GPU measurement, in one command, one table.
 
     python benchmarks/perf/gpu_check.py                          # on a CUDA machine: -> $OUT/gpu_check.md
     python benchmarks/perf/gpu_check.py --install-mamba          # first try to install mamba-ssm (time-boxed)
@@ -17,9 +17,9 @@ failing item is recorded as FAIL with its first error line and the section goes 
 restarts the worker after the failed item; a section over its budget is killed and its remaining items are recorded
 as TIMEOUT; later sections still run. The exit code is 1 when a section failed or timed out.
 
-The previous GPU table (issue #16: H200, torch 2.11, before the issue #16 and #31 changes; the numbers quoted in
-docs/performance.md and issue #31) is encoded below (REFERENCE): the rows get reference and ratio columns, and a
-targets table says whether each target of issue #31 (point 3) is met on the card that ran.
+The previous GPU table (H200, torch 2.11, before the activation-memory, Swin and metric-kernel changes; the numbers
+quoted in docs/performance.md) is encoded below (REFERENCE): the rows get reference and ratio columns, and a
+targets table says whether each target is met on the card that ran.
 
 --dry-run runs every section on the CPU with the smoke presets and tiny sizes (CUDA-only parts say "skipped: no
 CUDA"), in one to two minutes: it checks the plumbing; its numbers are not measurements.
@@ -77,16 +77,16 @@ GPU_BUDGETS = {"install": 330, "env": 60, "scan": 60, "train": 170, "fuse": 70, 
 DRY_BUDGETS = {name: 90 for name in SECTIONS}
 CUDA_ONLY = ("ddp",)  # sections the dry run skips without starting a worker
 
-# Issue #16's GPU table (H200, torch 2.11), as quoted in docs/performance.md and issue #31.
+# The previous GPU table (H200, torch 2.11), as quoted in docs/performance.md.
 REFERENCE: dict[str, Any] = {
-    "source": "issue #16, NVIDIA H200, torch 2.11, fp32 paper presets",
+    "source": "previous GPU table: NVIDIA H200, torch 2.11, fp32 paper presets",
     # peak GPU memory of one training step at the paper batch x crop, GB. seafusion's 7.7 GB was measured on
     # 16 x 256x256 crops, not the preset's whole 480x640 images, so it has no ratio here; cmd_cta was not measured.
     "peak_gb": {"cfi": 32.3, "swinfusion": 25.8, "ssvif": 33.4, "amdanet": 30.1},
     "swin_fuse_images_per_s": 9.0,  # SwinFusion fuse, 480x640
     "vifb_pairs_per_s": 178.0,  # bench_metrics.py --device cuda --throughput --dialects vifb
 }
-# issue #31, point 3: (label, section, row filter, value key, reference, comparison, factor)
+# the targets: (label, section, row filter, value key, reference, comparison, factor)
 TARGETS: tuple[tuple[str, str, dict[str, Any], str, float, str, float], ...] = (
     ("CFI peak memory, paper batch, configured precision (GB)", "train", {"method": "cfi", "variant": "config"},
      "peak_gb", REFERENCE["peak_gb"]["cfi"], "<=", 0.5),
@@ -167,7 +167,7 @@ class Report:
         mode = ("CPU dry run: smoke presets and tiny sizes; the numbers check the plumbing and are not measurements"
                 if cfg.dry_run else f"device run on {cfg.device}")
         lines = [
-            "# GPU check (issue #31)", "",
+            "# GPU check", "",
             f"- card: **{env.get('card', '?')}**" + (f" (compute capability {env['capability']}, {env['memory_gb']} "
                                                      f"GB, {env.get('gpus')} GPU(s), driver {env.get('driver', '?')})"
                                                      if "capability" in env else ""),
@@ -187,7 +187,7 @@ class Report:
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
             summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "-"
             lines.append(f"| {name} | **{sec.status}** | {sec.seconds:.1f} | {summary} | {_fmt(sec.note)} |")
-        lines += ["", "## Targets (issue #31, point 3)", "",
+        lines += ["", "## Targets", "",
                   "| target | reference | required | measured | ratio | met |", "|---|---|---|---|---|---|"]
         lines += self.targets()
         for name, sec in self.sections.items():

@@ -143,7 +143,6 @@ USER_PROTOCOL_KEYS: dict[str, tuple[type, ...]] = {
 # settings of the robust tables (the mCE baseline and metric): read from the dataset's protocol whenever the tables
 # are regenerated (`fusion-bench leaderboard` too), so one run's file cannot change them
 ROBUST_TABLE_KEYS = ("baseline", "mce_metric", "mce_best")
-PRESET_KEYS = ("seeds", "seg", "det")  # a protocol preset's settings: its seeds and the downstream evaluators'
 
 # `bench --protocol NAME`: balance (AV datasets: fusion_bench.benchmark.balance), robust (image fusion:
 # fusion_bench.benchmark.robust)
@@ -177,14 +176,17 @@ def read_protocol_file(path: str | Path) -> dict[str, Any]:
     if loaded.get("variant") is not None and loaded["variant"] not in PROTOCOL_VARIANTS:
         raise ProtocolError(f"--protocol {path}: variant {loaded['variant']!r} is not a protocol variant (known: "
                             f"{', '.join(PROTOCOL_VARIANTS)})")
+    from fusion_bench.registry import EVALUATORS  # names only: imports no evaluator
+
+    preset_keys = ("seeds", *EVALUATORS)  # a protocol preset's settings: its seeds and each evaluator's
     for preset, block in (loaded.get("presets") or {}).items():
         if preset not in PRESETS or not isinstance(block, dict):
             raise ProtocolError(f"--protocol {path}: presets.{preset} must be one of {', '.join(PRESETS)} mapped to "
-                                "its settings (seeds, seg, det)")
-        unknown = sorted(set(block) - set(PRESET_KEYS))
-        if unknown or not all(isinstance(block.get(k) or {}, dict) for k in PRESET_KEYS[1:]):
-            raise ProtocolError(f"--protocol {path}: presets.{preset} takes {', '.join(PRESET_KEYS)} (seg and det: "
-                                f"mappings of evaluator settings), got {unknown[0] if unknown else block!r}")
+                                f"its settings ({', '.join(preset_keys)})")
+        unknown = sorted(set(block) - set(preset_keys))
+        if unknown or not all(isinstance(block.get(k) or {}, dict) for k in EVALUATORS):
+            raise ProtocolError(f"--protocol {path}: presets.{preset} takes {', '.join(preset_keys)} (evaluators: "
+                                f"mappings of their settings), got {unknown[0] if unknown else block!r}")
         _check_seeds(block.get("seeds"), f"--protocol {path}: presets.{preset}.seeds")
     for variant, block in (loaded.get("variants") or {}).items():
         if variant not in PROTOCOL_VARIANTS or not isinstance(block, dict):

@@ -1,4 +1,4 @@
-"""The vifb dialect's faster kernels (issue #16) give the numbers of their previous formulation.
+"""The vifb dialect's faster kernels give the numbers of their previous formulation.
 
 The previous code is kept here, small and self-contained: Qabf, SSIM, Qcb and Qcv computed channel by channel on
 the full per-channel arrays (a gray source repeated for every fused channel), with the complex FFT, the SciPy /
